@@ -1,0 +1,109 @@
+"""Throughput of tartan's training loop against a bare hand-written PyTorch loop over the very same
+batches, same model, same optimizer and precision, measured in one process.
+
+    python benchmarks/speed.py [--quick] [--data-dir ../shared/data] [--steps N]
+
+The last line printed is one JSON object (tokens_per_second_tartan, tokens_per_second_bare,
+tartan_vs_bare, and the same per precision). Tokens are non-padding tokens.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from tartan.config import load_config
+from tartan.methods import Stage
+from tartan.models.body import accepts_token_types, load_body
+from tartan.models.multitask import MultiTaskModel
+from tartan.rundir import RunLog
+from tartan.run import build_task, make_accelerator
+from tartan.training.loop import make_optimizer, run_stage
+
+
+def fresh_model(config, task):
+    torch.manual_seed(0)
+    body, _ = load_body(config.model)
+    return MultiTaskModel(body, {task.name: task.make_head(body.config.hidden_size)},
+                          token_types=accepts_token_types(body))
+
+
+def bare_loop(model, batches, config, precision: str, warmup: int) -> float:
+    """What a user would write by hand: forward, loss, backward, clip, step."""
+    optimizer = make_optimizer(model, config.train)
+    model.train()
+    tokens, seconds = 0, 0.0
+    for i, batch in enumerate(batches):
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model.heads[next(iter(model.heads))](model.encode(batch))
+            loss = F.cross_entropy(logits.float(), batch["labels"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= warmup:
+            seconds += time.perf_counter() - started
+            tokens += int(batch["attention_mask"].sum())
+    return tokens / seconds
+
+
+def tartan_loop(model, task, config, precision: str, steps: int, warmup: int) -> float:
+    config.train.precision = precision
+    config.train.max_steps = warmup + steps
+    config.train.progress = False
+    config.train.eval_every = 10 ** 9  # evaluation only at the end, and not timed
+    accelerator = make_accelerator(precision)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = RunLog(Path(tmp))
+        stage = Stage(name="speed", tasks=[(task.name, "classification", {})])
+        # warm-up steps are timed by the loop too: subtract them by running them as their own stage
+        config.train.max_steps = warmup
+        run_stage(stage, model, {task.name: task}, config.train, accelerator, Path(tmp) / "w", log, progress=False)
+        config.train.max_steps = steps
+        state = run_stage(stage, model, {task.name: task}, config.train, accelerator, Path(tmp) / "s", log,
+                          progress=False)
+    return state.train_tokens / state.train_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few steps (under 2 minutes)")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    parser.add_argument("--task", default="citation_intent")
+    parser.add_argument("--precisions", default="bf16,fp32")
+    args = parser.parse_args()
+    steps = args.steps or (12 if args.quick else 60)
+    warmup = 3
+    config = load_config(Path(__file__).resolve().parents[1] / "recipes" / "finetune.yaml",
+                         [f"data_dir={args.data_dir}", f"end_task={args.task}"])
+    _, tokenizer = load_body(config.model)
+    task = build_task(args.task, "classification", {}, config, tokenizer)
+    # the tartan side runs its warm-up as a stage of its own, which starts again at the first batch
+    epoch = task.train_batches(0)
+    batches = [task.collate("train", i) for i in list(epoch[:warmup]) + list(epoch[:steps])]
+    result = {"task": args.task, "model": config.model, "steps": steps, "batch_size": config.train.batch_size,
+              "threads": torch.get_num_threads()}
+    for precision in args.precisions.split(","):
+        tartan = tartan_loop(fresh_model(config, task), task, config, precision, steps, warmup)
+        bare = bare_loop(fresh_model(config, task), batches, config, precision, warmup)
+        result[f"{precision}_tokens_per_second_tartan"] = round(tartan, 1)
+        result[f"{precision}_tokens_per_second_bare"] = round(bare, 1)
+        result[f"{precision}_tartan_vs_bare"] = round(tartan / bare, 3)
+        print(f"{precision}: tartan {tartan:.0f} tokens/s, bare {bare:.0f} tokens/s, ratio {tartan / bare:.3f}",
+              flush=True)
+    first = args.precisions.split(",")[0]
+    result["tokens_per_second_tartan"] = result[f"{first}_tokens_per_second_tartan"]
+    result["tokens_per_second_bare"] = result[f"{first}_tokens_per_second_bare"]
+    result["tartan_vs_bare"] = result[f"{first}_tartan_vs_bare"]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

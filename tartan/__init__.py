@@ -1,0 +1,2 @@
+"""tartan: end-task aware training."""
+__version__ = "0.1.0"

@@ -1,0 +1,126 @@
+"""The command line: parse, call the library, print. Bad input is one line on stderr and exit 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import TartanError
+
+
+def _table(rows: dict[str, dict | None], columns=("macro_f1", "micro_f1", "accuracy", "loss")) -> str:
+    lines = ["| split | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for split, metrics in rows.items():
+        if metrics:
+            cells = [f"{100 * metrics[c]:.2f}" if c != "loss" else f"{metrics[c]:.4f}" for c in columns]
+            lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .run import train
+
+    recipe = Path(args.recipe)
+    if recipe.is_dir():  # `tartan train RUN_DIR` resumes the run it holds
+        recipe = recipe / "config.yaml"
+    config = load_config(recipe, args.overrides)
+    metrics = train(config, force=args.force)
+    print(f"{metrics['name']} ({metrics['method']}) on {metrics['end_task']}, seed {metrics['seed']}: "
+          f"selected on dev {metrics['metric']}, best step {metrics['best_step']}, "
+          f"{metrics['train_seconds']:.0f} s, {metrics['tokens_per_second']:.0f} tokens/s")
+    print(_table({"dev": metrics["dev"], "test": metrics["test"]}))
+    print(f"run directory: {config.output_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .inference import evaluate_run
+
+    metrics = evaluate_run(Path(args.run_dir), args.split, args.data_dir)
+    print(_table({args.split: metrics}))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .inference import predict_file
+
+    if args.output:
+        from .rundir import write_text_atomic
+        import io
+
+        buffer = io.StringIO()
+        count = predict_file(Path(args.run_dir), Path(args.file), buffer)
+        write_text_atomic(Path(args.output), buffer.getvalue())
+        print(f"{count} predictions written to {args.output}", file=sys.stderr)
+    else:
+        predict_file(Path(args.run_dir), Path(args.file))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .config import default_data_dir
+    from .data.download import download_tasks
+
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    paths = download_tasks(args.names, data_dir, base_url=args.base_url)
+    print(f"{len(paths)} files in {data_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tartan", description="End-task aware training.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a recipe (resumes a killed run)",
+                                description="Train the run a YAML recipe describes. Overrides are dotted "
+                                            "key=value pairs, e.g. seed=1 train.max_steps=50. Given a run "
+                                            "directory, resumes it.")
+    train.add_argument("recipe", help="a YAML recipe, or a run directory to resume")
+    train.add_argument("overrides", nargs="*", help="key=value overrides")
+    train.add_argument("--force", action="store_true", help="retrain a finished run")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a finished run on a split")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    evaluate.add_argument("--data-dir", help="read the task from here instead of the run's data_dir")
+    evaluate.set_defaults(func=cmd_eval)
+
+    predict = commands.add_parser("predict", help="predict a label for every line of a file",
+                                  description="Writes one JSON line per input row: {label, probability}. "
+                                              "FILE is .jsonl/.csv/.tsv with a text (and text_pair) field, "
+                                              "or .txt with one text a line.")
+    predict.add_argument("run_dir")
+    predict.add_argument("file")
+    predict.add_argument("--output", "-o", help="write here (default: standard output)")
+    predict.set_defaults(func=cmd_predict)
+
+    download = commands.add_parser("download", help="fetch 'Don't Stop Pretraining' task files",
+                                   description="Fetch {train,dev,test}.jsonl of each named task into the data "
+                                               "directory, checking each file before it replaces anything.")
+    download.add_argument("names", nargs="+", help="task names, e.g. citation_intent chemprot sciie")
+    download.add_argument("--data-dir", help="default: $TARTAN_DATA, else the user cache folder")
+    download.add_argument("--base-url", help="mirror of the release (default: its canonical location)")
+    download.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except TartanError as error:
+        if args.debug:
+            raise
+        print(f"tartan: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tartan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

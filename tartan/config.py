@@ -1,0 +1,243 @@
+"""Typed run configuration: a YAML recipe plus dotted `key=value` overrides, validated against
+dataclasses so that an unknown key or a value of the wrong type is one line naming it (and the recipe
+line it came from)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import TartanError
+
+
+@dataclass
+class DataConfig:
+    max_length: int = 256
+    # batches per length-sorted chunk: larger chunks pad less, smaller ones shuffle more
+    bucket_batches: int = 50
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    # upper bound on optimizer steps in every stage of a method (for short runs)
+    max_steps: typing.Optional[int] = None
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    lr_body: float = 1e-4
+    lr_head: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    grad_clip: float = 1.0
+    # evaluate every N optimizer steps; null evaluates once per epoch
+    eval_every: typing.Optional[int] = None
+    # evaluations without improvement before stopping; 0 never stops early
+    patience: int = 3
+    precision: str = "bf16"
+    head_dropout: float = 0.1
+    log_every: int = 20
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    # recipe name (the file stem unless set): groups runs in reports
+    name: str = ""
+    method: str = "finetune"
+    # a Hugging Face model name or local path; `minilm` is the embedded MiniLM-L6-H384
+    model: str = "minilm"
+    data_dir: typing.Optional[str] = None
+    end_task: str = "citation_intent"
+    # dev metric that selects checkpoints; null takes the end task's customary one
+    metric: typing.Optional[str] = None
+    output_dir: typing.Optional[str] = None
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRECISIONS = ("bf16", "fp32")
+METRICS = ("macro_f1", "micro_f1", "accuracy")
+
+
+def default_data_dir() -> Path:
+    if os.environ.get("TARTAN_DATA"):
+        return Path(os.environ["TARTAN_DATA"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tartan" / "data"
+
+
+def cache_dir() -> Path:
+    if os.environ.get("TARTAN_CACHE"):
+        return Path(os.environ["TARTAN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tartan"
+
+
+def load_config(recipe: str | Path | None, overrides: list[str] = ()) -> Config:
+    """The recipe's values over the defaults, then each `key=value` override over those."""
+    values: dict = {}
+    lines: dict[str, int] = {}
+    source = "defaults"
+    if recipe is not None:
+        source = str(recipe)
+        values, lines = _read_yaml(Path(recipe))
+    config = _build(Config, values, "", source, lines)
+    for override in overrides:
+        _apply_override(config, override)
+    if not config.name:
+        config.name = Path(recipe).stem if recipe is not None else config.method
+    _check_choices(config, source)
+    return config
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    if not path.is_file():
+        raise TartanError("recipe not found", path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        values = yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise TartanError("recipe is not UTF-8 text", path) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error)
+        raise TartanError(f"malformed YAML: {problem}", path, mark.line + 1 if mark else None) from None
+    if values is None:
+        return {}, {}
+    if not isinstance(values, dict):
+        raise TartanError("a recipe must be a mapping of keys to values", path, 1)
+    lines: dict[str, int] = {}
+    _key_lines(node, "", lines)
+    return values, lines
+
+
+def _key_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            dotted = f"{prefix}{key.value}"
+            lines[dotted] = key.start_mark.line + 1
+            _key_lines(value, dotted + ".", lines)
+
+
+def _fields(cls) -> dict[str, tuple[Any, Any]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], f) for f in dataclasses.fields(cls)}
+
+
+def _build(cls, values: dict, prefix: str, source: str, lines: dict[str, int]):
+    known = _fields(cls)
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            raise TartanError(f"unknown config key {dotted!r} (known here: {', '.join(known)})",
+                              source, lines.get(dotted))
+        hint, _ = known[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise TartanError(f"{dotted} must be a mapping of keys to values, got {value!r}",
+                                  source, lines.get(dotted))
+            kwargs[key] = _build(hint, value, dotted + ".", source, lines)
+        else:
+            kwargs[key] = _coerce(value, hint, dotted, source, lines.get(dotted))
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, dotted: str, source: str, line: int | None) -> Any:
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+    base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
+    if value is None or (optional and value in ("null", "None", "~")):
+        if optional:
+            return None
+        raise TartanError(f"{dotted} must not be empty", source, line)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise TartanError(f"{dotted} must be true or false, got {value!r}", source, line)
+    if base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise TartanError(f"{dotted} must be an integer, got {value!r}", source, line)
+    if base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads 1e-4 as a string
+                return float(value)
+            except ValueError:
+                pass
+        raise TartanError(f"{dotted} must be a number, got {value!r}", source, line)
+    if base is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise TartanError(f"{dotted} must be a string, got {value!r}", source, line)
+    return value
+
+
+def _apply_override(config: Config, override: str) -> None:
+    source = f"override {override!r}"
+    if "=" not in override:
+        raise TartanError(f"{source}: expected key=value")
+    dotted, raw = override.split("=", 1)
+    dotted = dotted.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    target: Any = config
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        known = _fields(type(target))
+        if part not in known:
+            raise TartanError(f"{source}: unknown config key {'.'.join(parts[:depth + 1])!r} "
+                              f"(known here: {', '.join(known)})")
+        hint, _ = known[part]
+        if depth < len(parts) - 1:
+            if not dataclasses.is_dataclass(hint):
+                raise TartanError(f"{source}: {'.'.join(parts[:depth + 1])} has no sub-keys")
+            target = getattr(target, part)
+        elif dataclasses.is_dataclass(hint):
+            raise TartanError(f"{source}: {dotted} is a section; set one of its keys ({', '.join(_fields(hint))})")
+        else:
+            setattr(target, part, _coerce(value, hint, dotted, source, None))
+
+
+def _check_choices(config: Config, source: str) -> None:
+    if config.train.precision not in PRECISIONS:
+        raise TartanError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {config.train.precision!r}", source)
+    if config.metric is not None and config.metric not in METRICS:
+        raise TartanError(f"metric must be one of {', '.join(METRICS)}, got {config.metric!r}", source)
+    positive = {"train.batch_size": config.train.batch_size, "train.eval_batch_size": config.train.eval_batch_size,
+                "train.epochs": config.train.epochs, "data.max_length": config.data.max_length,
+                "data.bucket_batches": config.data.bucket_batches, "train.log_every": config.train.log_every}
+    if config.train.max_steps is not None:
+        positive["train.max_steps"] = config.train.max_steps
+    if config.train.eval_every is not None:
+        positive["train.eval_every"] = config.train.eval_every
+    for key, value in positive.items():
+        if value < 1:
+            raise TartanError(f"{key} must be at least 1, got {value}", source)
+    if not 0 <= config.train.warmup < 1:
+        raise TartanError(f"train.warmup is a fraction of the steps in [0, 1), got {config.train.warmup}", source)
+
+
+def save_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

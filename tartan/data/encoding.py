@@ -1,0 +1,83 @@
+"""Tokenisation, cached on disk: the key is the source file's digest, the tokenizer's fingerprint and
+the maximum length, so a second run (or another seed) never tokenises the same file again."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CACHE_FORMAT = "1"
+
+
+@dataclass
+class Encoded:
+    input_ids: list[np.ndarray]
+    token_type_ids: list[np.ndarray] | None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    cached = getattr(tokenizer, "_tartan_fingerprint", None)
+    if cached:
+        return cached
+    digest = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    digest.update(repr(sorted(tokenizer.special_tokens_map.items())).encode())
+    tokenizer._tartan_fingerprint = digest.hexdigest()
+    return tokenizer._tartan_fingerprint
+
+
+def encode(tokenizer, texts: list[str], text_pairs: list[str] | None, max_length: int,
+           source_digest: str | None = None, cache: Path | None = None) -> Encoded:
+    """Token ids of `texts` (with `text_pairs` as second segments), truncated to `max_length`.
+    With `cache` and `source_digest` the result is read from / written to the cache."""
+    path = None
+    if cache is not None and source_digest is not None:
+        key = hashlib.sha256(f"{CACHE_FORMAT}|{source_digest}|{tokenizer_fingerprint(tokenizer)}|{max_length}|"
+                             f"{text_pairs is not None}".encode()).hexdigest()
+        path = Path(cache) / "tokens" / f"{key}.npz"
+        if path.is_file():
+            return _load(path)
+    batch = tokenizer(texts, text_pairs, truncation=True, max_length=max_length,
+                      return_attention_mask=False)
+    input_ids = [np.asarray(ids, dtype=np.int32) for ids in batch["input_ids"]]
+    type_ids = batch.get("token_type_ids")
+    encoded = Encoded(input_ids, [np.asarray(t, dtype=np.int8) for t in type_ids] if type_ids is not None else None)
+    if path is not None:
+        _save(path, encoded)
+    return encoded
+
+
+def _save(path: Path, encoded: Encoded) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    offsets = np.concatenate([[0], np.cumsum(encoded.lengths)])
+    arrays = {"ids": np.concatenate(encoded.input_ids) if len(encoded) else np.zeros(0, np.int32),
+              "offsets": offsets}
+    if encoded.token_type_ids is not None:
+        arrays["type_ids"] = np.concatenate(encoded.token_type_ids) if len(encoded) else np.zeros(0, np.int8)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "wb") as out:
+        np.savez(out, **arrays)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> Encoded:
+    with np.load(path, allow_pickle=False) as data:
+        offsets = data["offsets"]
+        ids = np.split(data["ids"], offsets[1:-1])
+        type_ids = np.split(data["type_ids"], offsets[1:-1]) if "type_ids" in data else None
+    return Encoded(ids, type_ids)

@@ -1,0 +1,113 @@
+"""Labelled task folders: `{train,dev,test}.{jsonl,csv,tsv}` rows with `text`, `label` and an optional
+`text_pair`. The label vocabulary comes from train; a dev/test label train never had is an error."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TartanError
+from .readers import read_rows
+
+SPLITS = ("train", "dev", "test")
+LABELLED_EXTENSIONS = ("jsonl", "csv", "tsv")
+
+
+@dataclass
+class LabelledSplit:
+    path: Path
+    digest: str  # sha256 of the file's bytes: keys the token cache, notices changed files
+    texts: list[str]
+    text_pairs: list[str] | None
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class LabelledTask:
+    name: str
+    folder: Path
+    label_names: list[str]
+    splits: dict[str, LabelledSplit]
+
+    def label_ids(self, split: str) -> list[int]:
+        index = {name: i for i, name in enumerate(self.label_names)}
+        return [index[label] for label in self.splits[split].labels]
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_file(folder: Path, split: str) -> Path | None:
+    found = [folder / f"{split}.{ext}" for ext in LABELLED_EXTENSIONS if (folder / f"{split}.{ext}").is_file()]
+    if len(found) > 1:
+        raise TartanError(f"several files for split {split!r}: {', '.join(p.name for p in found)}", folder)
+    return found[0] if found else None
+
+
+def read_split(path: Path, known_labels: set[str] | None = None) -> LabelledSplit:
+    texts: list[str] = []
+    pairs: list[str] = []
+    labels: list[str] = []
+    lines: list[int] = []
+    for line, row in read_rows(path):
+        text = row.get("text")
+        if "text" not in row:
+            raise TartanError("missing field 'text'", path, line)
+        if not isinstance(text, str):
+            raise TartanError(f"field 'text' must be a string, got {type(text).__name__}", path, line)
+        if "label" not in row or row["label"] is None or row["label"] == "":
+            raise TartanError("missing field 'label'", path, line)
+        label = row["label"]
+        if isinstance(label, bool) or not isinstance(label, (str, int)):
+            raise TartanError(f"field 'label' must be a string or an integer, got {type(label).__name__}", path, line)
+        label = str(label)
+        if known_labels is not None and label not in known_labels:
+            raise TartanError(f"label {label!r} never occurs in train (train labels: {', '.join(sorted(known_labels))})",
+                              path, line)
+        pair = row.get("text_pair")
+        if pair is not None and not isinstance(pair, str):
+            raise TartanError(f"field 'text_pair' must be a string, got {type(pair).__name__}", path, line)
+        texts.append(text)
+        pairs.append(pair)
+        labels.append(label)
+        lines.append(line)
+    has_pairs = [p is not None for p in pairs]
+    if any(has_pairs) and not all(has_pairs):
+        raise TartanError("missing field 'text_pair' (other rows of this file have one)",
+                          path, lines[has_pairs.index(False)])
+    return LabelledSplit(path=path, digest=file_digest(path), texts=texts,
+                         text_pairs=pairs if any(has_pairs) else None, labels=labels)
+
+
+def load_labelled_task(data_dir: str | Path, name: str, splits: tuple[str, ...] = SPLITS) -> LabelledTask:
+    """Read and check every split of task folder `data_dir/name`; train and dev are required."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise TartanError("data directory not found (set data_dir=... or $TARTAN_DATA)", data_dir)
+    folder = data_dir / name
+    if not folder.is_dir():
+        tasks = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+        raise TartanError(f"task folder not found (folders here: {', '.join(tasks) or 'none'})", folder)
+    train_path = split_file(folder, "train")
+    if train_path is None:
+        raise TartanError(f"no train file (expected train.{{{','.join(LABELLED_EXTENSIONS)}}})", folder)
+    loaded = {"train": read_split(train_path)}
+    label_names = sorted(set(loaded["train"].labels))
+    for split in splits:
+        if split == "train":
+            continue
+        path = split_file(folder, split)
+        if path is None:
+            if split == "dev":
+                raise TartanError("no dev file (early stopping needs dev.jsonl, dev.csv or dev.tsv)", folder)
+            continue
+        loaded[split] = read_split(path, set(label_names))
+    return LabelledTask(name=name, folder=folder, label_names=label_names, splits=loaded)

@@ -1,0 +1,50 @@
+"""Data readers keyed by file extension. A reader turns a file into (line number, row dict) pairs and
+raises TartanError naming the file and line for anything malformed. Add a format: one file here."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ...errors import TartanError
+from ...registry import Registry
+
+Row = dict
+Reader = Callable[[Path], Iterator[tuple[int, Row]]]
+readers: Registry[Reader] = Registry("data reader")
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, Row]]:
+    """Rows of `path` by the reader registered for its extension; the file must hold at least one row."""
+    path = Path(path)
+    if not path.is_file():
+        raise TartanError("file not found" if not path.exists() else "not a file", path)
+    reader = readers.get(path.suffix.lstrip(".").lower())
+    empty = True
+    for line, row in reader(path):
+        empty = False
+        yield line, row
+    if empty:
+        raise TartanError("file is empty (no rows)", path)
+
+
+def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without newline), decoding UTF-8 strictly line by line so that bad
+    bytes are reported at their line."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise TartanError(f"undecodable bytes (not UTF-8) at byte {error.start} of the line",
+                                  path, number) from None
+            yield number, text.rstrip("\r\n")
+
+
+def extensions() -> list[str]:
+    return readers.names()
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

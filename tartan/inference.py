@@ -1,0 +1,69 @@
+"""Using a finished run: evaluate its end task on a split, predict labels for a file."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import rundir
+from .data.batching import collate, sorted_batches
+from .data.encoding import encode
+from .data.readers import read_rows
+from .errors import TartanError
+from .models.body import accepts_token_types, load_body
+from .models.heads import ClassificationHead, load_head_meta, load_head_weights
+from .models.multitask import MultiTaskModel
+from .run import build_task, load_run_config, make_accelerator
+
+
+def load_finished(run_dir: Path):
+    """(config, model with the end task's head, tokenizer, head meta) of a finished run."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    if not (run_dir / rundir.MODEL).is_dir() or not (run_dir / rundir.HEADS).is_dir():
+        raise TartanError("run has not finished (no model/ and heads/): train it first", run_dir)
+    body, tokenizer = load_body(str(run_dir / rundir.MODEL))
+    meta = load_head_meta(run_dir / rundir.HEADS, config.end_task)
+    head = ClassificationHead(body.config.hidden_size, len(meta["labels"]), meta.get("dropout", 0.1))
+    load_head_weights(head, run_dir / rundir.HEADS, config.end_task)
+    model = MultiTaskModel(body, {config.end_task: head}, token_types=accepts_token_types(body))
+    return config, model.eval(), tokenizer, meta
+
+
+def evaluate_run(run_dir: Path, split: str = "test", data_dir: str | None = None) -> dict[str, float]:
+    config, model, tokenizer, _ = load_finished(run_dir)
+    if data_dir is not None:
+        config.data_dir = data_dir
+    task = build_task(config.end_task, "classification", {}, config, tokenizer)
+    if split not in task.splits:
+        raise TartanError(f"task {config.end_task!r} has no {split} split", Path(config.data_dir) / config.end_task)
+    return task.evaluate(model, split, make_accelerator(config.train.precision).autocast)
+
+
+def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64) -> int:
+    """Write one JSON line per input row: the predicted label name and its probability."""
+    config, model, tokenizer, meta = load_finished(run_dir)
+    texts, pairs = [], []
+    for line, row in read_rows(Path(path)):
+        if not isinstance(row.get("text"), str):
+            raise TartanError("missing or non-string field 'text'", path, line)
+        texts.append(row["text"])
+        pairs.append(row.get("text_pair"))
+    has_pairs = any(p is not None for p in pairs)
+    encoded = encode(tokenizer, texts, [p or "" for p in pairs] if has_pairs else None, config.data.max_length)
+    autocast = make_accelerator(config.train.precision).autocast
+    probabilities = np.zeros((len(texts), len(meta["labels"])), dtype=np.float32)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with torch.no_grad():
+        for indices in sorted_batches(encoded.lengths, batch_size):
+            with autocast():
+                logits = model(config.end_task, collate(encoded, indices, pad_id))
+            probabilities[indices] = torch.softmax(logits.float(), -1).numpy()
+    out = output or sys.stdout
+    for row in probabilities:
+        best = int(row.argmax())
+        out.write(json.dumps({"label": meta["labels"][best], "probability": round(float(row[best]), 6)}) + "\n")
+    return len(texts)

@@ -1,0 +1,158 @@
+"""A run end to end: config -> data and model (all input checked before anything is written) ->
+the method's stages through the one loop -> the run directory of DESIGN.md."""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from . import rundir
+from .config import Config, cache_dir, default_data_dir, load_config, save_config
+from .data.labelled import load_labelled_task
+from .errors import TartanError
+from .methods import Stage, methods
+from .models.body import accepts_token_types, load_body
+from .models.heads import save_head
+from .models.multitask import MultiTaskModel
+from .rundir import RunLog, write_json_atomic, write_text_atomic
+from .tasks import task_types
+from .training.loop import run_stage
+
+
+def resolve(config: Config) -> Config:
+    """Fill the defaults that depend on the environment, so that config.yaml reproduces the run."""
+    if config.data_dir is None:
+        config.data_dir = str(default_data_dir())
+    if config.output_dir is None:
+        config.output_dir = str(Path("runs") / config.name / config.end_task / f"seed{config.seed}")
+    return config
+
+
+def make_accelerator(precision: str):
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    mixed_precision = "bf16" if precision == "bf16" else "no"
+    # accelerate keeps one global state per process; a second run in the same process (tests, the
+    # speed benchmark) may ask for another precision, so drop the old state but keep the process group
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+
+
+def build_task(name: str, kind: str, options: dict, config: Config, tokenizer):
+    """A task of the registered type `kind`, its data read and checked."""
+    if kind == "classification":
+        data = load_labelled_task(config.data_dir, name)
+        _warn_if_changed(config.data_dir, data)
+        return task_types.get(kind)(
+            data, tokenizer, max_length=config.data.max_length, batch_size=config.train.batch_size,
+            eval_batch_size=config.train.eval_batch_size, seed=config.seed,
+            bucket_batches=config.data.bucket_batches, head_dropout=config.train.head_dropout,
+            metric=config.metric if name == config.end_task else None, cache=cache_dir(), **options)
+    return task_types.get(kind)(name=name, config=config, tokenizer=tokenizer, **options)
+
+
+def _warn_if_changed(data_dir: str, data) -> None:
+    try:
+        from .data.download import check_manifest
+    except ImportError:  # pragma: no cover
+        return
+    for split in data.splits.values():
+        warning = check_manifest(Path(data_dir), split.path, split.digest)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+
+
+def train(config: Config, force: bool = False) -> dict:
+    """Train (or resume, or return the finished result of) the run `config` describes."""
+    config = resolve(config)
+    run_dir = Path(config.output_dir)
+    resolved = save_config(config)
+    finished = run_dir / rundir.METRICS
+    existing = run_dir / rundir.CONFIG
+    if existing.is_file() and not force:
+        previous = yaml.safe_load(existing.read_text())
+        if previous != yaml.safe_load(resolved):
+            changed = [k for k in set(previous) | set(config.to_dict())
+                       if previous.get(k) != config.to_dict().get(k)]
+            raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}); "
+                              "pass --force to retrain, or choose another output_dir", run_dir)
+        if finished.is_file():
+            print(f"{run_dir}: finished already (--force retrains)", file=sys.stderr)
+            return _read_json(finished)
+
+    stages: list[Stage] = methods.get(config.method)(config)
+    body, tokenizer = load_body(config.model)
+    tasks = {}
+    for stage in stages:
+        for name, kind, options in stage.tasks:
+            if name not in tasks:
+                tasks[name] = build_task(name, kind, options, config, tokenizer)
+    end_task = tasks[config.end_task]
+
+    # every input is read and checked: only now is anything written
+    if force and run_dir.exists():
+        for name in (rundir.METRICS, rundir.LOG, rundir.WEIGHTS, rundir.MODEL, rundir.HEADS, rundir.CHECKPOINT):
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(existing, resolved)
+
+    from accelerate.utils import set_seed
+    set_seed(config.seed)
+    accelerator = make_accelerator(config.train.precision)
+    hidden = body.config.hidden_size
+    model = MultiTaskModel(body, {name: task.make_head(hidden) for name, task in tasks.items()},
+                           token_types=accepts_token_types(body))
+    log = RunLog(run_dir, enabled=accelerator.is_main_process)
+    started = time.time()
+    stage_results = {}
+    for stage in stages:
+        state = run_stage(stage, model, tasks, config.train, accelerator, run_dir / rundir.CHECKPOINT / stage.name,
+                          log, progress=config.train.progress)
+        stage_results[stage.name] = {"best_step": state.best_step, "steps": state.step,
+                                     "train_seconds": state.wall_seconds, "stopped_early": state.stopped_early,
+                                     "tokens_per_second": state.train_tokens / max(state.train_seconds, 1e-9)}
+
+    metrics = {"name": config.name, "method": config.method, "end_task": config.end_task, "seed": config.seed,
+               "model": config.model, "metric": end_task.metric}
+    for split in ("dev", "test"):
+        metrics[split] = end_task.evaluate(model, split, accelerator.autocast) if split in end_task.splits else None
+    last = stage_results[stages[-1].name]
+    metrics.update(best_step=last["best_step"],
+                   train_seconds=sum(s["train_seconds"] for s in stage_results.values()),
+                   tokens_per_second=last["tokens_per_second"], stages=stage_results,
+                   wall_seconds=time.time() - started)
+    if accelerator.is_main_process:
+        _save_model(run_dir, model, tokenizer, tasks)
+        write_json_atomic(finished, metrics)
+        shutil.rmtree(run_dir / rundir.CHECKPOINT, ignore_errors=True)
+    return metrics
+
+
+def _save_model(run_dir: Path, model: MultiTaskModel, tokenizer, tasks: dict) -> None:
+    for folder, write in ((rundir.MODEL, lambda p: (model.body.save_pretrained(p), tokenizer.save_pretrained(p))),
+                          (rundir.HEADS, lambda p: [save_head(model.heads[n], p, n, t.head_meta())
+                                                    for n, t in tasks.items()])):
+        tmp = run_dir / f".{folder}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        write(tmp)
+        rundir.replace_dir(tmp, run_dir / folder)
+
+
+def _read_json(path: Path) -> dict:
+    import json
+    return json.loads(path.read_text())
+
+
+def load_run_config(run_dir: Path) -> Config:
+    path = Path(run_dir) / rundir.CONFIG
+    if not path.is_file():
+        raise TartanError("not a run directory (no config.yaml)", run_dir)
+    return load_config(path)

@@ -1,0 +1,79 @@
+"""The run directory contract (DESIGN.md): every file written atomically (temporary file, then
+rename), so that a killed run never leaves half a file behind."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+LOG = "log.jsonl"
+WEIGHTS = "task_weights.csv"
+MODEL = "model"
+HEADS = "heads"
+CHECKPOINT = "checkpoint"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, value) -> None:
+    write_text_atomic(path, json.dumps(value, indent=1) + "\n")
+
+
+def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Put a fully written folder in place of `final_dir`; at every moment one complete copy exists
+    under `final_dir` or `final_dir.old`."""
+    old = final_dir.with_name(final_dir.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final_dir.exists():
+        os.replace(final_dir, old)
+    os.replace(tmp_dir, final_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def existing_dir(final_dir: Path) -> Path | None:
+    """The complete copy of a folder written with replace_dir, if any."""
+    old = final_dir.with_name(final_dir.name + ".old")
+    return final_dir if final_dir.is_dir() else old if old.is_dir() else None
+
+
+class RunLog:
+    """log.jsonl, one JSON object a line, flushed as the run goes."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.path = run_dir / LOG
+        self.enabled = enabled
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def drop_after(self, stage: str, step: int) -> None:
+        """On resume: forget what a killed run logged after its last checkpoint, so the log reads as
+        the log of one uninterrupted run."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = []
+        for record in self.records():
+            if record.get("stage") == stage and record.get("step", 0) > step:
+                continue
+            kept.append(json.dumps(record))
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))

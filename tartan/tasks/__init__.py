@@ -1,0 +1,31 @@
+"""Task types keyed by name (jiant-style): a task type knows its data, builds its head, turns a
+batch into a loss and evaluates itself. Add a task type: one file here with `@task_types.register`."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+
+class Task(Protocol):
+    name: str
+    metric: str  # the dev metric that selects checkpoints when this is the end task
+
+    def make_head(self, hidden_size: int) -> nn.Module: ...
+    def train_batches(self, epoch: int) -> list[np.ndarray]: ...
+    def collate(self, split: str, indices: np.ndarray) -> dict[str, torch.Tensor]: ...
+    def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+    def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]: ...
+    def head_meta(self) -> dict: ...
+
+
+task_types: Registry = Registry("task type")
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,0 +1,75 @@
+"""Single-label classification of a text (or text pair) from a labelled task folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.batching import bucketed_batches, collate, sorted_batches
+from ..data.encoding import encode
+from ..data.known_tasks import default_metric
+from ..data.labelled import LabelledTask
+from ..models.heads import ClassificationHead
+from ..training.metrics import classification_metrics
+from . import task_types
+
+
+@task_types.register("classification")
+class ClassificationTask:
+    def __init__(self, data: LabelledTask, tokenizer, *, max_length: int, batch_size: int,
+                 eval_batch_size: int, seed: int, bucket_batches: int = 50, head_dropout: float = 0.1,
+                 metric: str | None = None, with_token_types: bool = True, cache: Path | None = None):
+        self.name = data.name
+        self.data = data
+        self.label_names = data.label_names
+        self.metric = metric or default_metric(data.name)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed, self.bucket_batches, self.head_dropout = seed, bucket_batches, head_dropout
+        self.with_token_types = with_token_types
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.encoded = {split: encode(tokenizer, s.texts, s.text_pairs, max_length, s.digest, cache)
+                        for split, s in data.splits.items()}
+        self.labels = {split: np.asarray(data.label_ids(split), dtype=np.int64) for split in data.splits}
+        self._lengths = {split: e.lengths for split, e in self.encoded.items()}
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.encoded)
+
+    def make_head(self, hidden_size: int) -> nn.Module:
+        return ClassificationHead(hidden_size, len(self.label_names), self.head_dropout)
+
+    def head_meta(self) -> dict:
+        return {"type": "classification", "labels": self.label_names, "dropout": self.head_dropout}
+
+    def train_batches(self, epoch: int) -> list[np.ndarray]:
+        return bucketed_batches(self._lengths["train"], self.batch_size, self.seed, epoch, self.bucket_batches)
+
+    def collate(self, split: str, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        return collate(self.encoded[split], indices, self.pad_id, self.labels[split], self.with_token_types)
+
+    def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(output.float(), batch["labels"])
+
+    @torch.no_grad()
+    def predict_logits(self, model: nn.Module, split: str, autocast) -> tuple[np.ndarray, np.ndarray]:
+        """Logits of every example of `split`, in file order."""
+        was_training = model.training
+        model.eval()
+        logits = np.zeros((len(self.encoded[split]), len(self.label_names)), dtype=np.float32)
+        for indices in sorted_batches(self._lengths[split], self.eval_batch_size):
+            batch = self.collate(split, indices)
+            with autocast():
+                output = model(self.name, batch)
+            logits[indices] = output.float().cpu().numpy()
+        model.train(was_training)
+        return logits, self.labels[split]
+
+    def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
+        logits, gold = self.predict_logits(model, split, autocast)
+        metrics = classification_metrics(gold, logits.argmax(-1))
+        metrics["loss"] = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(gold)))
+        return metrics

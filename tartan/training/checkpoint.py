@@ -1,0 +1,36 @@
+"""Resume checkpoints: model, optimizer, scheduler, RNG and loop state, written as one folder that
+replaces the previous one atomically. Weights are safetensors; optimizer state loads with
+weights_only=True (no pickle of arbitrary objects)."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from ..rundir import existing_dir, replace_dir
+
+
+def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(state))
+    replace_dir(tmp, folder)
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict | None:
+    """Restore what save_checkpoint wrote; the loop state, or None when there is no checkpoint."""
+    found = existing_dir(folder)
+    if found is None or not (found / "state.json").is_file():
+        return None
+    load_model(model, str(found / "model.safetensors"))
+    optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(found / "scheduler.pt", weights_only=True))
+    torch.set_rng_state(torch.load(found / "rng.pt", weights_only=True)["torch"])
+    return json.loads((found / "state.json").read_text())

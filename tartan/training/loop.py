@@ -1,0 +1,174 @@
+"""The one training loop. Every method is stages of this loop: per step a batch from every task of
+the stage, a loss per task, a weighting strategy that turns the losses into gradients, one optimizer
+step; the end task's dev metric decides early stopping and the best weights."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..methods import Stage
+from ..rundir import RunLog
+from ..weighting import strategies
+from .checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    best_metric: float | None = None
+    best_step: int = 0
+    stale_evals: int = 0
+    stopped_early: bool = False
+    train_tokens: int = 0
+    train_seconds: float = 0.0  # time in training steps only
+    wall_seconds: float = 0.0  # training and evaluation
+    best_dev: dict | None = None
+
+
+def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with the body and the heads at their own learning rates; no decay on biases and norms."""
+    groups = []
+    for prefix, lr in (("body.", train.lr_body), ("heads.", train.lr_head)):
+        named = [(n, p) for n, p in model.named_parameters() if n.startswith(prefix) and p.requires_grad]
+        decay = [p for n, p in named if p.ndim > 1]
+        no_decay = [p for n, p in named if p.ndim <= 1]
+        groups.append({"params": decay, "lr": lr, "weight_decay": train.weight_decay})
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
+    groups = [g for g in groups if g["params"]]
+    try:
+        # the fused kernel is ~10x faster than the per-tensor loop on CPU: with a 22M-parameter body
+        # the optimizer step is otherwise a third of a fine-tuning step
+        return torch.optim.AdamW(groups, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class TaskBatches:
+    """The batch a task contributes at a given step: a pure function of the step (epoch = step //
+    batches per epoch), so that a resumed run draws the same batches; auxiliary tasks cycle."""
+
+    def __init__(self, task):
+        self.task = task
+        self.per_epoch = len(task.train_batches(0))
+        self._epoch, self._batches = -1, []
+
+    def at(self, step: int) -> dict[str, torch.Tensor]:
+        epoch, offset = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, self.task.train_batches(epoch)
+        return self.task.collate("train", self._batches[offset])
+
+
+def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainConfig, accelerator,
+              stage_dir: Path, log: RunLog, progress: bool = True) -> LoopState:
+    """Train `model` on the tasks of `stage`; on return the model holds the dev-best weights."""
+    end_task = tasks[stage.task_names[0]]
+    sources = {name: TaskBatches(tasks[name]) for name in stage.task_names}
+    steps_per_epoch = sources[end_task.name].per_epoch  # an epoch is counted on the end task
+    total_steps = train.epochs * steps_per_epoch
+    if train.max_steps is not None:
+        total_steps = min(total_steps, train.max_steps)
+    eval_every = train.eval_every or steps_per_epoch
+    strategy = strategies.get(stage.weighting)(stage.task_names, end_task.name, **stage.weighting_options)
+    optimizer = make_optimizer(model, train)
+    scheduler = linear_schedule(optimizer, int(train.warmup * total_steps), total_steps)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(prepared)
+
+    best_path = stage_dir / "best.safetensors"
+    state = LoopState()
+    saved = load_checkpoint(stage_dir / "last", unwrapped, optimizer, scheduler)
+    if saved is not None:
+        state = LoopState(**saved["loop"])
+        strategy.load_state_dict(saved["strategy"])
+        log.drop_after(stage.name, state.step)
+    if state.step >= total_steps or (state.stopped_early and saved is not None):
+        load_model(unwrapped, str(best_path))
+        return state
+
+    bar = tqdm(total=total_steps, initial=state.step, desc=stage.name, unit="step", dynamic_ncols=True,
+               disable=not (progress and accelerator.is_main_process), mininterval=1.0)
+    prepared.train()
+    window_tokens, window_seconds, window_loss = 0, 0.0, {name: 0.0 for name in stage.task_names}
+    window_steps = 0
+    while state.step < total_steps:
+        started = time.perf_counter()
+        batches = {name: source.at(state.step) for name, source in sources.items()}
+        with accelerator.autocast():
+            losses = {name: tasks[name].loss(prepared(name, batch), batch) for name, batch in batches.items()}
+        weights = strategy.backward(losses, accelerator, prepared)
+        if train.grad_clip > 0:
+            accelerator.clip_grad_norm_(prepared.parameters(), train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+
+        seconds = time.perf_counter() - started
+        tokens = int(sum(int(b["attention_mask"].sum()) for b in batches.values()))
+        state.train_tokens += tokens
+        state.train_seconds += seconds
+        state.wall_seconds += seconds
+        window_tokens += tokens
+        window_seconds += seconds
+        window_steps += 1
+        for name, loss in losses.items():
+            window_loss[name] += float(loss.detach())
+        if state.step % train.log_every == 0 or state.step == total_steps:
+            mean_loss = {name: value / window_steps for name, value in window_loss.items()}
+            log.write({"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
+                       "loss": mean_loss, "weights": weights, "lr": scheduler.get_last_lr()[0],
+                       "tokens_per_second": window_tokens / max(window_seconds, 1e-9)})
+            bar.set_postfix(loss=f"{sum(mean_loss.values()):.3f}",
+                            tok_s=f"{window_tokens / max(window_seconds, 1e-9):.0f}", refresh=False)
+            window_tokens, window_seconds, window_steps = 0, 0.0, 0
+            window_loss = {name: 0.0 for name in stage.task_names}
+        bar.update(1)
+
+        if state.step % eval_every == 0 or state.step == total_steps:
+            eval_started = time.perf_counter()
+            dev = end_task.evaluate(prepared, "dev", accelerator.autocast)
+            value = dev[end_task.metric]
+            improved = state.best_metric is None or value > state.best_metric
+            if improved:
+                state.best_metric, state.best_step, state.stale_evals, state.best_dev = value, state.step, 0, dev
+                if accelerator.is_main_process:
+                    _save_weights_atomic(unwrapped, best_path)
+            else:
+                state.stale_evals += 1
+            state.stopped_early = bool(train.patience) and state.stale_evals >= train.patience
+            state.wall_seconds += time.perf_counter() - eval_started
+            log.write({"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
+                       "dev": dev, "best": improved})
+            if accelerator.is_main_process:
+                save_checkpoint(stage_dir / "last", unwrapped, optimizer, scheduler,
+                                {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()})
+            accelerator.wait_for_everyone()
+            if state.stopped_early:
+                break
+    bar.close()
+    load_model(unwrapped, str(best_path))
+    return state
+
+
+def _save_weights_atomic(model: torch.nn.Module, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_model(model, str(tmp))
+    tmp.replace(path)
