@@ -1,0 +1,122 @@
+"""Shared fixtures: tiny random encoders (BERT-, RoBERTa-, DistilBERT-like) with tokenizers trained
+inside the test session, and a small labelled task folder, so that unit tests run in seconds and
+need no network."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+WORDS = ("the model learns citation intent from text while auxiliary data helps with domain words "
+         "background uses extends future motivation compare contrast results method baseline").split()
+LABELS = ["Background", "Uses", "Extends"]
+MARKERS = {"Background": "zeta", "Uses": "kappa", "Extends": "omega"}  # never among WORDS: the label is learnable
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_texts(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 20))) for _ in range(count)]
+
+
+def write_task(folder: Path, sizes=(48, 16, 16), seed: int = 0, pairs: bool = False) -> Path:
+    """A labelled task folder whose label is learnable from its marker word."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for split, size in zip(("train", "dev", "test"), sizes):
+        rows = []
+        for i, text in enumerate(make_texts(size, seed=seed * 100 + len(split))):
+            label = LABELS[i % len(LABELS)]
+            row = {"text": f"{MARKERS[label]} {text}", "label": label}
+            if pairs:
+                row["text_pair"] = " ".join(rng.choice(WORDS) for _ in range(5))
+            rows.append(row)
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _train_tokenizer(kind: str, folder: Path):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = make_texts(200) + list(MARKERS.values()) * 5
+    if kind == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials))
+        cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        tokenizer.decoder = decoders.WordPiece()
+        fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    else:
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
+                                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+        tokenizer.decoder = decoders.ByteLevel()
+        fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
+                                       unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
+                                       mask_token="<mask>")
+    fast.save_pretrained(folder)
+    return fast
+
+
+def make_tiny_model(kind: str, folder: Path) -> Path:
+    """Save a tiny random `kind` model (bert, roberta, distilbert) with its tokenizer to `folder`."""
+    import torch
+    from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel, RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    tokenizer = _train_tokenizer("bpe" if kind == "roberta" else "wordpiece", folder)
+    size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                max_position_embeddings=80)
+    if kind == "bert":
+        model = BertModel(BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **size))
+    elif kind == "roberta":
+        size["max_position_embeddings"] += 2  # RoBERTa's positions start after the padding index
+        model = RobertaModel(RobertaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                           bos_token_id=0, eos_token_id=2, **size))
+    elif kind == "distilbert":
+        model = DistilBertModel(DistilBertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                                 dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                                 max_position_embeddings=80))
+    else:
+        raise ValueError(kind)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {kind: make_tiny_model(kind, root / kind) for kind in ("bert", "roberta", "distilbert")}
+
+
+@pytest.fixture()
+def data_dir(tmp_path) -> Path:
+    write_task(tmp_path / "data" / "toy")
+    write_task(tmp_path / "data" / "toy_pairs", pairs=True, seed=1)
+    return tmp_path / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own token cache and no user data directory."""
+    monkeypatch.setenv("TARTAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TARTAN_DATA", raising=False)
+
+
+def tiny_overrides(model: Path, data_dir: Path, output_dir: Path, **extra) -> list[str]:
+    values = {"model": str(model), "data_dir": str(data_dir), "end_task": "toy", "output_dir": str(output_dir),
+              "train.batch_size": 8, "train.epochs": 2, "train.precision": "fp32", "train.progress": "false",
+              "train.log_every": 2, "data.max_length": 32, "train.lr_body": 1e-3}
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]

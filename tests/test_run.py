@@ -1,0 +1,112 @@
+"""End to end through the library and the CLI with tiny random models."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from transformers import AutoModel
+
+from tartan.cli import main
+from tartan.config import load_config
+from tartan.run import train
+
+from conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
+def test_finetune_writes_the_run_directory_contract(kind, tiny_models, data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = train(load_config(ROOT / "recipes" / "finetune.yaml", tiny_overrides(tiny_models[kind], data_dir, run_dir)))
+    assert metrics["name"] == "finetune" and metrics["method"] == "finetune" and metrics["end_task"] == "toy"
+    for split in ("dev", "test"):
+        assert set(metrics[split]) == {"macro_f1", "micro_f1", "accuracy", "loss"}
+        assert all(0 <= metrics[split][k] <= 1 for k in ("macro_f1", "micro_f1", "accuracy"))
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk["dev"] == metrics["dev"] and on_disk["best_step"] >= 1
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "heads" / "toy.safetensors").is_file()
+    assert not (run_dir / "checkpoint").exists()  # removable once the run is finished
+    body = AutoModel.from_pretrained(run_dir / "model")
+    assert body.config.hidden_size == 32
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert any("dev" in r for r in log) and any("loss" in r for r in log)
+
+
+def test_model_learns_the_toy_task(tiny_models, data_dir, tmp_path):
+    overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **{"train.epochs": 15, "train.patience": 0})
+    metrics = train(load_config(ROOT / "recipes" / "finetune.yaml", overrides))
+    # the label is given by a marker word: a model that trains at all gets far above chance (1/3)
+    assert metrics["dev"]["accuracy"] >= 0.8
+
+
+def test_finished_run_is_not_retrained_and_force_retrains(tiny_models, data_dir, tmp_path, capsys):
+    args = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
+    assert main(args) == 0
+    first = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "finished already" in capsys.readouterr().err
+    assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns == first
+    assert main(args + ["--force"]) == 0
+    assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns != first
+
+
+def test_another_config_in_the_same_run_directory_is_refused(tiny_models, data_dir, tmp_path, capsys):
+    base = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
+    assert main(base) == 0
+    assert main(base + ["seed=5"]) == 2
+    assert "differs in: seed" in capsys.readouterr().err
+
+
+def test_eval_and_predict(tiny_models, data_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train(load_config(ROOT / "recipes" / "finetune.yaml", tiny_overrides(tiny_models["bert"], data_dir, run_dir)))
+    assert main(["eval", str(run_dir), "--split", "dev"]) == 0
+    expected = json.loads((run_dir / "metrics.json").read_text())["dev"]
+    assert f"{100 * expected['macro_f1']:.2f}" in capsys.readouterr().out
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("background the model\nuses text\n\nextends words\n")
+    out = tmp_path / "predictions.jsonl"
+    assert main(["predict", str(run_dir), str(inputs), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["label"] in {"Background", "Uses", "Extends"} for r in rows)
+    assert all(0 < r["probability"] <= 1 for r in rows)
+
+
+def _cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "tartan", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_models, data_dir, tmp_path):
+    extra = {"train.epochs": 40, "train.eval_every": 3, "train.patience": 0}
+    recipe = str(ROOT / "recipes" / "finetune.yaml")
+    whole = _cli([recipe] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "whole", **extra))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read().decode()
+
+    killed_dir = tmp_path / "killed"
+    killed = _cli([recipe] + tiny_overrides(tiny_models["bert"], data_dir, killed_dir, **extra))
+    state = killed_dir / "checkpoint" / "finetune" / "last" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and killed.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["loop"]["step"] >= 9:
+            killed.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert killed.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed_dir / "metrics.json").exists()
+
+    resumed = _cli([recipe] + tiny_overrides(tiny_models["bert"], data_dir, killed_dir, **extra))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((killed_dir / "metrics.json").read_text())
+    assert (a["dev"], a["test"], a["best_step"]) == (b["dev"], b["test"], b["best_step"])
+    log_steps = [r["step"] for r in map(json.loads, (killed_dir / "log.jsonl").read_text().splitlines()) if "dev" in r]
+    assert log_steps == sorted(set(log_steps))  # what the killed run logged past its checkpoint was dropped
