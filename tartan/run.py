@@ -76,10 +76,9 @@ def train(config: Config, force: bool = False) -> dict:
     finished = run_dir / rundir.METRICS
     existing = run_dir / rundir.CONFIG
     if existing.is_file() and not force:
-        previous = yaml.safe_load(existing.read_text())
-        if previous != yaml.safe_load(resolved):
-            changed = [k for k in set(previous) | set(config.to_dict())
-                       if previous.get(k) != config.to_dict().get(k)]
+        previous, current = _defining(yaml.safe_load(existing.read_text())), _defining(config.to_dict())
+        if previous != current:
+            changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
             raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}); "
                               "pass --force to retrain, or choose another output_dir", run_dir)
         if finished.is_file():
@@ -144,6 +143,17 @@ def _save_model(run_dir: Path, model: MultiTaskModel, tokenizer, tasks: dict) ->
         tmp.mkdir()
         write(tmp)
         rundir.replace_dir(tmp, run_dir / folder)
+
+
+def _defining(config: dict, prefix: str = "") -> dict:
+    """The config as dotted keys, minus display settings, which do not change what a run computes."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_defining(value, f"{prefix}{key}."))
+        elif f"{prefix}{key}" != "train.progress":
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _read_json(path: Path) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import TartanError
+from ..rundir import write_text_atomic
 from .labelled import SPLITS, file_digest, read_split
 
 DEFAULT_BASE_URL = "https://allennlp.s3-us-west-2.amazonaws.com/dont_stop_pretraining/data"
@@ -217,16 +218,4 @@ def _record(data_dir: Path, final: Path, url: str, digest: str, size: int) -> No
         "sha256": digest, "bytes": size, "url": url,
         "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = _manifest_path(data_dir)
-    handle, temp_name = tempfile.mkstemp(dir=data_dir, prefix=f".{MANIFEST_NAME}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump({"files": dict(sorted(files.items()))}, out, indent=2)
-            out.write("\n")
-        os.replace(temp_name, path)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    write_text_atomic(_manifest_path(data_dir), json.dumps({"files": dict(sorted(files.items()))}, indent=2) + "\n")
