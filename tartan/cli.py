@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--data-dir", help="default: $TARTAN_DATA, else the user cache folder")
     download.add_argument("--base-url", help="mirror of the release (default: its canonical location)")
     download.set_defaults(func=cmd_download)
+    for sub in (train, evaluate, predict, download):
+        # SUPPRESS: `tartan --debug train` keeps working; `tartan train ... --debug` works too
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     return parser
 
 

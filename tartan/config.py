@@ -15,33 +15,42 @@ import yaml
 
 from .errors import TartanError
 
+PRECISIONS = ("bf16", "fp32")
+METRICS = ("macro_f1", "micro_f1", "accuracy")
+
+
+def checked(default, *, choices: tuple | None = None, minimum: float | None = None, below: float | None = None):
+    """A config field whose value is checked where it is read (recipe line or override)."""
+    return field(default=default, metadata={"choices": choices, "minimum": minimum, "below": below})
+
 
 @dataclass
 class DataConfig:
-    max_length: int = 256
+    max_length: int = checked(256, minimum=1)
     # batches per length-sorted chunk: larger chunks pad less, smaller ones shuffle more
-    bucket_batches: int = 50
+    bucket_batches: int = checked(50, minimum=1)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = checked(10, minimum=1)
     # upper bound on optimizer steps in every stage of a method (for short runs)
-    max_steps: typing.Optional[int] = None
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    lr_body: float = 1e-4
-    lr_head: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: float = 0.06
-    grad_clip: float = 1.0
+    max_steps: typing.Optional[int] = checked(None, minimum=1)
+    batch_size: int = checked(16, minimum=1)
+    eval_batch_size: int = checked(64, minimum=1)
+    lr_body: float = checked(1e-4, minimum=0)
+    lr_head: float = checked(1e-3, minimum=0)
+    weight_decay: float = checked(0.01, minimum=0)
+    # fraction of the steps spent warming the learning rate up
+    warmup: float = checked(0.06, minimum=0, below=1)
+    grad_clip: float = checked(1.0, minimum=0)
     # evaluate every N optimizer steps; null evaluates once per epoch
-    eval_every: typing.Optional[int] = None
+    eval_every: typing.Optional[int] = checked(None, minimum=1)
     # evaluations without improvement before stopping; 0 never stops early
-    patience: int = 3
-    precision: str = "bf16"
-    head_dropout: float = 0.1
-    log_every: int = 20
+    patience: int = checked(3, minimum=0)
+    precision: str = checked("bf16", choices=PRECISIONS)
+    head_dropout: float = checked(0.1, minimum=0, below=1)
+    log_every: int = checked(20, minimum=1)
     progress: bool = True
 
 
@@ -55,7 +64,7 @@ class Config:
     data_dir: typing.Optional[str] = None
     end_task: str = "citation_intent"
     # dev metric that selects checkpoints; null takes the end task's customary one
-    metric: typing.Optional[str] = None
+    metric: typing.Optional[str] = checked(None, choices=METRICS)
     output_dir: typing.Optional[str] = None
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -63,10 +72,6 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-PRECISIONS = ("bf16", "fp32")
-METRICS = ("macro_f1", "micro_f1", "accuracy")
 
 
 def default_data_dir() -> Path:
@@ -96,7 +101,6 @@ def load_config(recipe: str | Path | None, overrides: list[str] = ()) -> Config:
         _apply_override(config, override)
     if not config.name:
         config.name = Path(recipe).stem if recipe is not None else config.method
-    _check_choices(config, source)
     return config
 
 
@@ -143,14 +147,15 @@ def _build(cls, values: dict, prefix: str, source: str, lines: dict[str, int]):
         if key not in known:
             raise TartanError(f"unknown config key {dotted!r} (known here: {', '.join(known)})",
                               source, lines.get(dotted))
-        hint, _ = known[key]
+        hint, spec = known[key]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise TartanError(f"{dotted} must be a mapping of keys to values, got {value!r}",
                                   source, lines.get(dotted))
             kwargs[key] = _build(hint, value, dotted + ".", source, lines)
         else:
-            kwargs[key] = _coerce(value, hint, dotted, source, lines.get(dotted))
+            kwargs[key] = _check(_coerce(value, hint, dotted, source, lines.get(dotted)), spec, dotted,
+                                 source, lines.get(dotted))
     return cls(**kwargs)
 
 
@@ -209,7 +214,7 @@ def _apply_override(config: Config, override: str) -> None:
         if part not in known:
             raise TartanError(f"{source}: unknown config key {'.'.join(parts[:depth + 1])!r} "
                               f"(known here: {', '.join(known)})")
-        hint, _ = known[part]
+        hint, spec = known[part]
         if depth < len(parts) - 1:
             if not dataclasses.is_dataclass(hint):
                 raise TartanError(f"{source}: {'.'.join(parts[:depth + 1])} has no sub-keys")
@@ -217,26 +222,20 @@ def _apply_override(config: Config, override: str) -> None:
         elif dataclasses.is_dataclass(hint):
             raise TartanError(f"{source}: {dotted} is a section; set one of its keys ({', '.join(_fields(hint))})")
         else:
-            setattr(target, part, _coerce(value, hint, dotted, source, None))
+            setattr(target, part, _check(_coerce(value, hint, dotted, source, None), spec, dotted, source, None))
 
 
-def _check_choices(config: Config, source: str) -> None:
-    if config.train.precision not in PRECISIONS:
-        raise TartanError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {config.train.precision!r}", source)
-    if config.metric is not None and config.metric not in METRICS:
-        raise TartanError(f"metric must be one of {', '.join(METRICS)}, got {config.metric!r}", source)
-    positive = {"train.batch_size": config.train.batch_size, "train.eval_batch_size": config.train.eval_batch_size,
-                "train.epochs": config.train.epochs, "data.max_length": config.data.max_length,
-                "data.bucket_batches": config.data.bucket_batches, "train.log_every": config.train.log_every}
-    if config.train.max_steps is not None:
-        positive["train.max_steps"] = config.train.max_steps
-    if config.train.eval_every is not None:
-        positive["train.eval_every"] = config.train.eval_every
-    for key, value in positive.items():
-        if value < 1:
-            raise TartanError(f"{key} must be at least 1, got {value}", source)
-    if not 0 <= config.train.warmup < 1:
-        raise TartanError(f"train.warmup is a fraction of the steps in [0, 1), got {config.train.warmup}", source)
+def _check(value: Any, spec: dataclasses.Field, dotted: str, source: str, line: int | None) -> Any:
+    if value is None:
+        return value
+    rules = spec.metadata
+    if rules.get("choices") and value not in rules["choices"]:
+        raise TartanError(f"{dotted} must be one of {', '.join(rules['choices'])}, got {value!r}", source, line)
+    if rules.get("minimum") is not None and value < rules["minimum"]:
+        raise TartanError(f"{dotted} must be at least {rules['minimum']}, got {value!r}", source, line)
+    if rules.get("below") is not None and value >= rules["below"]:
+        raise TartanError(f"{dotted} must be below {rules['below']}, got {value!r}", source, line)
+    return value
 
 
 def save_config(config: Config) -> str:

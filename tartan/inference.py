@@ -50,6 +50,8 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64) -
     for line, row in read_rows(Path(path)):
         if not isinstance(row.get("text"), str):
             raise TartanError("missing or non-string field 'text'", path, line)
+        if row.get("text_pair") is not None and not isinstance(row["text_pair"], str):
+            raise TartanError(f"field 'text_pair' must be a string, got {type(row['text_pair']).__name__}", path, line)
         texts.append(row["text"])
         pairs.append(row.get("text_pair"))
     has_pairs = any(p is not None for p in pairs)

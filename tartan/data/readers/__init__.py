@@ -20,7 +20,11 @@ def read_rows(path: Path) -> Iterator[tuple[int, Row]]:
     path = Path(path)
     if not path.is_file():
         raise TartanError("file not found" if not path.exists() else "not a file", path)
-    reader = readers.get(path.suffix.lstrip(".").lower())
+    extension = path.suffix.lstrip(".").lower()
+    if extension not in readers:
+        raise TartanError(f"unsupported file type {path.suffix or '(none)'!r} (known: "
+                          f"{', '.join('.' + e for e in readers.names())})", path)
+    reader = readers.get(extension)
     empty = True
     for line, row in reader(path):
         empty = False
@@ -35,7 +39,9 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                text = raw.decode("utf-8")
+                # utf-8-sig on the first line: a byte-order mark (as spreadsheet programs write it)
+                # would otherwise become part of the first column's name
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as error:
                 raise TartanError(f"undecodable bytes (not UTF-8) at byte {error.start} of the line",
                                   path, number) from None

@@ -1,0 +1,198 @@
+"""tartan.data.readers: rows with their true line numbers, and one TartanError naming the file and the
+line for anything malformed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tartan.data.readers import decoded_lines, extensions, read_rows
+from tartan.errors import TartanError
+
+
+def rows_of(path: Path) -> list[tuple[int, dict]]:
+    return list(read_rows(path))
+
+
+def error_of(path: Path) -> TartanError:
+    with pytest.raises(TartanError) as caught:
+        rows_of(path)
+    return caught.value
+
+
+def test_every_labelled_format_has_a_reader():
+    assert {"jsonl", "csv", "tsv", "txt"} <= set(extensions())
+
+
+# --- jsonl -------------------------------------------------------------------------------------------
+
+def test_jsonl_line_numbers_count_skipped_blank_lines(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n\n   \n{"text": "b", "label": "y"}\n\n{"text": "c", "label": "x"}\n')
+    rows = rows_of(path)
+    assert [line for line, _ in rows] == [1, 4, 6]
+    assert [row["text"] for _, row in rows] == ["a", "b", "c"]
+
+
+def test_jsonl_without_final_newline_and_with_crlf(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b'{"text": "a"}\r\n{"text": "b"}')
+    assert rows_of(path) == [(1, {"text": "a"}), (2, {"text": "b"})]
+
+
+def test_jsonl_malformed_json_names_the_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n\n{"text": "b", "label": \n{"text": "c", "label": "x"}\n')
+    error = error_of(path)
+    assert error.path == str(path) and error.line == 3
+    assert "malformed JSON" in error.message
+    assert str(error).startswith(f"{path}:3: ")
+    assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize("line, kind", [("[1, 2]", "list"), ('"text"', "str"), ("5", "int"), ("null", "NoneType")])
+def test_jsonl_non_object_line_is_an_error(tmp_path, line, kind):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "a"}\n' + line + "\n")
+    error = error_of(path)
+    assert (error.path, error.line) == (str(path), 2)
+    assert "JSON object" in error.message and kind in error.message
+
+
+def test_jsonl_undecodable_bytes_name_their_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b'{"text": "a", "label": "x"}\n{"text": "\xff\xfe", "label": "x"}\n{"text": "c"}\n')
+    error = error_of(path)
+    assert (error.path, error.line) == (str(path), 2)
+    assert "UTF-8" in error.message
+    assert str(error).startswith(f"{path}:2: ")
+
+
+def test_valid_utf8_beyond_ascii_reads(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"text": "naïve café — 東京"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert rows_of(path) == [(1, {"text": "naïve café — 東京"})]
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+@pytest.mark.parametrize("suffix", ["jsonl", "txt"])
+def test_empty_file_is_an_error_naming_it(tmp_path, content, suffix):
+    path = tmp_path / f"train.{suffix}"
+    path.write_bytes(content)
+    error = error_of(path)
+    assert error.path == str(path) and error.line is None
+    assert "empty" in error.message
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "tsv", "txt"])
+def test_missing_file_is_an_error_naming_it(tmp_path, suffix):
+    path = tmp_path / f"absent.{suffix}"
+    error = error_of(path)
+    assert error.path == str(path)
+    assert "not found" in error.message
+
+
+def test_a_directory_is_not_a_file(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.mkdir()
+    error = error_of(path)
+    assert error.path == str(path) and "not a file" in error.message
+
+
+def test_unknown_extension_error_names_the_file(tmp_path):
+    path = tmp_path / "inputs.json"
+    path.write_text('{"text": "a"}\n')
+    error = error_of(path)
+    assert error.path == str(path)
+
+
+# --- csv / tsv -----------------------------------------------------------------------------------------
+
+def test_csv_with_header_and_quoted_commas(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('text,label\n"hello, world",a\n\nplain,b\n"she said ""hi"", then left",a\n')
+    rows = rows_of(path)
+    assert rows == [(2, {"text": "hello, world", "label": "a"}),
+                    (4, {"text": "plain", "label": "b"}),
+                    (5, {"text": 'she said "hi", then left', "label": "a"})]
+
+
+def test_csv_header_names_are_stripped(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(" text , label \nhello,a\n")
+    assert rows_of(path) == [(2, {"text": "hello", "label": "a"})]
+
+
+def test_csv_crlf_line_endings(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"text,label\r\nhello,a\r\nworld,b\r\n")
+    assert rows_of(path) == [(2, {"text": "hello", "label": "a"}), (3, {"text": "world", "label": "b"})]
+
+
+def test_tsv_reads_tabs_and_keeps_commas(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("text\ttext_pair\tlabel\nhello, world\tsecond\ta\n\nmore text\tpair\tb\n")
+    assert rows_of(path) == [(2, {"text": "hello, world", "text_pair": "second", "label": "a"}),
+                             (4, {"text": "more text", "text_pair": "pair", "label": "b"})]
+
+
+@pytest.mark.parametrize("suffix, sep", [("csv", ","), ("tsv", "\t")])
+@pytest.mark.parametrize("bad", ["too,many,fields", "lonely"])
+def test_delimited_row_with_wrong_field_count_names_the_line(tmp_path, suffix, sep, bad):
+    path = tmp_path / f"train.{suffix}"
+    path.write_text(f"text{sep}label\nok{sep}a\n\n{bad.replace(',', sep)}\nok{sep}b\n")
+    error = error_of(path)
+    assert (error.path, error.line) == (str(path), 4)
+    assert "fields" in error.message and "header has 2" in error.message
+
+
+def test_csv_undecodable_bytes_name_their_line(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"text,label\nhello,a\nbad \xff\xfe bytes,b\n")
+    error = error_of(path)
+    assert (error.path, error.line) == (str(path), 3)
+    assert "UTF-8" in error.message
+
+
+@pytest.mark.parametrize("content", ["", "text,label\n", "text,label\n\n,\n"])
+def test_csv_without_data_rows_is_empty(tmp_path, content):
+    path = tmp_path / "train.csv"
+    path.write_text(content)
+    error = error_of(path)
+    assert error.path == str(path) and "empty" in error.message
+
+
+def test_csv_empty_header_names_line_1(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(",\nhello,a\n")
+    error = error_of(path)
+    assert (error.path, error.line) == (str(path), 1)
+    assert "header" in error.message
+
+
+def test_csv_with_utf8_byte_order_mark(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,label\nhello,a\n")
+    assert rows_of(path) == [(2, {"text": "hello", "label": "a"})]
+
+
+# --- txt -----------------------------------------------------------------------------------------------
+
+def test_txt_one_passage_per_line_blank_lines_skipped_but_counted(tmp_path):
+    path = tmp_path / "inputs.txt"
+    path.write_text("first passage\n\n  \nsecond, with comma\t and tab\n")
+    assert rows_of(path) == [(1, {"text": "first passage"}), (4, {"text": "second, with comma\t and tab"})]
+
+
+def test_txt_undecodable_bytes_name_their_line(tmp_path):
+    path = tmp_path / "inputs.txt"
+    path.write_bytes(b"fine\n\xff\xfe\n")
+    error = error_of(path)
+    assert (error.path, error.line) == (str(path), 2)
+
+
+def test_decoded_lines_numbers_from_one_and_strips_newlines(tmp_path):
+    path = tmp_path / "x.txt"
+    path.write_bytes(b"a\r\n\nb")
+    assert list(decoded_lines(path)) == [(1, "a"), (2, ""), (3, "b")]
