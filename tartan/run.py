@@ -11,7 +11,6 @@ import yaml
 
 from . import rundir
 from .config import Config, cache_dir, default_data_dir, load_config, save_config
-from .data.labelled import load_labelled_task
 from .errors import TartanError
 from .methods import Stage, methods
 from .models.body import accepts_token_types, load_body
@@ -46,26 +45,7 @@ def make_accelerator(precision: str):
 
 def build_task(name: str, kind: str, options: dict, config: Config, tokenizer):
     """A task of the registered type `kind`, its data read and checked."""
-    if kind == "classification":
-        data = load_labelled_task(config.data_dir, name)
-        _warn_if_changed(config.data_dir, data)
-        return task_types.get(kind)(
-            data, tokenizer, max_length=config.data.max_length, batch_size=config.train.batch_size,
-            eval_batch_size=config.train.eval_batch_size, seed=config.seed,
-            bucket_batches=config.data.bucket_batches, head_dropout=config.train.head_dropout,
-            metric=config.metric if name == config.end_task else None, cache=cache_dir(), **options)
-    return task_types.get(kind)(name=name, config=config, tokenizer=tokenizer, **options)
-
-
-def _warn_if_changed(data_dir: str, data) -> None:
-    try:
-        from .data.download import check_manifest
-    except ImportError:  # pragma: no cover
-        return
-    for split in data.splits.values():
-        warning = check_manifest(Path(data_dir), split.path, split.digest)
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr)
+    return task_types.get(kind).from_config(name, config, tokenizer, **options)
 
 
 def train(config: Config, force: bool = False) -> dict:

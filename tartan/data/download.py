@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import re
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -86,6 +87,14 @@ def check_manifest(data_dir: Path, path: Path, digest: str) -> str | None:
         return None
     return (f"{path}: changed since it was downloaded "
             f"(sha256 {recorded[:12]}… in {MANIFEST_NAME}, now {digest[:12]}…)")
+
+
+def warn_if_changed(data_dir: Path, paths_and_digests) -> None:
+    """Print a warning for each (path, digest) that differs from what was downloaded."""
+    for path, digest in paths_and_digests:
+        warning = check_manifest(Path(data_dir), path, digest)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
 
 
 def _make_dirs(folder: Path) -> list[Path]:

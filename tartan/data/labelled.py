@@ -110,4 +110,7 @@ def load_labelled_task(data_dir: str | Path, name: str, splits: tuple[str, ...] 
                 raise TartanError("no dev file (early stopping needs dev.jsonl, dev.csv or dev.tsv)", folder)
             continue
         loaded[split] = read_split(path, set(label_names))
+    from .download import warn_if_changed  # download reads splits with this module: import late
+
+    warn_if_changed(data_dir, [(s.path, s.digest) for s in loaded.values()])
     return LabelledTask(name=name, folder=folder, label_names=label_names, splits=loaded)

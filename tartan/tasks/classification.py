@@ -11,7 +11,7 @@ from torch import nn
 from ..data.batching import bucketed_batches, collate, sorted_batches
 from ..data.encoding import encode
 from ..data.known_tasks import default_metric
-from ..data.labelled import LabelledTask
+from ..data.labelled import LabelledTask, load_labelled_task
 from ..models.heads import ClassificationHead
 from ..training.metrics import classification_metrics
 from . import task_types
@@ -34,6 +34,17 @@ class ClassificationTask:
                         for split, s in data.splits.items()}
         self.labels = {split: np.asarray(data.label_ids(split), dtype=np.int64) for split in data.splits}
         self._lengths = {split: e.lengths for split, e in self.encoded.items()}
+
+    @classmethod
+    def from_config(cls, name: str, config, tokenizer, **options) -> "ClassificationTask":
+        """The task folder `name` of config.data_dir, read, checked and tokenised (cached)."""
+        from ..config import cache_dir
+
+        data = load_labelled_task(config.data_dir, name)
+        return cls(data, tokenizer, max_length=config.data.max_length, batch_size=config.train.batch_size,
+                   eval_batch_size=config.train.eval_batch_size, seed=config.seed,
+                   bucket_batches=config.data.bucket_batches, head_dropout=config.train.head_dropout,
+                   metric=config.metric if name == config.end_task else None, cache=cache_dir(), **options)
 
     @property
     def splits(self) -> list[str]:

@@ -208,17 +208,16 @@ def test_check_manifest_warns_after_modification(server, tmp_path):
 
 def test_cli_download_then_a_run_notices_a_changed_file(server, tmp_path, capsys):
     from tartan.cli import main
-    from tartan.run import _warn_if_changed
     from tartan.data.labelled import load_labelled_task
 
     serve(server, "citation_intent", train=("ok", TRAIN), dev=("ok", DEV), test=("ok", TEST))
     assert main(["download", "citation_intent", "--data-dir", str(tmp_path), "--base-url", server.base_url]) == 0
     assert "3 files" in capsys.readouterr().out
-    _warn_if_changed(str(tmp_path), load_labelled_task(tmp_path, "citation_intent"))
+    load_labelled_task(tmp_path, "citation_intent")
     assert "changed" not in capsys.readouterr().err
     train = tmp_path / "citation_intent" / "train.jsonl"
     train.write_bytes(train.read_bytes() + TRAIN.splitlines(keepends=True)[0])
-    _warn_if_changed(str(tmp_path), load_labelled_task(tmp_path, "citation_intent"))
+    load_labelled_task(tmp_path, "citation_intent")
     assert "train.jsonl: changed since it was downloaded" in capsys.readouterr().err
 
 
