@@ -36,11 +36,24 @@ def make_accelerator(precision: str):
     from accelerate.state import AcceleratorState
 
     mixed_precision = "bf16" if precision == "bf16" else "no"
+    if mixed_precision == "bf16" and not torch.cuda.is_available() and not _cpu_has_bf16():
+        print("warning: this CPU has no native bf16 support; training in fp32 (train.precision=fp32 silences this)",
+              file=sys.stderr)
+        mixed_precision = "no"
     # accelerate keeps one global state per process; a second run in the same process (tests, the
     # speed benchmark) may ask for another precision, so drop the old state but keep the process group
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+
+
+def _cpu_has_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def build_task(name: str, kind: str, options: dict, config: Config, tokenizer):

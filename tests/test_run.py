@@ -86,7 +86,7 @@ def _cli(args: list[str], **kwargs) -> subprocess.Popen:
 
 
 def test_killed_run_resumes_to_the_same_result(tiny_models, data_dir, tmp_path):
-    extra = {"train.epochs": 40, "train.eval_every": 3, "train.patience": 0}
+    extra = {"train.epochs": 12, "train.eval_every": 3, "train.patience": 0}
     recipe = str(ROOT / "recipes" / "finetune.yaml")
     whole = _cli([recipe] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "whole", **extra))
     assert whole.wait(timeout=300) == 0, whole.stderr.read().decode()
@@ -96,7 +96,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_models, data_dir, tmp_path):
     state = killed_dir / "checkpoint" / "finetune" / "last" / "state.json"
     deadline = time.time() + 300
     while time.time() < deadline and killed.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["loop"]["step"] >= 9:
+        if state.is_file() and json.loads(state.read_text())["loop"]["step"] >= 6:
             killed.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
