@@ -29,7 +29,7 @@ from tartan.training.loop import make_optimizer, run_stage
 def fresh_model(config, task):
     torch.manual_seed(0)
     body, _ = load_body(config.model)
-    return MultiTaskModel(body, {task.name: task.make_head(body.config.hidden_size)},
+    return MultiTaskModel(body, {task.name: task.make_head(body)},
                           token_types=accepts_token_types(body))
 
 

@@ -98,8 +98,7 @@ def train(config: Config, force: bool = False) -> dict:
     from accelerate.utils import set_seed
     set_seed(config.seed)
     accelerator = make_accelerator(config.train.precision)
-    hidden = body.config.hidden_size
-    model = MultiTaskModel(body, {name: task.make_head(hidden) for name, task in tasks.items()},
+    model = MultiTaskModel(body, {name: task.make_head(body) for name, task in tasks.items()},
                            token_types=accepts_token_types(body))
     log = RunLog(run_dir, enabled=accelerator.is_main_process)
     started = time.time()

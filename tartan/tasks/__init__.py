@@ -14,10 +14,12 @@ from ..registry import Registry
 
 
 class Task(Protocol):
+    """Built by `from_config(name, config, tokenizer, **options)`, options coming from the method."""
+
     name: str
     metric: str  # the dev metric that selects checkpoints when this is the end task
 
-    def make_head(self, hidden_size: int) -> nn.Module: ...
+    def make_head(self, body: nn.Module) -> nn.Module: ...  # the body: a head may tie weights to it
     def train_batches(self, epoch: int) -> list[np.ndarray]: ...
     def collate(self, split: str, indices: np.ndarray) -> dict[str, torch.Tensor]: ...
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...

@@ -50,8 +50,8 @@ class ClassificationTask:
     def splits(self) -> list[str]:
         return list(self.encoded)
 
-    def make_head(self, hidden_size: int) -> nn.Module:
-        return ClassificationHead(hidden_size, len(self.label_names), self.head_dropout)
+    def make_head(self, body: nn.Module) -> nn.Module:
+        return ClassificationHead(body.config.hidden_size, len(self.label_names), self.head_dropout)
 
     def head_meta(self) -> dict:
         return {"type": "classification", "labels": self.label_names, "dropout": self.head_dropout}
