@@ -55,6 +55,35 @@ class TrainConfig:
 
 
 @dataclass
+class PretrainConfig(TrainConfig):
+    """Masked-LM (continued pre-training) stages: their own budget, and their own seed so that runs
+    that differ only in the fine-tuning seed share one pre-trained body."""
+
+    epochs: int = checked(3, minimum=1)
+    batch_size: int = checked(32, minimum=1)
+    lr_body: float = checked(1e-4, minimum=0)
+    patience: int = checked(0, minimum=0)
+    seed: int = 0
+
+
+@dataclass
+class MLMConfig:
+    probability: float = checked(0.15, minimum=0, below=1)
+    whole_word: bool = False
+    # share of the unlabelled lines held out for MLM evaluation
+    heldout: float = checked(0.05, minimum=0, below=1)
+
+
+@dataclass
+class DomainConfig:
+    """In-domain text for DAPT: a .txt/.jsonl file (relative to data_dir or absolute)."""
+
+    path: str = "citation_intent/domain.1x.txt"
+    # all lines (null), a line count, or a multiple of the end task's train set such as 1x or 10x
+    size: typing.Optional[str] = None
+
+
+@dataclass
 class Config:
     # recipe name (the file stem unless set): groups runs in reports
     name: str = ""
@@ -69,6 +98,9 @@ class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    mlm: MLMConfig = field(default_factory=MLMConfig)
+    domain: DomainConfig = field(default_factory=DomainConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -2,19 +2,23 @@
 the method's stages through the one loop -> the run directory of DESIGN.md."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import yaml
+from accelerate.utils import set_seed
 
 from . import rundir
 from .config import Config, cache_dir, default_data_dir, load_config, save_config
 from .errors import TartanError
 from .methods import Stage, methods
-from .models.body import accepts_token_types, load_body
-from .models.heads import save_head
+from .models.body import accepts_token_types, load_body, resolve_model_path
+from .models.heads import load_head_weights, save_head
 from .models.multitask import MultiTaskModel
 from .rundir import RunLog, write_json_atomic, write_text_atomic
 from .tasks import task_types
@@ -95,20 +99,40 @@ def train(config: Config, force: bool = False) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(existing, resolved)
 
-    from accelerate.utils import set_seed
-    set_seed(config.seed)
-    accelerator = make_accelerator(config.train.precision)
-    model = MultiTaskModel(body, {name: task.make_head(body) for name, task in tasks.items()},
-                           token_types=accepts_token_types(body))
-    log = RunLog(run_dir, enabled=accelerator.is_main_process)
+    model = MultiTaskModel(body, {}, token_types=accepts_token_types(body))
+    log = RunLog(run_dir, enabled=True)
     started = time.time()
     stage_results = {}
+    previous_key = ""
     for stage in stages:
-        state = run_stage(stage, model, tasks, config.train, accelerator, run_dir / rundir.CHECKPOINT / stage.name,
+        section = getattr(config, stage.train_section)
+        stage_seed = section.seed if stage.reusable else config.seed
+        set_seed(stage_seed)
+        # heads are made when their stage starts, under the stage's seed: a reused stage computes
+        # the same, whichever run computed it first
+        for name in stage.task_names:
+            if name not in model.heads:
+                model.heads[name] = tasks[name].make_head(model.body)
+        accelerator = make_accelerator(section.precision)
+        log.enabled = accelerator.is_main_process
+        stored = None
+        if stage.reusable:
+            previous_key = stage_key(config, stage, tasks, previous_key)
+            stored = cache_dir() / "stages" / f"{stage.name}-{previous_key[:24]}"
+            if (stored / "stage.json").is_file():
+                load_stage(stored, model, stage)
+                stage_results[stage.name] = {**_read_json(stored / "stage.json"), "reused": str(stored)}
+                log.write({"stage": stage.name, "reused": str(stored)})
+                continue
+        train_settings = dataclasses.replace(section, max_steps=_cap(section.max_steps, config.train.max_steps))
+        state = run_stage(stage, model, tasks, train_settings, accelerator, run_dir / rundir.CHECKPOINT / stage.name,
                           log, progress=config.train.progress)
         stage_results[stage.name] = {"best_step": state.best_step, "steps": state.step,
                                      "train_seconds": state.wall_seconds, "stopped_early": state.stopped_early,
-                                     "tokens_per_second": state.train_tokens / max(state.train_seconds, 1e-9)}
+                                     "tokens_per_second": state.train_tokens / max(state.train_seconds, 1e-9),
+                                     "best_dev": state.best_dev}
+        if stored is not None and accelerator.is_main_process:
+            save_stage(stored, model, tokenizer, stage, tasks, stage_results[stage.name])
 
     metrics = {"name": config.name, "method": config.method, "end_task": config.end_task, "seed": config.seed,
                "model": config.model, "metric": end_task.metric}
@@ -124,6 +148,59 @@ def train(config: Config, force: bool = False) -> dict:
         write_json_atomic(finished, metrics)
         shutil.rmtree(run_dir / rundir.CHECKPOINT, ignore_errors=True)
     return metrics
+
+
+def _cap(steps: int | None, cap: int | None) -> int | None:
+    """train.max_steps bounds every stage of a method."""
+    return steps if cap is None else cap if steps is None else min(steps, cap)
+
+
+def stage_key(config: Config, stage: Stage, tasks: dict, previous_key: str) -> str:
+    """What a reusable stage's result depends on: the model it starts from (the previous stage's key
+    included), its tasks and their data, its config section, masking and tokenisation settings."""
+    section = dict(dataclasses.asdict(getattr(config, stage.train_section)))
+    section.pop("progress", None)
+    section.pop("log_every", None)
+    described = {
+        "format": 1, "model": _model_identity(config.model), "previous": previous_key, "stage": stage.name,
+        "tasks": [[name, kind, options, getattr(tasks[name], "digest", None)] for name, kind, options in stage.tasks],
+        "section": section, "mlm": dataclasses.asdict(config.mlm), "data": dataclasses.asdict(config.data),
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _model_identity(name: str) -> dict:
+    path = Path(resolve_model_path(name))
+    if not path.is_dir():
+        return {"name": name}
+    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    return {"name": name, "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files]}
+
+
+def save_stage(folder: Path, model: MultiTaskModel, tokenizer, stage: Stage, tasks: dict, result: dict) -> None:
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / rundir.MODEL).mkdir(parents=True)
+    model.body.save_pretrained(tmp / rundir.MODEL)
+    tokenizer.save_pretrained(tmp / rundir.MODEL)
+    for name in stage.task_names:
+        save_head(model.heads[name], tmp / rundir.HEADS, name, tasks[name].head_meta())
+    write_json_atomic(tmp / "stage.json", result)
+    rundir.replace_dir(tmp, folder)
+
+
+def load_stage(folder: Path, model: MultiTaskModel, stage: Stage) -> None:
+    from safetensors.torch import load_file
+
+    weights = {}
+    for file in sorted((folder / rundir.MODEL).glob("*.safetensors")):
+        weights.update(load_file(str(file)))
+    missing, unexpected = model.body.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if "pooler" not in k]:
+        raise TartanError(f"stored stage does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                          "delete it to recompute", folder)
+    for name in stage.task_names:
+        load_head_weights(model.heads[name], folder / rundir.HEADS, name)
 
 
 def _save_model(run_dir: Path, model: MultiTaskModel, tokenizer, tasks: dict) -> None:
@@ -149,7 +226,6 @@ def _defining(config: dict, prefix: str = "") -> dict:
 
 
 def _read_json(path: Path) -> dict:
-    import json
     return json.loads(path.read_text())
 
 

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"
 
 
 @dataclass
 class Encoded:
     input_ids: list[np.ndarray]
     token_type_ids: list[np.ndarray] | None
+    # per token the index of its word in the row, -1 at special tokens (for whole-word masking)
+    word_ids: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -47,13 +49,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def encode(tokenizer, texts: list[str], text_pairs: list[str] | None, max_length: int,
-           source_digest: str | None = None, cache: Path | None = None) -> Encoded:
-    """Token ids of `texts` (with `text_pairs` as second segments), truncated to `max_length`.
-    With `cache` and `source_digest` the result is read from / written to the cache."""
+           source_digest: str | None = None, cache: Path | None = None, words: bool = False) -> Encoded:
+    """Token ids of `texts` (with `text_pairs` as second segments), truncated to `max_length`, and
+    with `words` the word index of every token. With `cache` and `source_digest` the result is read
+    from / written to the cache."""
     path = None
     if cache is not None and source_digest is not None:
         key = hashlib.sha256(f"{CACHE_FORMAT}|{source_digest}|{tokenizer_fingerprint(tokenizer)}|{max_length}|"
-                             f"{text_pairs is not None}".encode()).hexdigest()
+                             f"{text_pairs is not None}|{words}".encode()).hexdigest()
         path = Path(cache) / "tokens" / f"{key}.npz"
         if path.is_file():
             return _load(path)
@@ -61,10 +64,24 @@ def encode(tokenizer, texts: list[str], text_pairs: list[str] | None, max_length
                       return_attention_mask=False)
     input_ids = [np.asarray(ids, dtype=np.int32) for ids in batch["input_ids"]]
     type_ids = batch.get("token_type_ids")
-    encoded = Encoded(input_ids, [np.asarray(t, dtype=np.int8) for t in type_ids] if type_ids is not None else None)
+    encoded = Encoded(input_ids, [np.asarray(t, dtype=np.int8) for t in type_ids] if type_ids is not None else None,
+                      [_word_index(batch, i) for i in range(len(input_ids))] if words else None)
     if path is not None:
         _save(path, encoded)
     return encoded
+
+
+def _word_index(batch, row: int) -> np.ndarray:
+    """Words numbered 0, 1, ... along the row across both segments; -1 at special tokens."""
+    index = np.full(len(batch["input_ids"][row]), -1, dtype=np.int32)
+    previous, current = None, -1
+    for position, (word, sequence) in enumerate(zip(batch.word_ids(row), batch.sequence_ids(row))):
+        if word is None:
+            continue
+        if (sequence, word) != previous:
+            previous, current = (sequence, word), current + 1
+        index[position] = current
+    return index
 
 
 def _save(path: Path, encoded: Encoded) -> None:
@@ -74,6 +91,8 @@ def _save(path: Path, encoded: Encoded) -> None:
               "offsets": offsets}
     if encoded.token_type_ids is not None:
         arrays["type_ids"] = np.concatenate(encoded.token_type_ids) if len(encoded) else np.zeros(0, np.int8)
+    if encoded.word_ids is not None:
+        arrays["word_ids"] = np.concatenate(encoded.word_ids) if len(encoded) else np.zeros(0, np.int32)
     handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(handle, "wb") as out:
         np.savez(out, **arrays)
@@ -85,4 +104,5 @@ def _load(path: Path) -> Encoded:
         offsets = data["offsets"]
         ids = np.split(data["ids"], offsets[1:-1])
         type_ids = np.split(data["type_ids"], offsets[1:-1]) if "type_ids" in data else None
-    return Encoded(ids, type_ids)
+        word_ids = np.split(data["word_ids"], offsets[1:-1]) if "word_ids" in data else None
+    return Encoded(ids, type_ids, word_ids)

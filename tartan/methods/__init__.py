@@ -18,6 +18,11 @@ class Stage:
     tasks: list[tuple[str, str, dict]]
     weighting: str = "static"
     weighting_options: dict = field(default_factory=dict)
+    # the config section with this stage's budget and optimizer settings: `train` or `pretrain`
+    train_section: str = "train"
+    # a stage that depends on nothing seed-specific (pre-training) is computed once and reused by
+    # every run whose config of it is the same
+    reusable: bool = False
 
     @property
     def task_names(self) -> list[str]:

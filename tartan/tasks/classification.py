@@ -59,7 +59,7 @@ class ClassificationTask:
     def train_batches(self, epoch: int) -> list[np.ndarray]:
         return bucketed_batches(self._lengths["train"], self.batch_size, self.seed, epoch, self.bucket_batches)
 
-    def collate(self, split: str, indices: np.ndarray) -> dict[str, torch.Tensor]:
+    def collate(self, split: str, indices: np.ndarray, draw: int = 0) -> dict[str, torch.Tensor]:
         return collate(self.encoded[split], indices, self.pad_id, self.labels[split], self.with_token_types)
 
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

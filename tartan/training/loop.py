@@ -72,7 +72,7 @@ class TaskBatches:
         epoch, offset = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             self._epoch, self._batches = epoch, self.task.train_batches(epoch)
-        return self.task.collate("train", self._batches[offset])
+        return self.task.collate("train", self._batches[offset], draw=step)
 
 
 def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainConfig, accelerator,

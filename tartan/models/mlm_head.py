@@ -1,0 +1,91 @@
+"""The masked-LM head: transform (Linear H->H, activation, LayerNorm) and a vocabulary decoder tied
+to the body's word embeddings, with its own bias. Loaded from the checkpoint where it has one (BERT's
+`cls.predictions.*`, RoBERTa's `lm_head.*`), else created and initialised; the embedded MiniLM has
+none. It scores only the positions it is given: the vocabulary projection is most of the cost of an
+MLM step on a small model, so it is never computed for unselected tokens."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+
+from ..errors import TartanError
+
+# checkpoint prefixes of the head in the model families that ship one, and their layout
+_LAYOUTS = {
+    "cls.predictions.": {"dense": "transform.dense", "norm": "transform.LayerNorm", "bias": "bias"},
+    "lm_head.": {"dense": "dense", "norm": "layer_norm", "bias": "bias"},
+    "vocab_": {"dense": "transform", "norm": "layer_norm", "bias": "projector.bias"},  # DistilBERT
+}
+
+
+class MaskedLMHead(nn.Module):
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        config = body.config
+        try:
+            embeddings = body.get_input_embeddings()
+        except (AttributeError, NotImplementedError):
+            embeddings = None
+        hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", None)
+        if embeddings is None or hidden is None or getattr(config, "vocab_size", None) is None:
+            raise TartanError(f"model type {config.model_type!r} cannot carry an MLM head "
+                              "(it needs word embeddings, hidden_size and vocab_size)")
+        if embeddings.weight.shape[1] != hidden:
+            raise TartanError(f"model type {config.model_type!r} cannot carry an MLM head: its embedding width "
+                              f"{embeddings.weight.shape[1]} differs from hidden_size {hidden}")
+        self.dense = nn.Linear(hidden, hidden)
+        activation = getattr(config, "hidden_act", None) or getattr(config, "activation", "gelu")
+        self.activation = ACT2FN[activation] if isinstance(activation, str) else activation
+        self.norm = nn.LayerNorm(hidden, eps=getattr(config, "layer_norm_eps", 1e-12))
+        self.bias = nn.Parameter(torch.zeros(embeddings.weight.shape[0]))
+        # tied: the decoder is the word-embedding matrix itself, not a copy
+        self.embeddings = [embeddings]  # a list keeps it out of this module's parameters and state
+        init = getattr(config, "initializer_range", 0.02)
+        nn.init.normal_(self.dense.weight, std=init)
+        nn.init.zeros_(self.dense.bias)
+
+    @property
+    def decoder_weight(self) -> torch.Tensor:
+        return self.embeddings[0].weight
+
+    def forward(self, hidden_states: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
+        """Logits at the selected positions only (batch["mlm_positions"]: flat indices into B*T)."""
+        if batch is not None and "mlm_positions" in batch:
+            hidden_states = hidden_states.reshape(-1, hidden_states.shape[-1])[batch["mlm_positions"]]
+        x = self.norm(self.activation(self.dense(hidden_states)))
+        return nn.functional.linear(x, self.decoder_weight, self.bias)
+
+
+def load_mlm_head(body: nn.Module, model_path: str | Path | None) -> tuple[MaskedLMHead, bool]:
+    """(head, loaded): the checkpoint's MLM head weights when it has them, else a fresh head."""
+    head = MaskedLMHead(body)
+    if model_path is None:
+        return head, False
+    state = _checkpoint_tensors(Path(model_path))
+    for prefix, names in _LAYOUTS.items():
+        keys = {
+            "dense.weight": f"{prefix}{names['dense']}.weight", "dense.bias": f"{prefix}{names['dense']}.bias",
+            "norm.weight": f"{prefix}{names['norm']}.weight", "norm.bias": f"{prefix}{names['norm']}.bias",
+            "bias": f"{prefix}{names['bias']}",
+        }
+        if all(k in state for k in keys.values()):
+            head.load_state_dict({mine: state[theirs] for mine, theirs in keys.items()})
+            return head, True
+    return head, False
+
+
+def _checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """The tensors whose names belong to an MLM head, from safetensors files (no pickle)."""
+    from safetensors import safe_open
+
+    wanted = tuple(_LAYOUTS)
+    tensors = {}
+    for file in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                if key.startswith(wanted):
+                    tensors[key] = handle.get_tensor(key)
+    return tensors

@@ -1,0 +1,148 @@
+"""Masked-LM on unlabelled text: the end task's own train texts (`source: task`, TAPT) or a text
+file (`path: ...`, relative to data_dir or absolute; DAPT), optionally cut to `size` (`1x`, `10x`
+|Train| or a line count). A share of the lines is held out for evaluation (loss, perplexity,
+masked-token accuracy)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.batching import bucketed_batches, collate, sorted_batches
+from ..data.encoding import encode
+from ..data.labelled import file_digest, load_labelled_task
+from ..data.masking import IGNORE, mask_tokens
+from ..data.unlabelled import parse_size, read_texts, sample_texts
+from ..errors import TartanError
+from ..models.body import resolve_model_path
+from ..models.mlm_head import load_mlm_head
+from . import task_types
+
+HELDOUT_SEED = 1234  # fixed held-out masks: MLM evaluations are comparable across steps and runs
+
+
+@task_types.register("mlm")
+class MaskedLMTask:
+    metric = "accuracy"  # masked-token accuracy on the held-out lines
+
+    def __init__(self, name: str, texts: list[str], digest: str, tokenizer, *, max_length: int, batch_size: int,
+                 eval_batch_size: int, seed: int, bucket_batches: int = 50, probability: float = 0.15,
+                 whole_word: bool = False, heldout: float = 0.05, model_path: str | None = None,
+                 cache: Path | None = None):
+        if tokenizer.mask_token_id is None:
+            raise TartanError("the tokenizer has no mask token: it cannot train a masked-LM objective")
+        self.name, self.seed = name, seed
+        self.batch_size, self.eval_batch_size, self.bucket_batches = batch_size, eval_batch_size, bucket_batches
+        self.probability, self.whole_word, self.model_path = probability, whole_word, model_path
+        self.mask_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.special = torch.zeros(max(self.vocab_size, max(tokenizer.all_special_ids) + 1), dtype=torch.bool)
+        self.special[tokenizer.all_special_ids] = True
+        encoded = encode(tokenizer, texts, None, max_length, digest, cache, words=whole_word)
+        order = np.random.default_rng([seed, 7]).permutation(len(encoded))
+        n_heldout = min(len(order) - 1, max(1, int(round(heldout * len(order))))) if heldout > 0 else 0
+        self.rows = {"dev": np.sort(order[:n_heldout]), "train": np.sort(order[n_heldout:])}
+        self.encoded, self.digest = encoded, digest
+        self.lengths = encoded.lengths
+        self.num_texts = len(texts)
+
+    @classmethod
+    def from_config(cls, name: str, config, tokenizer, source: str | None = None, path: str | None = None,
+                    size: str | int | None = None, **options) -> "MaskedLMTask":
+        if (source is None) == (path is None):
+            raise TartanError(f"masked-LM task {name!r} needs either source: task or path: FILE")
+        end_train = load_labelled_task(config.data_dir, config.end_task, splits=("train",)).splits["train"]
+        if source is not None:
+            if source != "task":
+                raise TartanError(f"masked-LM source must be 'task' (the end task's train texts), got {source!r}")
+            texts, digest, where = end_train.texts, end_train.digest, str(end_train.path)
+        else:
+            file = Path(path) if Path(path).is_absolute() else Path(config.data_dir) / path
+            texts, digest, where = read_texts(file), file_digest(file), str(file)
+        count = parse_size(size, len(end_train))
+        # the sample depends on the pre-training seed, not the fine-tuning one: seeds share the stage
+        texts = sample_texts(texts, count, config.pretrain.seed, where)
+        if count is not None:
+            digest = f"{digest}:{count}:{config.pretrain.seed}"
+        mlm = config.mlm
+        return cls(name, texts, digest, tokenizer, max_length=config.data.max_length,
+                   batch_size=options.pop("batch_size", config.pretrain.batch_size),
+                   eval_batch_size=config.pretrain.eval_batch_size, seed=config.pretrain.seed,
+                   bucket_batches=config.data.bucket_batches, probability=mlm.probability,
+                   whole_word=mlm.whole_word, heldout=mlm.heldout, model_path=resolve_model_path(config.model),
+                   cache=_cache(), **options)
+
+    @property
+    def splits(self) -> list[str]:
+        return ["train", "dev"] if len(self.rows["dev"]) else ["train"]
+
+    def make_head(self, body: nn.Module) -> nn.Module:
+        head, self.head_loaded = load_mlm_head(body, self.model_path)
+        return head
+
+    def head_meta(self) -> dict:
+        return {"type": "mlm", "probability": self.probability, "whole_word": self.whole_word}
+
+    def train_batches(self, epoch: int) -> list[np.ndarray]:
+        rows = self.rows["train"]
+        return [rows[b] for b in bucketed_batches(self.lengths[rows], self.batch_size, self.seed, epoch,
+                                                  self.bucket_batches)]
+
+    def collate(self, split: str, indices: np.ndarray, draw: int = 0, full_logits: bool = False) -> dict[str, torch.Tensor]:
+        """A batch with fresh masks: the generator is seeded by (seed, draw), so every draw masks anew
+        and a resumed run masks exactly as an uninterrupted one."""
+        batch = collate(self.encoded, indices, self.pad_id, with_token_types=False)
+        ids = batch["input_ids"]
+        maskable = batch["attention_mask"].bool() & ~self.special[ids]
+        word_ids = None
+        if self.whole_word:
+            word_ids = torch.full(ids.shape, -1, dtype=torch.long)
+            for j, i in enumerate(indices):
+                word_ids[j, :len(self.encoded.word_ids[i])] = torch.from_numpy(self.encoded.word_ids[i].astype(np.int64))
+        generator = torch.Generator().manual_seed(hash((self.seed, draw, split)) % (2 ** 63))
+        masked, labels = mask_tokens(ids, maskable, self.mask_id, self.vocab_size, generator, self.probability, word_ids)
+        if not (labels != IGNORE).any():  # a short batch may draw no token: score one, never none
+            position = int(maskable.flatten().nonzero()[0])
+            labels.view(-1)[position] = ids.view(-1)[position]
+            masked.view(-1)[position] = self.mask_id
+        batch["input_ids"] = masked
+        flat = labels.view(-1)
+        if full_logits:
+            batch["mlm_labels"] = labels
+        else:
+            batch["mlm_positions"] = (flat != IGNORE).nonzero().squeeze(1)
+            batch["mlm_targets"] = flat[batch["mlm_positions"]]
+        return batch
+
+    def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "mlm_targets" in batch:
+            return F.cross_entropy(output.float(), batch["mlm_targets"])
+        return F.cross_entropy(output.float().reshape(-1, output.shape[-1]), batch["mlm_labels"].reshape(-1),
+                               ignore_index=IGNORE)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        rows = self.rows["dev" if split != "train" else "train"]
+        total_loss, correct, count = 0.0, 0, 0
+        for k, b in enumerate(sorted_batches(self.lengths[rows], self.eval_batch_size)):
+            batch = self.collate("heldout", rows[b], draw=HELDOUT_SEED + k)
+            with autocast():
+                logits = model(self.name, batch).float()
+            total_loss += float(F.cross_entropy(logits, batch["mlm_targets"], reduction="sum"))
+            correct += int((logits.argmax(-1) == batch["mlm_targets"]).sum())
+            count += len(batch["mlm_targets"])
+        model.train(was_training)
+        loss = total_loss / max(count, 1)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / max(count, 1)}
+
+
+def _cache() -> Path:
+    from ..config import cache_dir
+
+    return cache_dir()

@@ -1,0 +1,48 @@
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoModel
+
+from tartan.config import cache_dir, load_config
+from tartan.run import train
+
+from conftest import tiny_overrides
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+SHORT = {"train.max_steps": 3, "pretrain.precision": "fp32", "pretrain.batch_size": 8, "domain.path": "toy_pairs/train.jsonl"}
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("method", ["finetune", "tapt", "dapt", "dapt_tapt"])
+def test_every_method_runs_on_tiny_models(method, kind, tiny_models, data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_models[kind], data_dir, run_dir, **SHORT)
+    metrics = train(load_config(RECIPES / f"{method}.yaml", overrides))
+    expected = {"finetune": ["finetune"], "tapt": ["tapt", "finetune"], "dapt": ["dapt", "finetune"],
+                "dapt_tapt": ["dapt", "tapt", "finetune"]}[method]
+    assert list(metrics["stages"]) == expected
+    for stage in expected[:-1]:
+        assert metrics["stages"][stage]["steps"] == 3  # train.max_steps bounds every stage
+        assert set(metrics["stages"][stage]["best_dev"]) == {"loss", "perplexity", "accuracy"}
+    assert AutoModel.from_pretrained(run_dir / "model").config.model_type == kind
+
+
+def test_a_pretraining_stage_is_reused_across_fine_tuning_seeds(tiny_models, data_dir, tmp_path):
+    def run(seed, **extra):
+        overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / f"run{seed}{len(extra)}",
+                                   seed=seed, **{**SHORT, **extra})
+        return train(load_config(RECIPES / "tapt.yaml", overrides))
+
+    first = run(0)
+    assert "reused" not in first["stages"]["tapt"]
+    stores = sorted((cache_dir() / "stages").glob("tapt-*"))
+    assert len(stores) == 1
+    second = run(1)
+    assert second["stages"]["tapt"]["reused"] == str(stores[0])
+    assert sorted((cache_dir() / "stages").glob("tapt-*")) == stores  # nothing computed anew
+    log = [json.loads(line) for line in (tmp_path / "run10" / "log.jsonl").read_text().splitlines()]
+    assert not [r for r in log if r.get("stage") == "tapt" and "loss" in r]  # no MLM step was taken
+    changed = run(2, **{"pretrain.lr_body": 5e-4})  # another pre-training config: computed anew
+    assert "reused" not in changed["stages"]["tapt"]
+    assert len(list((cache_dir() / "stages").glob("tapt-*"))) == 2

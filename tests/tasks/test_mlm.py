@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from tartan.config import load_config
+from tartan.data.masking import IGNORE
+from tartan.errors import TartanError
+from tartan.models.multitask import MultiTaskModel
+from tartan.tasks.mlm import MaskedLMTask
+
+
+def config_for(model, data_dir, *extra):
+    return load_config(None, [f"model={model}", f"data_dir={data_dir}", "end_task=toy", "data.max_length=32", *extra])
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_gathered_loss_equals_full_logits_loss_on_the_same_masks(kind, tiny_models, data_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models[kind])
+    task = MaskedLMTask.from_config("tapt", config_for(tiny_models[kind], data_dir), tokenizer, source="task")
+    body = AutoModel.from_pretrained(tiny_models[kind])
+    model = MultiTaskModel(body, {"tapt": task.make_head(body)}).eval()
+    indices = task.train_batches(0)[0]
+    gathered = task.collate("train", indices, draw=5)
+    full = task.collate("train", indices, draw=5, full_logits=True)
+    assert torch.equal(gathered["input_ids"], full["input_ids"])
+    assert len(gathered["mlm_targets"]) == int((full["mlm_labels"] != IGNORE).sum()) > 0
+    with torch.no_grad():
+        gathered_output = model("tapt", gathered)
+        full_output = model("tapt", full)
+    assert gathered_output.shape == (len(gathered["mlm_targets"]), len(tokenizer))
+    assert full_output.shape[:2] == full["input_ids"].shape
+    assert torch.allclose(task.loss(gathered_output, gathered), task.loss(full_output, full), atol=1e-5)
+
+
+def test_masks_are_drawn_afresh_for_every_draw(tiny_models, data_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    task = MaskedLMTask.from_config("tapt", config_for(tiny_models["bert"], data_dir), tokenizer, source="task")
+    indices = task.train_batches(0)[0]
+    a, b, a_again = (task.collate("train", indices, draw=d)["input_ids"] for d in (1, 2, 1))
+    assert not torch.equal(a, b) and torch.equal(a, a_again)
+
+
+def test_sources_sizes_and_heldout(tiny_models, data_dir, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    domain = tmp_path / "domain.txt"
+    domain.write_text("".join(f"domain line {i} about citation words\n" for i in range(200)) + "\n\n")
+    config = config_for(tiny_models["bert"], data_dir)
+    whole = MaskedLMTask.from_config("dapt", config, tokenizer, path=str(domain))
+    assert whole.num_texts == 200  # blank lines are not passages
+    assert len(whole.rows["dev"]) == 10 and len(whole.rows["train"]) == 190
+    twice = MaskedLMTask.from_config("dapt", config, tokenizer, path=str(domain), size="2x")
+    assert twice.num_texts == 2 * 48  # the toy task has 48 train examples
+    counted = MaskedLMTask.from_config("dapt", config, tokenizer, path=str(domain), size=30)
+    assert counted.num_texts == 30
+    again = MaskedLMTask.from_config("dapt", config, tokenizer, path=str(domain), size=30)
+    assert [list(x) for x in counted.encoded.input_ids] == [list(x) for x in again.encoded.input_ids]
+    with pytest.raises(TartanError, match="asked for 4800 lines but the file has only 200"):
+        MaskedLMTask.from_config("dapt", config, tokenizer, path=str(domain), size="100x")
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n\n"])
+def test_empty_or_blank_text_file_is_one_clear_error(content, tiny_models, data_dir, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    domain = tmp_path / "domain.txt"
+    domain.write_text(content)
+    with pytest.raises(TartanError, match="empty or has only blank lines") as error:
+        MaskedLMTask.from_config("dapt", config_for(tiny_models["bert"], data_dir), tokenizer, path=str(domain))
+    assert error.value.path == str(domain)
+
+
+def test_missing_text_file_names_it(tiny_models, data_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    with pytest.raises(TartanError, match="file not found") as error:
+        MaskedLMTask.from_config("dapt", config_for(tiny_models["bert"], data_dir), tokenizer, path="nope/domain.txt")
+    assert error.value.path.endswith("nope/domain.txt")
+
+
+def test_heldout_evaluation_reports_loss_perplexity_and_accuracy(tiny_models, data_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    task = MaskedLMTask.from_config("tapt", config_for(tiny_models["bert"], data_dir, "mlm.heldout=0.25"), tokenizer,
+                                    source="task")
+    body = AutoModel.from_pretrained(tiny_models["bert"])
+    model = MultiTaskModel(body, {"tapt": task.make_head(body)})
+    no_autocast = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    first = task.evaluate(model, "dev", no_autocast)
+    assert set(first) == {"loss", "perplexity", "accuracy"}
+    assert np.isclose(first["perplexity"], np.exp(first["loss"]))
+    assert task.evaluate(model, "dev", no_autocast) == first  # fixed held-out masks
