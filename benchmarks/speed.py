@@ -1,10 +1,12 @@
 """Throughput of tartan's training loop against a bare hand-written PyTorch loop over the very same
-batches, same model, same optimizer and precision, measured in one process.
+batches, same model, same optimizer and precision, measured in one process; and the masked-LM step with the
+vocabulary projection gathered at the masked positions against full logits.
 
     python benchmarks/speed.py [--quick] [--data-dir ../shared/data] [--steps N]
 
 The last line printed is one JSON object (tokens_per_second_tartan, tokens_per_second_bare,
-tartan_vs_bare, and the same per precision). Tokens are non-padding tokens.
+tartan_vs_bare, the same per precision, mlm_tokens_per_second, mlm_gathered_vs_full). Tokens are
+non-padding tokens.
 """
 from __future__ import annotations
 
@@ -71,6 +73,33 @@ def tartan_loop(model, task, config, precision: str, steps: int, warmup: int) ->
     return state.train_tokens / state.train_seconds
 
 
+def mlm_loop(config, tokenizer, precision: str, steps: int, warmup: int, full_logits: bool) -> float:
+    """Masked-LM steps on ACL-ARC's own texts (TAPT): the vocabulary projection at the selected
+    positions only (gathered) or over every token (full logits), same masks either way."""
+    from tartan.tasks.mlm import MaskedLMTask
+
+    task = MaskedLMTask.from_config("tapt", config, tokenizer, source="task")
+    torch.manual_seed(0)
+    body, _ = load_body(config.model)
+    model = MultiTaskModel(body, {"tapt": task.make_head(body)}, token_types=False)
+    optimizer = make_optimizer(model, config.pretrain)
+    model.train()
+    tokens, seconds = 0, 0.0
+    for i, indices in enumerate(task.train_batches(0)[:warmup + steps]):
+        batch = task.collate("train", indices, draw=i, full_logits=full_logits)
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = task.loss(model("tapt", batch), batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.pretrain.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= warmup:
+            seconds += time.perf_counter() - started
+            tokens += int(batch["attention_mask"].sum())
+    return tokens / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps (under 2 minutes)")
@@ -99,6 +128,15 @@ def main() -> None:
         print(f"{precision}: tartan {tartan:.0f} tokens/s, bare {bare:.0f} tokens/s, ratio {tartan / bare:.3f}",
               flush=True)
     first = args.precisions.split(",")[0]
+    mlm_steps = max(4, steps // 2)
+    gathered = mlm_loop(config, tokenizer, first, mlm_steps, warmup, full_logits=False)
+    full = mlm_loop(config, tokenizer, first, mlm_steps, warmup, full_logits=True)
+    result["mlm_batch_size"] = config.pretrain.batch_size
+    result["mlm_tokens_per_second"] = round(gathered, 1)
+    result["mlm_full_logits_tokens_per_second"] = round(full, 1)
+    result["mlm_gathered_vs_full"] = round(gathered / full, 3)
+    print(f"mlm ({first}): gathered {gathered:.0f} tokens/s, full logits {full:.0f} tokens/s, "
+          f"ratio {gathered / full:.3f}", flush=True)
     result["tokens_per_second_tartan"] = result[f"{first}_tokens_per_second_tartan"]
     result["tokens_per_second_bare"] = result[f"{first}_tokens_per_second_bare"]
     result["tartan_vs_bare"] = result[f"{first}_tartan_vs_bare"]
