@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from tartan.config import load_config
 from tartan.methods import Stage
@@ -28,25 +27,24 @@ from tartan.run import build_task, make_accelerator
 from tartan.training.loop import make_optimizer, run_stage
 
 
-def fresh_model(config, task):
+def fresh_model(config, task, token_types: bool | None = None):
     torch.manual_seed(0)
     body, _ = load_body(config.model)
     return MultiTaskModel(body, {task.name: task.make_head(body)},
-                          token_types=accepts_token_types(body))
+                          token_types=accepts_token_types(body) if token_types is None else token_types)
 
 
-def bare_loop(model, batches, config, precision: str, warmup: int) -> float:
-    """What a user would write by hand: forward, loss, backward, clip, step."""
-    optimizer = make_optimizer(model, config.train)
+def bare_loop(model, batches, train, precision: str, warmup: int) -> float:
+    """What a user would write by hand: forward, loss, backward, clip, step; tokens/s after warm-up."""
+    optimizer = make_optimizer(model, train)
     model.train()
     tokens, seconds = 0, 0.0
-    for i, batch in enumerate(batches):
+    for i, (task, batch) in enumerate(batches):
         started = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model.heads[next(iter(model.heads))](model.encode(batch))
-            loss = F.cross_entropy(logits.float(), batch["labels"])
+            loss = task.loss(model.heads[task.name](model.encode(batch), batch), batch)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i >= warmup:
@@ -79,25 +77,9 @@ def mlm_loop(config, tokenizer, precision: str, steps: int, warmup: int, full_lo
     from tartan.tasks.mlm import MaskedLMTask
 
     task = MaskedLMTask.from_config("tapt", config, tokenizer, source="task")
-    torch.manual_seed(0)
-    body, _ = load_body(config.model)
-    model = MultiTaskModel(body, {"tapt": task.make_head(body)}, token_types=False)
-    optimizer = make_optimizer(model, config.pretrain)
-    model.train()
-    tokens, seconds = 0, 0.0
-    for i, indices in enumerate(task.train_batches(0)[:warmup + steps]):
-        batch = task.collate("train", indices, draw=i, full_logits=full_logits)
-        started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = task.loss(model("tapt", batch), batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.pretrain.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if i >= warmup:
-            seconds += time.perf_counter() - started
-            tokens += int(batch["attention_mask"].sum())
-    return tokens / seconds
+    batches = [(task, task.collate("train", indices, draw=i, full_logits=full_logits))
+               for i, indices in enumerate(task.train_batches(0)[:warmup + steps])]
+    return bare_loop(fresh_model(config, task, token_types=False), batches, config.pretrain, precision, warmup)
 
 
 def main() -> None:
@@ -116,12 +98,12 @@ def main() -> None:
     task = build_task(args.task, "classification", {}, config, tokenizer)
     # the tartan side runs its warm-up as a stage of its own, which starts again at the first batch
     epoch = task.train_batches(0)
-    batches = [task.collate("train", i) for i in list(epoch[:warmup]) + list(epoch[:steps])]
+    batches = [(task, task.collate("train", i)) for i in list(epoch[:warmup]) + list(epoch[:steps])]
     result = {"task": args.task, "model": config.model, "steps": steps, "batch_size": config.train.batch_size,
               "threads": torch.get_num_threads()}
     for precision in args.precisions.split(","):
         tartan = tartan_loop(fresh_model(config, task), task, config, precision, steps, warmup)
-        bare = bare_loop(fresh_model(config, task), batches, config, precision, warmup)
+        bare = bare_loop(fresh_model(config, task), batches, config.train, precision, warmup)
         result[f"{precision}_tokens_per_second_tartan"] = round(tartan, 1)
         result[f"{precision}_tokens_per_second_bare"] = round(bare, 1)
         result[f"{precision}_tartan_vs_bare"] = round(tartan / bare, 3)
