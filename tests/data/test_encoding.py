@@ -169,3 +169,24 @@ def test_another_tokenizer_misses_the_cache(tiny_models, tmp_path):
     b = encode(roberta, TEXTS, None, 64, source_digest="d", cache=cache)
     assert [list(x) for x in b.input_ids] == roberta(TEXTS, truncation=True, max_length=64)["input_ids"]
     assert not same_ids(a.input_ids, b.input_ids)
+
+
+def test_word_ids_group_subword_pieces_for_wordpiece_and_byte_level_bpe(tiny_models):
+    from transformers import AutoTokenizer
+
+    from tartan.data.encoding import encode
+
+    texts = ["contrast baselines motivation backgrounds", "extends auxiliary citations"]
+    for kind, continues in (("bert", lambda piece: piece.startswith("##")),
+                            ("roberta", lambda piece: not piece.startswith("\u0120"))):
+        tokenizer = AutoTokenizer.from_pretrained(tiny_models[kind])
+        encoded = encode(tokenizer, texts, None, 64, words=True)
+        for ids, words in zip(encoded.input_ids, encoded.word_ids):
+            pieces = tokenizer.convert_ids_to_tokens(ids.tolist())
+            real = [i for i, w in enumerate(words) if w >= 0]
+            assert [words[i] for i in real] == sorted(words[i] for i in real)  # numbered along the row
+            assert all(words[i] < 0 for i, p in enumerate(pieces) if p in tokenizer.all_special_tokens)
+            for previous, current in zip(real, real[1:]):
+                same_word = words[current] == words[previous]
+                assert same_word == continues(pieces[current]), (kind, pieces)
+            assert any(words[a] == words[b] for a, b in zip(real, real[1:]))  # some word has several pieces

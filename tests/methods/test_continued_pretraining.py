@@ -46,3 +46,9 @@ def test_a_pretraining_stage_is_reused_across_fine_tuning_seeds(tiny_models, dat
     changed = run(2, **{"pretrain.lr_body": 5e-4})  # another pre-training config: computed anew
     assert "reused" not in changed["stages"]["tapt"]
     assert len(list((cache_dir() / "stages").glob("tapt-*"))) == 2
+
+
+def test_whole_word_masking_runs_through_a_method(tiny_models, data_dir, tmp_path):
+    overrides = tiny_overrides(tiny_models["roberta"], data_dir, tmp_path / "run", **SHORT, **{"mlm.whole_word": "true"})
+    metrics = train(load_config(RECIPES / "tapt.yaml", overrides))
+    assert metrics["stages"]["tapt"]["steps"] == 3
