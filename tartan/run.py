@@ -90,6 +90,8 @@ def train(config: Config, force: bool = False) -> dict:
             if name not in tasks:
                 tasks[name] = build_task(name, kind, options, config, tokenizer)
     end_task = tasks[config.end_task]
+    for task in tasks.values():
+        task.make_head(body)  # a head the body cannot carry is bad input too: find out before writing
 
     # every input is read and checked: only now is anything written
     if force and run_dir.exists():

@@ -52,3 +52,15 @@ def test_whole_word_masking_runs_through_a_method(tiny_models, data_dir, tmp_pat
     overrides = tiny_overrides(tiny_models["roberta"], data_dir, tmp_path / "run", **SHORT, **{"mlm.whole_word": "true"})
     metrics = train(load_config(RECIPES / "tapt.yaml", overrides))
     assert metrics["stages"]["tapt"]["steps"] == 3
+
+
+def test_a_body_that_cannot_carry_an_mlm_head_is_one_line_and_nothing_written(tiny_models, data_dir, tmp_path,
+                                                                              monkeypatch, capsys):
+    from tartan.cli import main
+
+    monkeypatch.setattr("transformers.BertModel.get_input_embeddings", lambda self: None)
+    run_dir = tmp_path / "run"
+    code = main(["train", str(RECIPES / "tapt.yaml"), *tiny_overrides(tiny_models["bert"], data_dir, run_dir, **SHORT)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot carry an MLM head" in err[0]
+    assert not run_dir.exists()
