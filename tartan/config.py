@@ -4,6 +4,7 @@ line it came from)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -63,7 +64,7 @@ class PretrainConfig(TrainConfig):
     batch_size: int = checked(32, minimum=1)
     lr_body: float = checked(1e-4, minimum=0)
     patience: int = checked(0, minimum=0)
-    seed: int = 0
+    seed: int = checked(0, minimum=0)
 
 
 @dataclass
@@ -95,7 +96,7 @@ class Config:
     # dev metric that selects checkpoints; null takes the end task's customary one
     metric: typing.Optional[str] = checked(None, choices=METRICS)
     output_dir: typing.Optional[str] = None
-    seed: int = 0
+    seed: int = checked(0, minimum=0)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -191,6 +192,13 @@ def _build(cls, values: dict, prefix: str, source: str, lines: dict[str, int]):
     return cls(**kwargs)
 
 
+def _base_type(hint: Any) -> Any:
+    """int for Optional[int], and so on."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+    return hint
+
+
 def _coerce(value: Any, hint: Any, dotted: str, source: str, line: int | None) -> Any:
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
     base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
@@ -214,14 +222,17 @@ def _coerce(value: Any, hint: Any, dotted: str, source: str, line: int | None) -
                 pass
         raise TartanError(f"{dotted} must be an integer, got {value!r}", source, line)
     if base is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:  # YAML 1.1 reads 1e-4 as a string
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise TartanError(f"{dotted} must be a number, got {value!r}", source, line)
+        if number is None or not math.isfinite(number):
+            raise TartanError(f"{dotted} must be a finite number, got {value!r}", source, line)
+        return number
     if base is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -239,6 +250,7 @@ def _apply_override(config: Config, override: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    raw_text = raw
     target: Any = config
     parts = dotted.split(".")
     for depth, part in enumerate(parts):
@@ -254,6 +266,8 @@ def _apply_override(config: Config, override: str) -> None:
         elif dataclasses.is_dataclass(hint):
             raise TartanError(f"{source}: {dotted} is a section; set one of its keys ({', '.join(_fields(hint))})")
         else:
+            if _base_type(hint) is str and value is not None and raw_text.strip() not in ("null", "None", "~"):
+                value = raw_text  # a name like 010 or 1.10 stays as typed, not as YAML reads it
             setattr(target, part, _check(_coerce(value, hint, dotted, source, None), spec, dotted, source, None))
 
 

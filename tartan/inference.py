@@ -17,6 +17,7 @@ from .models.body import accepts_token_types, load_body
 from .models.heads import ClassificationHead, load_head_meta, load_head_weights
 from .models.multitask import MultiTaskModel
 from .run import build_task, load_run_config, make_accelerator
+from .training.loop import to_device
 
 
 def load_finished(run_dir: Path):
@@ -59,10 +60,11 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64) -
     autocast = make_accelerator(config.train.precision).autocast
     probabilities = np.zeros((len(texts), len(meta["labels"])), dtype=np.float32)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
     with torch.no_grad():
         for indices in sorted_batches(encoded.lengths, batch_size):
             with autocast():
-                logits = model(config.end_task, collate(encoded, indices, pad_id))
+                logits = model(config.end_task, to_device(collate(encoded, indices, pad_id), device))
             probabilities[indices] = torch.softmax(logits.float(), -1).numpy()
     out = output or sys.stdout
     for row in probabilities:

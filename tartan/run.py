@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from . import rundir
 from .config import Config, cache_dir, default_data_dir, load_config, save_config
 from .errors import TartanError
 from .methods import Stage, methods
-from .models.body import accepts_token_types, load_body, resolve_model_path
+from .models.body import accepts_token_types, load_body, max_positions, resolve_model_path
 from .models.heads import load_head_weights, save_head
 from .models.multitask import MultiTaskModel
 from .rundir import RunLog, write_json_atomic, write_text_atomic
@@ -31,6 +32,9 @@ def resolve(config: Config) -> Config:
         config.data_dir = str(default_data_dir())
     if config.output_dir is None:
         config.output_dir = str(Path("runs") / config.name / config.end_task / f"seed{config.seed}")
+    # absolute, so that the run directory works from any working directory
+    config.data_dir = str(Path(config.data_dir).expanduser().absolute())
+    config.output_dir = str(Path(config.output_dir).expanduser().absolute())
     return config
 
 
@@ -84,6 +88,10 @@ def train(config: Config, force: bool = False) -> dict:
 
     stages: list[Stage] = methods.get(config.method)(config)
     body, tokenizer = load_body(config.model)
+    limit = max_positions(body, tokenizer)
+    if config.data.max_length > limit:
+        raise TartanError(f"data.max_length={config.data.max_length} is longer than model {config.model!r} "
+                          f"can read ({limit} tokens)")
     tasks = {}
     for stage in stages:
         for name, kind, options in stage.tasks:
@@ -110,23 +118,27 @@ def train(config: Config, force: bool = False) -> dict:
         section = getattr(config, stage.train_section)
         stage_seed = section.seed if stage.reusable else config.seed
         set_seed(stage_seed)
+        accelerator = make_accelerator(section.precision)
+        log.enabled = accelerator.is_main_process
         # heads are made when their stage starts, under the stage's seed: a reused stage computes
         # the same, whichever run computed it first
         for name in stage.task_names:
             if name not in model.heads:
-                model.heads[name] = tasks[name].make_head(model.body)
-        accelerator = make_accelerator(section.precision)
-        log.enabled = accelerator.is_main_process
+                model.heads[name] = tasks[name].make_head(model.body).to(accelerator.device)
+                if stage.head_init.get(name) in model.heads:
+                    model.heads[name].load_state_dict(model.heads[stage.head_init[name]].state_dict())
+        model.to(accelerator.device)
+        train_settings = dataclasses.replace(section, max_steps=_cap(section.max_steps, config.train.max_steps))
         stored = None
         if stage.reusable:
-            previous_key = stage_key(config, stage, tasks, previous_key)
+            previous_key = stage_key(config, stage, tasks, train_settings, previous_key)
             stored = cache_dir() / "stages" / f"{stage.name}-{previous_key[:24]}"
             if (stored / "stage.json").is_file():
                 load_stage(stored, model, stage)
                 stage_results[stage.name] = {**_read_json(stored / "stage.json"), "reused": str(stored)}
+                log.drop_after(stage.name, -1)
                 log.write({"stage": stage.name, "reused": str(stored)})
                 continue
-        train_settings = dataclasses.replace(section, max_steps=_cap(section.max_steps, config.train.max_steps))
         state = run_stage(stage, model, tasks, train_settings, accelerator, run_dir / rundir.CHECKPOINT / stage.name,
                           log, progress=config.train.progress)
         stage_results[stage.name] = {"best_step": state.best_step, "steps": state.step,
@@ -141,8 +153,9 @@ def train(config: Config, force: bool = False) -> dict:
     for split in ("dev", "test"):
         metrics[split] = end_task.evaluate(model, split, accelerator.autocast) if split in end_task.splits else None
     last = stage_results[stages[-1].name]
+    # train_seconds: what this run spent training; a reused stage's own cost is in its stage entry
     metrics.update(best_step=last["best_step"],
-                   train_seconds=sum(s["train_seconds"] for s in stage_results.values()),
+                   train_seconds=sum(s["train_seconds"] for s in stage_results.values() if "reused" not in s),
                    tokens_per_second=last["tokens_per_second"], stages=stage_results,
                    wall_seconds=time.time() - started)
     if accelerator.is_main_process:
@@ -157,14 +170,14 @@ def _cap(steps: int | None, cap: int | None) -> int | None:
     return steps if cap is None else cap if steps is None else min(steps, cap)
 
 
-def stage_key(config: Config, stage: Stage, tasks: dict, previous_key: str) -> str:
+def stage_key(config: Config, stage: Stage, tasks: dict, train_settings, previous_key: str) -> str:
     """What a reusable stage's result depends on: the model it starts from (the previous stage's key
-    included), its tasks and their data, its config section, masking and tokenisation settings."""
-    section = dict(dataclasses.asdict(getattr(config, stage.train_section)))
-    section.pop("progress", None)
-    section.pop("log_every", None)
+    included), its tasks and their data, the settings it trains with (train.max_steps included),
+    masking and tokenisation settings."""
+    section = {k: v for k, v in dataclasses.asdict(train_settings).items() if k not in DISPLAY_KEYS}
     described = {
         "format": 1, "model": _model_identity(config.model), "previous": previous_key, "stage": stage.name,
+        "head_init": stage.head_init,
         "tasks": [[name, kind, options, getattr(tasks[name], "digest", None)] for name, kind, options in stage.tasks],
         "section": section, "mlm": dataclasses.asdict(config.mlm), "data": dataclasses.asdict(config.data),
     }
@@ -180,8 +193,9 @@ def _model_identity(name: str) -> dict:
 
 
 def save_stage(folder: Path, model: MultiTaskModel, tokenizer, stage: Stage, tasks: dict, result: dict) -> None:
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # a temporary folder of its own: two runs may finish the same stage at once
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     (tmp / rundir.MODEL).mkdir(parents=True)
     model.body.save_pretrained(tmp / rundir.MODEL)
     tokenizer.save_pretrained(tmp / rundir.MODEL)
@@ -216,13 +230,16 @@ def _save_model(run_dir: Path, model: MultiTaskModel, tokenizer, tasks: dict) ->
         rundir.replace_dir(tmp, run_dir / folder)
 
 
+DISPLAY_KEYS = ("progress", "log_every")  # in any section: they do not change what a run computes
+
+
 def _defining(config: dict, prefix: str = "") -> dict:
-    """The config as dotted keys, minus display settings, which do not change what a run computes."""
+    """The config as dotted keys, minus display settings."""
     flat = {}
     for key, value in config.items():
         if isinstance(value, dict):
             flat.update(_defining(value, f"{prefix}{key}."))
-        elif f"{prefix}{key}" != "train.progress":
+        elif key not in DISPLAY_KEYS:
             flat[f"{prefix}{key}"] = value
     return flat
 

@@ -33,9 +33,9 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     """Put a fully written folder in place of `final_dir`; at every moment one complete copy exists
     under `final_dir` or `final_dir.old`."""
     old = final_dir.with_name(final_dir.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
     if final_dir.exists():
+        if old.exists():
+            shutil.rmtree(old)  # final_dir is complete: the older copy is not needed
         os.replace(final_dir, old)
     os.replace(tmp_dir, final_dir)
     if old.exists():
@@ -64,7 +64,13 @@ class RunLog:
     def records(self) -> list[dict]:
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the last line of a run killed while writing it
+        return records
 
     def drop_after(self, stage: str, step: int) -> None:
         """On resume: forget what a killed run logged after its last checkpoint, so the log reads as
@@ -73,7 +79,7 @@ class RunLog:
             return
         kept = []
         for record in self.records():
-            if record.get("stage") == stage and record.get("step", 0) > step:
+            if record.get("stage") == stage and ("reused" in record or record.get("step", 0) > step):
                 continue
             kept.append(json.dumps(record))
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))

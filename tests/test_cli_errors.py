@@ -338,3 +338,15 @@ def test_eval_of_an_unfinished_run(finished_run, capsys):
     code = main(["eval", str(finished_run)])
     lines = capsys.readouterr().err.splitlines()
     assert code == 2 and len(lines) == 1 and "has not finished" in lines[0]
+
+
+def test_max_length_beyond_the_model_is_one_line_and_nothing_written(tiny_models, data_dir, tmp_path, capsys):
+    from tartan.cli import main
+    from conftest import tiny_overrides
+
+    run_dir = tmp_path / "run"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "finetune.yaml"
+    code = main(["train", str(recipe), *tiny_overrides(tiny_models["bert"], data_dir, run_dir, **{"data.max_length": 4096})])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "longer than model" in err[0]
+    assert not run_dir.exists()

@@ -215,3 +215,10 @@ def test_every_recipe_loads_and_validates():
         config = load_config(recipe)
         assert config.method in methods, f"{recipe}: unknown method {config.method!r}"
         assert config.name
+
+
+def test_string_overrides_stay_as_typed():
+    from tartan.config import load_config
+
+    config = load_config(None, ["end_task=1.10", "name=010"])
+    assert (config.end_task, config.name) == ("1.10", "010")

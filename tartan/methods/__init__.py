@@ -23,6 +23,8 @@ class Stage:
     # a stage that depends on nothing seed-specific (pre-training) is computed once and reused by
     # every run whose config of it is the same
     reusable: bool = False
+    # task -> task whose (earlier-trained) head initialises its head, e.g. TAPT after DAPT
+    head_init: dict[str, str] = field(default_factory=dict)
 
     @property
     def task_names(self) -> list[str]:

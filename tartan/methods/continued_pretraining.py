@@ -8,8 +8,10 @@ from . import Stage, methods
 from .finetune import finetune
 
 
-def tapt_stage(config: Config) -> Stage:
-    return Stage(name="tapt", tasks=[("tapt", "mlm", {"source": "task"})], train_section="pretrain", reusable=True)
+def tapt_stage(config: Config, after_dapt: bool = False) -> Stage:
+    # after DAPT the MLM head goes on from the DAPT-trained one, as one continued pre-training would
+    return Stage(name="tapt", tasks=[("tapt", "mlm", {"source": "task"})], train_section="pretrain", reusable=True,
+                 head_init={"tapt": "dapt"} if after_dapt else {})
 
 
 def dapt_stage(config: Config) -> Stage:
@@ -29,4 +31,4 @@ def dapt(config: Config) -> list[Stage]:
 
 @methods.register("dapt_tapt")
 def dapt_tapt(config: Config) -> list[Stage]:
-    return [dapt_stage(config), tapt_stage(config), *finetune(config)]
+    return [dapt_stage(config), tapt_stage(config, after_dapt=True), *finetune(config)]

@@ -46,5 +46,18 @@ def load_body(name: str, trust_remote_code: bool = False):
     return body, tokenizer
 
 
+def max_positions(body, tokenizer) -> int:
+    """The longest input the body can take."""
+    limits = []
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:
+        limits.append(tokenizer.model_max_length)
+    positions = getattr(body.config, "max_position_embeddings", None)
+    if positions:
+        # RoBERTa-style position ids start after the padding index
+        offset = body.config.pad_token_id + 1 if body.config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+        limits.append(positions - offset)
+    return min(limits) if limits else 1_000_000
+
+
 def accepts_token_types(body) -> bool:
     return "token_type_ids" in inspect.signature(body.forward).parameters

@@ -77,15 +77,35 @@ def load_mlm_head(body: nn.Module, model_path: str | Path | None) -> tuple[Maske
     return head, False
 
 
-def _checkpoint_tensors(folder: Path) -> dict[str, torch.Tensor]:
-    """The tensors whose names belong to an MLM head, from safetensors files (no pickle)."""
+def _local_folder(model_path: Path) -> Path | None:
+    """The folder holding a model's files: the path itself, or the local cache of a hub name."""
+    if model_path.is_dir():
+        return model_path
+    try:
+        from transformers.utils import cached_file
+
+        return Path(cached_file(str(model_path), "config.json")).parent
+    except (OSError, ValueError):
+        return None
+
+
+def _checkpoint_tensors(model_path: Path) -> dict[str, torch.Tensor]:
+    """The tensors whose names belong to an MLM head, from safetensors files, else from PyTorch
+    .bin files loaded with weights_only (no arbitrary pickle)."""
     from safetensors import safe_open
 
+    folder = _local_folder(model_path)
+    if folder is None:
+        return {}
     wanted = tuple(_LAYOUTS)
     tensors = {}
-    for file in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+    for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:
             for key in handle.keys():
                 if key.startswith(wanted):
                     tensors[key] = handle.get_tensor(key)
+    if not tensors:
+        for file in sorted(folder.glob("pytorch_model*.bin")):
+            state = torch.load(file, map_location="cpu", weights_only=True)
+            tensors.update({k: v for k, v in state.items() if k.startswith(wanted)})
     return tensors

@@ -14,6 +14,7 @@ from ..data.known_tasks import default_metric
 from ..data.labelled import LabelledTask, load_labelled_task
 from ..models.heads import ClassificationHead
 from ..training.metrics import classification_metrics
+from ..training.loop import to_device
 from . import task_types
 
 
@@ -71,8 +72,9 @@ class ClassificationTask:
         was_training = model.training
         model.eval()
         logits = np.zeros((len(self.encoded[split]), len(self.label_names)), dtype=np.float32)
+        device = next(model.parameters()).device
         for indices in sorted_batches(self._lengths[split], self.eval_batch_size):
-            batch = self.collate(split, indices)
+            batch = to_device(self.collate(split, indices), device)
             with autocast():
                 output = model(self.name, batch)
             logits[indices] = output.float().cpu().numpy()

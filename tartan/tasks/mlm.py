@@ -4,6 +4,7 @@ file (`path: ...`, relative to data_dir or absolute; DAPT), optionally cut to `s
 masked-token accuracy)."""
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..data.unlabelled import parse_size, read_texts, sample_texts
 from ..errors import TartanError
 from ..models.body import resolve_model_path
 from ..models.mlm_head import load_mlm_head
+from ..training.loop import to_device
 from . import task_types
 
 HELDOUT_SEED = 1234  # fixed held-out masks: MLM evaluations are comparable across steps and runs
@@ -82,6 +84,9 @@ class MaskedLMTask:
 
     def make_head(self, body: nn.Module) -> nn.Module:
         head, self.head_loaded = load_mlm_head(body, self.model_path)
+        # random replacements must be rows of the embedding matrix, which may be smaller than the
+        # tokenizer when tokens were added to it
+        self.vocab_size = min(self.vocab_size, head.decoder_weight.shape[0])
         return head
 
     def head_meta(self) -> dict:
@@ -103,9 +108,9 @@ class MaskedLMTask:
             word_ids = torch.full(ids.shape, -1, dtype=torch.long)
             for j, i in enumerate(indices):
                 word_ids[j, :len(self.encoded.word_ids[i])] = torch.from_numpy(self.encoded.word_ids[i].astype(np.int64))
-        generator = torch.Generator().manual_seed(hash((self.seed, draw, split)) % (2 ** 63))
+        generator = torch.Generator().manual_seed(stable_seed(self.seed, draw, split))
         masked, labels = mask_tokens(ids, maskable, self.mask_id, self.vocab_size, generator, self.probability, word_ids)
-        if not (labels != IGNORE).any():  # a short batch may draw no token: score one, never none
+        if not (labels != IGNORE).any() and maskable.any():  # a short batch may draw none: score one
             position = int(maskable.flatten().nonzero()[0])
             labels.view(-1)[position] = ids.view(-1)[position]
             masked.view(-1)[position] = self.mask_id
@@ -120,6 +125,8 @@ class MaskedLMTask:
 
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "mlm_targets" in batch:
+            if batch["mlm_targets"].numel() == 0:  # nothing maskable in the batch (all special tokens)
+                return output.sum() * 0.0
             return F.cross_entropy(output.float(), batch["mlm_targets"])
         return F.cross_entropy(output.float().reshape(-1, output.shape[-1]), batch["mlm_labels"].reshape(-1),
                                ignore_index=IGNORE)
@@ -130,8 +137,9 @@ class MaskedLMTask:
         model.eval()
         rows = self.rows["dev" if split != "train" else "train"]
         total_loss, correct, count = 0.0, 0, 0
+        device = next(model.parameters()).device
         for k, b in enumerate(sorted_batches(self.lengths[rows], self.eval_batch_size)):
-            batch = self.collate("heldout", rows[b], draw=HELDOUT_SEED + k)
+            batch = to_device(self.collate("heldout", rows[b], draw=HELDOUT_SEED + k), device)
             with autocast():
                 logits = model(self.name, batch).float()
             total_loss += float(F.cross_entropy(logits, batch["mlm_targets"], reduction="sum"))
@@ -140,6 +148,11 @@ class MaskedLMTask:
         model.train(was_training)
         loss = total_loss / max(count, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / max(count, 1)}
+
+
+def stable_seed(*parts) -> int:
+    """A seed from its parts that is the same in every process (Python's hash() of a string is not)."""
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big") >> 1
 
 
 def _cache() -> Path:

@@ -4,6 +4,7 @@ weights_only=True (no pickle of arbitrary objects)."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -13,15 +14,32 @@ from safetensors.torch import load_model, save_model
 from ..rundir import existing_dir, replace_dir
 
 
-def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
+BEST = "best.safetensors"
+
+
+def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, best_is_current: bool) -> None:
+    """Write the resume state and the best weights so far (the current ones, or those of the
+    previous checkpoint) as one folder that replaces the previous one atomically."""
     folder.parent.mkdir(parents=True, exist_ok=True)
+    previous = existing_dir(folder)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     save_model(model, str(tmp / "model.safetensors"))
+    if best_is_current:
+        os.link(tmp / "model.safetensors", tmp / BEST)
+    else:
+        os.link(previous / BEST, tmp / BEST)  # a hard link: no copy of the weights
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state))
     replace_dir(tmp, folder)
+
+
+def best_weights(folder: Path) -> Path:
+    found = existing_dir(folder)
+    if found is None or not (found / BEST).is_file():
+        raise FileNotFoundError(f"no best weights in {folder}")
+    return found / BEST
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict | None:

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..methods import Stage
 from ..rundir import RunLog
 from ..weighting import strategies
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import best_weights, load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -68,11 +68,15 @@ class TaskBatches:
         self.per_epoch = len(task.train_batches(0))
         self._epoch, self._batches = -1, []
 
-    def at(self, step: int) -> dict[str, torch.Tensor]:
+    def at(self, step: int, device: torch.device) -> dict[str, torch.Tensor]:
         epoch, offset = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             self._epoch, self._batches = epoch, self.task.train_batches(epoch)
-        return self.task.collate("train", self._batches[offset], draw=step)
+        return to_device(self.task.collate("train", self._batches[offset], draw=step), device)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
 def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainConfig, accelerator,
@@ -86,21 +90,26 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         total_steps = min(total_steps, train.max_steps)
     eval_every = train.eval_every or steps_per_epoch
     strategy = strategies.get(stage.weighting)(stage.task_names, end_task.name, **stage.weighting_options)
+    # heads of other stages get no gradient here: frozen, they stay out of the optimizer and DDP
+    # does not wait for gradients that never come
+    for name, head in model.heads.items():
+        head.requires_grad_(name in stage.task_names)
     optimizer = make_optimizer(model, train)
     scheduler = linear_schedule(optimizer, int(train.warmup * total_steps), total_steps)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(prepared)
+    device = accelerator.device
+    checkpoint = stage_dir / "last"
+    has_dev = "dev" in end_task.splits  # without held-out data the last weights are the result
 
-    best_path = stage_dir / "best.safetensors"
     state = LoopState()
-    saved = load_checkpoint(stage_dir / "last", unwrapped, optimizer, scheduler)
+    saved = load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)
     if saved is not None:
         state = LoopState(**saved["loop"])
         strategy.load_state_dict(saved["strategy"])
-        log.drop_after(stage.name, state.step)
+    log.drop_after(stage.name, state.step)  # what a killed run logged past its checkpoint
     if state.step >= total_steps or (state.stopped_early and saved is not None):
-        load_model(unwrapped, str(best_path))
-        return state
+        return _finish(accelerator, prepared, unwrapped, checkpoint, state)
 
     bar = tqdm(total=total_steps, initial=state.step, desc=stage.name, unit="step", dynamic_ncols=True,
                disable=not (progress and accelerator.is_main_process), mininterval=1.0)
@@ -109,12 +118,13 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     window_steps = 0
     while state.step < total_steps:
         started = time.perf_counter()
-        batches = {name: source.at(state.step) for name, source in sources.items()}
+        batches = {name: source.at(state.step, device) for name, source in sources.items()}
         with accelerator.autocast():
             losses = {name: tasks[name].loss(prepared(name, batch), batch) for name, batch in batches.items()}
         weights = strategy.backward(losses, accelerator, prepared)
         if train.grad_clip > 0:
             accelerator.clip_grad_norm_(prepared.parameters(), train.grad_clip)
+        lr = scheduler.get_last_lr()[0]  # the rate this step used
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -133,7 +143,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         if state.step % train.log_every == 0 or state.step == total_steps:
             mean_loss = {name: value / window_steps for name, value in window_loss.items()}
             log.write({"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
-                       "loss": mean_loss, "weights": weights, "lr": scheduler.get_last_lr()[0],
+                       "loss": mean_loss, "weights": weights, "lr": lr,
                        "tokens_per_second": window_tokens / max(window_seconds, 1e-9)})
             bar.set_postfix(loss=f"{sum(mean_loss.values()):.3f}",
                             tok_s=f"{window_tokens / max(window_seconds, 1e-9):.0f}", refresh=False)
@@ -143,13 +153,11 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
 
         if state.step % eval_every == 0 or state.step == total_steps:
             eval_started = time.perf_counter()
-            dev = end_task.evaluate(prepared, "dev", accelerator.autocast)
-            value = dev[end_task.metric]
-            improved = state.best_metric is None or value > state.best_metric
+            dev = end_task.evaluate(prepared, "dev", accelerator.autocast) if has_dev else {}
+            value = dev.get(end_task.metric)
+            improved = not has_dev or state.best_metric is None or value > state.best_metric
             if improved:
                 state.best_metric, state.best_step, state.stale_evals, state.best_dev = value, state.step, 0, dev
-                if accelerator.is_main_process:
-                    _save_weights_atomic(unwrapped, best_path)
             else:
                 state.stale_evals += 1
             state.stopped_early = bool(train.patience) and state.stale_evals >= train.patience
@@ -157,18 +165,22 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
             log.write({"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
                        "dev": dev, "best": improved})
             if accelerator.is_main_process:
-                save_checkpoint(stage_dir / "last", unwrapped, optimizer, scheduler,
-                                {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()})
+                # the best weights live inside the checkpoint folder, so that both change in one
+                # atomic replace: a kill can never leave best weights of one step beside state of another
+                save_checkpoint(checkpoint, unwrapped, optimizer, scheduler,
+                                {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()},
+                                best_is_current=improved)
             accelerator.wait_for_everyone()
             if state.stopped_early:
                 break
     bar.close()
-    load_model(unwrapped, str(best_path))
+    return _finish(accelerator, prepared, unwrapped, checkpoint, state)
+
+
+def _finish(accelerator, prepared, unwrapped: torch.nn.Module, checkpoint: Path, state: LoopState) -> LoopState:
+    """Load the stage's best weights and undo what accelerate.prepare did to the model, so that the
+    next stage prepares it afresh (its own precision, its new heads on the device)."""
+    load_model(unwrapped, str(best_weights(checkpoint)))
+    for attribute in ("forward", "_original_forward", "_is_accelerate_prepared"):
+        unwrapped.__dict__.pop(attribute, None)
     return state
-
-
-def _save_weights_atomic(model: torch.nn.Module, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_model(model, str(tmp))
-    tmp.replace(path)

@@ -64,3 +64,26 @@ def test_a_body_that_cannot_carry_an_mlm_head_is_one_line_and_nothing_written(ti
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cannot carry an MLM head" in err[0]
     assert not run_dir.exists()
+
+
+def test_a_shorter_run_never_reuses_a_stage_for_a_longer_one(tiny_models, data_dir, tmp_path):
+    short = train(load_config(RECIPES / "tapt.yaml", tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "a", **SHORT)))
+    longer = train(load_config(RECIPES / "tapt.yaml", tiny_overrides(
+        tiny_models["bert"], data_dir, tmp_path / "b", **{**SHORT, "train.max_steps": 4})))
+    assert "reused" not in longer["stages"]["tapt"]
+    assert (short["stages"]["tapt"]["steps"], longer["stages"]["tapt"]["steps"]) == (3, 4)
+
+
+def test_dapt_then_tapt_continues_with_the_dapt_trained_mlm_head(tiny_models, data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    run_dir = tmp_path / "run"
+    train(load_config(RECIPES / "dapt_tapt.yaml", tiny_overrides(tiny_models["bert"], data_dir, run_dir, **SHORT)))
+    dapt = load_file(str(run_dir / "heads" / "dapt.safetensors"))
+    tapt = load_file(str(run_dir / "heads" / "tapt.safetensors"))
+    fresh_tapt = train(load_config(RECIPES / "tapt.yaml", tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "t", **SHORT)))
+    alone = load_file(str(tmp_path / "t" / "heads" / "tapt.safetensors"))
+    # 3 TAPT steps move the head a little: it stays closer to where DAPT left it than to a fresh start
+    distance = lambda a, b: sum(float((a[k] - b[k]).norm()) for k in a)  # noqa: E731
+    assert distance(tapt, dapt) < distance(alone, dapt)
+    assert fresh_tapt["stages"]["tapt"]["steps"] == 3

@@ -87,3 +87,38 @@ def test_heldout_evaluation_reports_loss_perplexity_and_accuracy(tiny_models, da
     assert set(first) == {"loss", "perplexity", "accuracy"}
     assert np.isclose(first["perplexity"], np.exp(first["loss"]))
     assert task.evaluate(model, "dev", no_autocast) == first  # fixed held-out masks
+
+
+def test_masks_are_the_same_in_every_process(tiny_models, data_dir):
+    """Resume, several processes and reused stages all need masks that do not depend on the process
+    (Python salts the hash of strings per process)."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import torch
+from transformers import AutoTokenizer
+from tartan.config import load_config
+from tartan.tasks.mlm import MaskedLMTask
+config = load_config(None, ["model={tiny_models['bert']}", "data_dir={data_dir}", "end_task=toy", "data.max_length=32"])
+task = MaskedLMTask.from_config("tapt", config, AutoTokenizer.from_pretrained("{tiny_models['bert']}"), source="task")
+print(task.collate("train", task.train_batches(0)[0], draw=3)["input_ids"].tolist())
+"""
+    outputs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              env=dict(os.environ, PYTHONHASHSEED=str(salt))).stdout for salt in (1, 2)}
+    assert len(outputs) == 1
+
+
+def test_without_heldout_lines_a_stage_keeps_its_last_weights(tiny_models, data_dir, tmp_path):
+    from pathlib import Path
+
+    from tartan.run import train
+    from conftest import tiny_overrides
+
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tapt.yaml"
+    overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **{
+        "mlm.heldout": 0, "pretrain.batch_size": 8, "pretrain.epochs": 2, "pretrain.precision": "fp32",
+        "train.max_steps": 2})
+    metrics = train(load_config(recipe, overrides))
+    assert metrics["stages"]["tapt"]["best_step"] == metrics["stages"]["tapt"]["steps"] == 2
