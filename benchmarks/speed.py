@@ -34,7 +34,7 @@ def fresh_model(config, task, token_types: bool | None = None):
                           token_types=accepts_token_types(body) if token_types is None else token_types)
 
 
-def bare_loop(model, batches, train, precision: str, warmup: int) -> float:
+def bare_loop(model, batches, train, precision: str, warmup: int) -> tuple[int, float]:
     """What a user would write by hand: forward, loss, backward, clip, step; tokens/s after warm-up."""
     optimizer = make_optimizer(model, train)
     model.train()
@@ -50,10 +50,10 @@ def bare_loop(model, batches, train, precision: str, warmup: int) -> float:
         if i >= warmup:
             seconds += time.perf_counter() - started
             tokens += int(batch["attention_mask"].sum())
-    return tokens / seconds
+    return tokens, seconds
 
 
-def tartan_loop(model, task, config, precision: str, steps: int, warmup: int) -> float:
+def tartan_loop(model, task, config, precision: str, steps: int, warmup: int) -> tuple[int, float]:
     config.train.precision = precision
     config.train.max_steps = warmup + steps
     config.train.progress = False
@@ -68,7 +68,7 @@ def tartan_loop(model, task, config, precision: str, steps: int, warmup: int) ->
         config.train.max_steps = steps
         state = run_stage(stage, model, {task.name: task}, config.train, accelerator, Path(tmp) / "s", log,
                           progress=False)
-    return state.train_tokens / state.train_seconds
+    return state.train_tokens, state.train_seconds
 
 
 def mlm_loop(config, tokenizer, precision: str, steps: int, warmup: int, full_logits: bool) -> float:
@@ -79,7 +79,11 @@ def mlm_loop(config, tokenizer, precision: str, steps: int, warmup: int, full_lo
     task = MaskedLMTask.from_config("tapt", config, tokenizer, source="task")
     batches = [(task, task.collate("train", indices, draw=i, full_logits=full_logits))
                for i, indices in enumerate(task.train_batches(0)[:warmup + steps])]
-    return bare_loop(fresh_model(config, task, token_types=False), batches, config.pretrain, precision, warmup)
+    tokens, seconds = bare_loop(fresh_model(config, task, token_types=False), batches, config.pretrain, precision, warmup)
+    return tokens / seconds
+
+
+ROUNDS = 4
 
 
 def main() -> None:
@@ -90,7 +94,7 @@ def main() -> None:
     parser.add_argument("--task", default="citation_intent")
     parser.add_argument("--precisions", default="bf16,fp32")
     args = parser.parse_args()
-    steps = args.steps or (12 if args.quick else 60)
+    steps = args.steps or (6 if args.quick else 30)  # per round
     warmup = 3
     config = load_config(Path(__file__).resolve().parents[1] / "recipes" / "finetune.yaml",
                          [f"data_dir={args.data_dir}", f"end_task={args.task}"])
@@ -102,8 +106,18 @@ def main() -> None:
     result = {"task": args.task, "model": config.model, "steps": steps, "batch_size": config.train.batch_size,
               "threads": torch.get_num_threads()}
     for precision in args.precisions.split(","):
-        tartan = tartan_loop(fresh_model(config, task), task, config, precision, steps, warmup)
-        bare = bare_loop(fresh_model(config, task), batches, config.train, precision, warmup)
+        # alternate the two loops over several rounds (a single pair swings by 10-20% with the
+        # machine's state); each figure is its total tokens over its total seconds
+        totals = {"tartan": [0, 0.0], "bare": [0, 0.0]}
+        for round_ in range(ROUNDS):
+            for name in (("tartan", "bare") if round_ % 2 == 0 else ("bare", "tartan")):
+                if name == "tartan":
+                    tokens, seconds = tartan_loop(fresh_model(config, task), task, config, precision, steps, warmup)
+                else:
+                    tokens, seconds = bare_loop(fresh_model(config, task), batches, config.train, precision, warmup)
+                totals[name][0] += tokens
+                totals[name][1] += seconds
+        tartan, bare = (totals[n][0] / totals[n][1] for n in ("tartan", "bare"))
         result[f"{precision}_tokens_per_second_tartan"] = round(tartan, 1)
         result[f"{precision}_tokens_per_second_bare"] = round(bare, 1)
         result[f"{precision}_tartan_vs_bare"] = round(tartan / bare, 3)
