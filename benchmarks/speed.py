@@ -83,9 +83,6 @@ def mlm_loop(config, tokenizer, precision: str, steps: int, warmup: int, full_lo
     return tokens / seconds
 
 
-ROUNDS = 4
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps (under 2 minutes)")
@@ -95,6 +92,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="bf16,fp32")
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else 30)  # per round
+    rounds = 2 if args.quick else 4
     warmup = 3
     config = load_config(Path(__file__).resolve().parents[1] / "recipes" / "finetune.yaml",
                          [f"data_dir={args.data_dir}", f"end_task={args.task}"])
@@ -106,10 +104,10 @@ def main() -> None:
     result = {"task": args.task, "model": config.model, "steps": steps, "batch_size": config.train.batch_size,
               "threads": torch.get_num_threads()}
     for precision in args.precisions.split(","):
-        # alternate the two loops over several rounds (a single pair swings by 10-20% with the
+        # alternate the two loops over rounds (a single pair swings by 10-20% with the
         # machine's state); each figure is its total tokens over its total seconds
         totals = {"tartan": [0, 0.0], "bare": [0, 0.0]}
-        for round_ in range(ROUNDS):
+        for round_ in range(rounds):
             for name in (("tartan", "bare") if round_ % 2 == 0 else ("bare", "tartan")):
                 if name == "tartan":
                     tokens, seconds = tartan_loop(fresh_model(config, task), task, config, precision, steps, warmup)
