@@ -22,14 +22,13 @@ from . import task_types
 class ClassificationTask:
     def __init__(self, data: LabelledTask, tokenizer, *, max_length: int, batch_size: int,
                  eval_batch_size: int, seed: int, bucket_batches: int = 50, head_dropout: float = 0.1,
-                 metric: str | None = None, with_token_types: bool = True, cache: Path | None = None):
+                 metric: str | None = None, cache: Path | None = None):
         self.name = data.name
         self.data = data
         self.label_names = data.label_names
         self.metric = metric or default_metric(data.name)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.bucket_batches, self.head_dropout = seed, bucket_batches, head_dropout
-        self.with_token_types = with_token_types
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.encoded = {split: encode(tokenizer, s.texts, s.text_pairs, max_length, s.digest, cache)
                         for split, s in data.splits.items()}
@@ -61,7 +60,7 @@ class ClassificationTask:
         return bucketed_batches(self._lengths["train"], self.batch_size, self.seed, epoch, self.bucket_batches)
 
     def collate(self, split: str, indices: np.ndarray, draw: int = 0) -> dict[str, torch.Tensor]:
-        return collate(self.encoded[split], indices, self.pad_id, self.labels[split], self.with_token_types)
+        return collate(self.encoded[split], indices, self.pad_id, self.labels[split])
 
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(output.float(), batch["labels"])

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import torch
 from transformers import AutoModel, AutoTokenizer
