@@ -108,7 +108,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         state = LoopState(**saved["loop"])
         strategy.load_state_dict(saved["strategy"])
     log.drop_after(stage.name, state.step)  # what a killed run logged past its checkpoint
-    if state.step >= total_steps or (state.stopped_early and saved is not None):
+    if state.step >= total_steps or state.stopped_early:
         return _finish(accelerator, prepared, unwrapped, checkpoint, state)
 
     bar = tqdm(total=total_steps, initial=state.step, desc=stage.name, unit="step", dynamic_ncols=True,
