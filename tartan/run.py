@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -32,9 +33,10 @@ def resolve(config: Config) -> Config:
         config.data_dir = str(default_data_dir())
     if config.output_dir is None:
         config.output_dir = str(Path("runs") / config.name / config.end_task / f"seed{config.seed}")
-    # absolute, so that the run directory works from any working directory
-    config.data_dir = str(Path(config.data_dir).expanduser().absolute())
-    config.output_dir = str(Path(config.output_dir).expanduser().absolute())
+    # absolute and normalised ("a/../b" -> "b"), so that the run directory works from any working
+    # directory and the same place spelled two ways is the same config; symlinks are kept as named
+    config.data_dir = os.path.abspath(os.path.expanduser(config.data_dir))
+    config.output_dir = os.path.abspath(os.path.expanduser(config.output_dir))
     return config
 
 

@@ -64,6 +64,14 @@ def test_another_config_in_the_same_run_directory_is_refused(tiny_models, data_d
     assert "differs in: seed" in capsys.readouterr().err
 
 
+def test_the_same_data_dir_spelled_another_way_is_the_same_run(tiny_models, data_dir, tmp_path, capsys):
+    base = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
+    assert main(base) == 0
+    roundabout = f"data_dir={data_dir}/../{Path(data_dir).name}"
+    assert main(base + [roundabout]) == 0
+    assert "finished already" in capsys.readouterr().err
+
+
 def test_eval_and_predict(tiny_models, data_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     train(load_config(ROOT / "recipes" / "finetune.yaml", tiny_overrides(tiny_models["bert"], data_dir, run_dir)))
