@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
+from ..data.masking import IGNORE
 from ..errors import TartanError
 
 # checkpoint prefixes of the head in the model families that ship one, and their layout
@@ -52,9 +53,10 @@ class MaskedLMHead(nn.Module):
         return self.embeddings[0].weight
 
     def forward(self, hidden_states: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
-        """Logits at the selected positions only (batch["mlm_positions"]: flat indices into B*T)."""
-        if batch is not None and "mlm_positions" in batch:
-            hidden_states = hidden_states.reshape(-1, hidden_states.shape[-1])[batch["mlm_positions"]]
+        """Logits at the selected positions only (where batch["mlm_labels"] is not -100, row-major
+        order); at every position when the batch has no "mlm_labels"."""
+        if batch is not None and "mlm_labels" in batch:
+            hidden_states = hidden_states.reshape(-1, hidden_states.shape[-1])[batch["mlm_labels"].reshape(-1) != IGNORE]
         x = self.norm(self.activation(self.dense(hidden_states)))
         return nn.functional.linear(x, self.decoder_weight, self.bias)
 

@@ -115,20 +115,18 @@ class MaskedLMTask:
             labels.view(-1)[position] = ids.view(-1)[position]
             masked.view(-1)[position] = self.mask_id
         batch["input_ids"] = masked
-        flat = labels.view(-1)
-        if full_logits:
-            batch["mlm_labels"] = labels
-        else:
-            batch["mlm_positions"] = (flat != IGNORE).nonzero().squeeze(1)
-            batch["mlm_targets"] = flat[batch["mlm_positions"]]
+        # labels stay one row per example (IGNORE where unselected), so that a batch can be split by
+        # rows between processes; the head gathers the selected positions from them
+        batch["mlm_full_labels" if full_logits else "mlm_labels"] = labels
         return batch
 
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if "mlm_targets" in batch:
-            if batch["mlm_targets"].numel() == 0:  # nothing maskable in the batch (all special tokens)
+        if "mlm_labels" in batch:
+            targets = selected_targets(batch["mlm_labels"])
+            if targets.numel() == 0:  # nothing maskable in the batch (all special tokens)
                 return output.sum() * 0.0
-            return F.cross_entropy(output.float(), batch["mlm_targets"])
-        return F.cross_entropy(output.float().reshape(-1, output.shape[-1]), batch["mlm_labels"].reshape(-1),
+            return F.cross_entropy(output.float(), targets)
+        return F.cross_entropy(output.float().reshape(-1, output.shape[-1]), batch["mlm_full_labels"].reshape(-1),
                                ignore_index=IGNORE)
 
     @torch.no_grad()
@@ -142,12 +140,19 @@ class MaskedLMTask:
             batch = to_device(self.collate("heldout", rows[b], draw=HELDOUT_SEED + k), device)
             with autocast():
                 logits = model(self.name, batch).float()
-            total_loss += float(F.cross_entropy(logits, batch["mlm_targets"], reduction="sum"))
-            correct += int((logits.argmax(-1) == batch["mlm_targets"]).sum())
-            count += len(batch["mlm_targets"])
+            targets = selected_targets(batch["mlm_labels"])
+            total_loss += float(F.cross_entropy(logits, targets, reduction="sum"))
+            correct += int((logits.argmax(-1) == targets).sum())
+            count += len(targets)
         model.train(was_training)
         loss = total_loss / max(count, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / max(count, 1)}
+
+
+def selected_targets(labels: torch.Tensor) -> torch.Tensor:
+    """The original tokens at the selected positions, in the order the head scores them."""
+    flat = labels.reshape(-1)
+    return flat[flat != IGNORE]
 
 
 def stable_seed(*parts) -> int:
