@@ -85,6 +85,39 @@ class DomainConfig:
 
 
 @dataclass
+class MultitaskConfig:
+    """The multi-task stage of MT-TARTAN and META-TARTAN."""
+
+    # objectives trained beside the end task: `tapt` (masked-LM on the end task's train texts),
+    # `dapt` (masked-LM on domain.path at domain.size), or the name of a labelled task folder
+    auxiliary: typing.List[str] = field(default_factory=lambda: ["tapt", "dapt"])
+    # batch size of every auxiliary task; null: train.batch_size
+    auxiliary_batch_size: typing.Optional[int] = checked(None, minimum=1)
+    # static weighting: task name -> weight before normalising to sum 1; a task not named weighs 1
+    weights: typing.Dict[str, float] = field(default_factory=dict)
+    # then fine-tune on the end task alone, kept only if it improves the dev metric
+    final_finetune: bool = False
+
+
+@dataclass
+class MetaConfig:
+    """META-TARTAN's learned weights (defaults from the research)."""
+
+    # learning rate of the weight logits (the research searched 1e-1, 5e-2, 3e-2, 1e-2)
+    lr: float = checked(0.1, minimum=0)
+    # separate: the dev gradient goes through a freshly trained meta head; same: through the end
+    # task's own head (the ablation under which the end task's weight rails towards 1)
+    head: str = checked("separate", choices=("separate", "same"))
+    # update the weights every k steps; between updates the body mixes with the last weights
+    update_every: int = checked(1, minimum=1)
+    head_steps: int = checked(10, minimum=1)
+    head_lr: float = checked(1e-3, minimum=0)
+    head_weight_decay: float = checked(0.1, minimum=0)
+    # end-task dev examples per weight update
+    dev_batch_size: int = checked(16, minimum=1)
+
+
+@dataclass
 class Config:
     # recipe name (the file stem unless set): groups runs in reports
     name: str = ""
@@ -102,6 +135,8 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     mlm: MLMConfig = field(default_factory=MLMConfig)
     domain: DomainConfig = field(default_factory=DomainConfig)
+    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -206,6 +241,21 @@ def _coerce(value: Any, hint: Any, dotted: str, source: str, line: int | None) -
         if optional:
             return None
         raise TartanError(f"{dotted} must not be empty", source, line)
+    if typing.get_origin(base) is list:
+        if isinstance(value, str):  # an override: tapt,dapt
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise TartanError(f"{dotted} must be a list of names, got {value!r}", source, line)
+        return list(value)
+    if typing.get_origin(base) is dict:
+        if not isinstance(value, dict):
+            raise TartanError(f"{dotted} must be a mapping of names to numbers, got {value!r}", source, line)
+        numbers = {}
+        for key, number in value.items():
+            numbers[str(key)] = _coerce(number, float, f"{dotted}.{key}", source, line)
+            if numbers[str(key)] < 0:
+                raise TartanError(f"{dotted}.{key} must be at least 0, got {number!r}", source, line)
+        return numbers
     if base is bool:
         if isinstance(value, bool):
             return value

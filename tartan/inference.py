@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import rundir
-from .data.batching import collate, sorted_batches
+from .data.batching import collate, sorted_batches, to_device
 from .data.encoding import encode
 from .data.readers import read_rows
 from .errors import TartanError
@@ -17,7 +17,6 @@ from .models.body import accepts_token_types, load_body
 from .models.heads import ClassificationHead, load_head_meta, load_head_weights
 from .models.multitask import MultiTaskModel
 from .run import build_task, load_run_config, make_accelerator
-from .training.loop import to_device
 
 
 def load_finished(run_dir: Path):

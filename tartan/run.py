@@ -13,18 +13,26 @@ import time
 from pathlib import Path
 
 import yaml
+from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from . import rundir
 from .config import Config, cache_dir, default_data_dir, load_config, save_config
 from .errors import TartanError
 from .methods import Stage, methods
-from .models.body import accepts_token_types, load_body, max_positions, resolve_model_path
+from .models.body import (
+    accepts_token_types,
+    load_body,
+    max_positions,
+    resolve_model_path,
+)
 from .models.heads import load_head_weights, save_head
 from .models.multitask import MultiTaskModel
 from .rundir import RunLog, write_json_atomic, write_text_atomic
 from .tasks import task_types
+from .training.checkpoint import best_weights
 from .training.loop import run_stage
+from .weighting import strategies
 
 
 def resolve(config: Config) -> Config:
@@ -54,7 +62,13 @@ def make_accelerator(precision: str):
     # speed benchmark) may ask for another precision, so drop the old state but keep the process group
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
+    return Accelerator(cpu=not _cuda(), mixed_precision=mixed_precision)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _cpu_has_bf16() -> bool:
@@ -102,14 +116,19 @@ def train(config: Config, force: bool = False) -> dict:
     end_task = tasks[config.end_task]
     for task in tasks.values():
         task.make_head(body)  # a head the body cannot carry is bad input too: find out before writing
+    for stage in stages:  # and so are weighting options that do not fit the stage's tasks
+        strategies.get(stage.weighting)(stage.task_names, config.end_task, **stage.weighting_options)
 
-    # every input is read and checked: only now is anything written
-    if force and run_dir.exists():
-        for name in (rundir.METRICS, rundir.LOG, rundir.WEIGHTS, rundir.MODEL, rundir.HEADS, rundir.CHECKPOINT):
-            target = run_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(existing, resolved)
+    # every input is read and checked: only now is anything written, by the main process only
+    processes = PartialState(cpu=not _cuda())
+    if processes.is_main_process:
+        if force and run_dir.exists():
+            for name in (rundir.METRICS, rundir.LOG, rundir.WEIGHTS, rundir.MODEL, rundir.HEADS, rundir.CHECKPOINT):
+                target = run_dir / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(existing, resolved)
+    processes.wait_for_everyone()
 
     model = MultiTaskModel(body, {}, token_types=accepts_token_types(body))
     log = RunLog(run_dir, enabled=True)
@@ -147,6 +166,9 @@ def train(config: Config, force: bool = False) -> dict:
                                      "train_seconds": state.wall_seconds, "stopped_early": state.stopped_early,
                                      "tokens_per_second": state.train_tokens / max(state.train_seconds, 1e-9),
                                      "best_dev": state.best_dev}
+        if stage.keep_if_better:
+            kept = keep_if_better(model, stage_results, stage, stages, run_dir / rundir.CHECKPOINT, end_task.metric)
+            stage_results[stage.name]["kept"] = kept
         if stored is not None and accelerator.is_main_process:
             save_stage(stored, model, tokenizer, stage, tasks, stage_results[stage.name])
 
@@ -154,7 +176,8 @@ def train(config: Config, force: bool = False) -> dict:
                "model": config.model, "metric": end_task.metric}
     for split in ("dev", "test"):
         metrics[split] = end_task.evaluate(model, split, accelerator.autocast) if split in end_task.splits else None
-    last = stage_results[stages[-1].name]
+    # the stage whose weights the model holds: the last one, unless it was not kept
+    last = next(stage_results[s.name] for s in reversed(stages) if stage_results[s.name].get("kept", True))
     # train_seconds: what this run spent training; a reused stage's own cost is in its stage entry
     metrics.update(best_step=last["best_step"],
                    train_seconds=sum(s["train_seconds"] for s in stage_results.values() if "reused" not in s),
@@ -162,9 +185,35 @@ def train(config: Config, force: bool = False) -> dict:
                    wall_seconds=time.time() - started)
     if accelerator.is_main_process:
         _save_model(run_dir, model, tokenizer, tasks)
+        write_task_weights(run_dir, log.records(), {s.name for s in stages if len(s.tasks) > 1})
         write_json_atomic(finished, metrics)
         shutil.rmtree(run_dir / rundir.CHECKPOINT, ignore_errors=True)
     return metrics
+
+
+def keep_if_better(model: MultiTaskModel, results: dict, stage: Stage, stages: list[Stage], checkpoints: Path,
+                   metric: str) -> bool:
+    """Keep a refining stage's weights only if its best dev metric beats the previous stage's; else
+    put the previous stage's best weights back (its checkpoint is kept until the run ends)."""
+    previous = stages[stages.index(stage) - 1]
+    before = (results[previous.name].get("best_dev") or {}).get(metric)
+    after = (results[stage.name].get("best_dev") or {}).get(metric)
+    if before is None or (after is not None and after > before):
+        return True
+    from safetensors.torch import load_model
+
+    load_model(model, str(best_weights(checkpoints / previous.name / "last")))
+    return False
+
+
+def write_task_weights(run_dir: Path, records: list[dict], stages: set[str]) -> None:
+    """task_weights.csv (step,task,weight) from the weights logged by the multi-task stages."""
+    lines = ["step,task,weight"]
+    for record in records:
+        if record.get("stage") in stages and "weights" in record:
+            lines += [f"{record['step']},{task},{weight:.6g}" for task, weight in record["weights"].items()]
+    if len(lines) > 1:
+        write_text_atomic(run_dir / rundir.WEIGHTS, "\n".join(lines) + "\n")
 
 
 def _cap(steps: int | None, cap: int | None) -> int | None:

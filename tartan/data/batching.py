@@ -47,3 +47,7 @@ def collate(encoded: Encoded, indices: np.ndarray, pad_id: int, labels: np.ndarr
     if labels is not None:
         batch["labels"] = torch.from_numpy(np.asarray(labels[indices], dtype=np.int64))
     return batch
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}

@@ -25,6 +25,9 @@ class Stage:
     reusable: bool = False
     # task -> task whose (earlier-trained) head initialises its head, e.g. TAPT after DAPT
     head_init: dict[str, str] = field(default_factory=dict)
+    # a stage that only refines the previous one (final fine-tuning): its result is kept only if it
+    # improves the end task's dev metric, else the previous stage's best weights are restored
+    keep_if_better: bool = False
 
     @property
     def task_names(self) -> list[str]:

@@ -8,13 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import bucketed_batches, collate, sorted_batches
+from ..data.batching import bucketed_batches, collate, sorted_batches, to_device
 from ..data.encoding import encode
 from ..data.known_tasks import default_metric
 from ..data.labelled import LabelledTask, load_labelled_task
 from ..models.heads import ClassificationHead
 from ..training.metrics import classification_metrics
-from ..training.loop import to_device
 from . import task_types
 
 
@@ -41,7 +40,8 @@ class ClassificationTask:
         from ..config import cache_dir
 
         data = load_labelled_task(config.data_dir, name)
-        return cls(data, tokenizer, max_length=config.data.max_length, batch_size=config.train.batch_size,
+        return cls(data, tokenizer, max_length=config.data.max_length,
+                   batch_size=options.pop("batch_size", config.train.batch_size),
                    eval_batch_size=config.train.eval_batch_size, seed=config.seed,
                    bucket_batches=config.data.bucket_batches, head_dropout=config.train.head_dropout,
                    metric=config.metric if name == config.end_task else None, cache=cache_dir(), **options)
@@ -49,6 +49,9 @@ class ClassificationTask:
     @property
     def splits(self) -> list[str]:
         return list(self.encoded)
+
+    def num_examples(self, split: str) -> int:
+        return len(self.labels[split])
 
     def make_head(self, body: nn.Module) -> nn.Module:
         return ClassificationHead(body.config.hidden_size, len(self.label_names), self.head_dropout)

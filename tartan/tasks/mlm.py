@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import bucketed_batches, collate, sorted_batches
+from ..data.batching import bucketed_batches, collate, sorted_batches, to_device
 from ..data.encoding import encode
 from ..data.labelled import file_digest, load_labelled_task
 from ..data.masking import IGNORE, mask_tokens
@@ -21,7 +21,6 @@ from ..data.unlabelled import parse_size, read_texts, sample_texts
 from ..errors import TartanError
 from ..models.body import resolve_model_path
 from ..models.mlm_head import load_mlm_head
-from ..training.loop import to_device
 from . import task_types
 
 HELDOUT_SEED = 1234  # fixed held-out masks: MLM evaluations are comparable across steps and runs

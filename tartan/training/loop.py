@@ -13,10 +13,12 @@ from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
+from ..data.batching import to_device
 from ..methods import Stage
 from ..rundir import RunLog
-from ..weighting import strategies
+from ..weighting import StepInputs, strategies
 from .checkpoint import best_weights, load_checkpoint, save_checkpoint
+from .distributed import average_gradients, shard_rows
 
 
 @dataclass
@@ -61,10 +63,12 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
 
 class TaskBatches:
     """The batch a task contributes at a given step: a pure function of the step (epoch = step //
-    batches per epoch), so that a resumed run draws the same batches; auxiliary tasks cycle."""
+    batches per epoch), so that a resumed run draws the same batches; auxiliary tasks cycle. With
+    several processes each takes its rows of the same global batch, so that N processes compute
+    what one process would on the global batch."""
 
-    def __init__(self, task):
-        self.task = task
+    def __init__(self, task, rank: int = 0, world: int = 1):
+        self.task, self.rank, self.world = task, rank, world
         self.per_epoch = len(task.train_batches(0))
         self._epoch, self._batches = -1, []
 
@@ -72,18 +76,16 @@ class TaskBatches:
         epoch, offset = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             self._epoch, self._batches = epoch, self.task.train_batches(epoch)
-        return to_device(self.task.collate("train", self._batches[offset], draw=step), device)
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+        batch = self.task.collate("train", self._batches[offset], draw=step)
+        return to_device(shard_rows(batch, self.rank, self.world), device)
 
 
 def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainConfig, accelerator,
               stage_dir: Path, log: RunLog, progress: bool = True) -> LoopState:
     """Train `model` on the tasks of `stage`; on return the model holds the dev-best weights."""
     end_task = tasks[stage.task_names[0]]
-    sources = {name: TaskBatches(tasks[name]) for name in stage.task_names}
+    sources = {name: TaskBatches(tasks[name], accelerator.process_index, accelerator.num_processes)
+               for name in stage.task_names}
     steps_per_epoch = sources[end_task.name].per_epoch  # an epoch is counted on the end task
     total_steps = train.epochs * steps_per_epoch
     if train.max_steps is not None:
@@ -96,34 +98,40 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         head.requires_grad_(name in stage.task_names)
     optimizer = make_optimizer(model, train)
     scheduler = linear_schedule(optimizer, int(train.warmup * total_steps), total_steps)
-    prepared, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(prepared)
+    # the model is not wrapped in DDP: gradients are averaged across processes after the strategy's
+    # backward (training/distributed.py says why)
     device = accelerator.device
     checkpoint = stage_dir / "last"
     has_dev = "dev" in end_task.splits  # without held-out data the last weights are the result
 
     state = LoopState()
-    saved = load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)
+    saved = load_checkpoint(checkpoint, model, optimizer, scheduler)
     if saved is not None:
         state = LoopState(**saved["loop"])
         strategy.load_state_dict(saved["strategy"])
     log.drop_after(stage.name, state.step)  # what a killed run logged past its checkpoint
     if state.step >= total_steps or state.stopped_early:
-        return _finish(accelerator, prepared, unwrapped, checkpoint, state)
+        return _finish(model, checkpoint, state)
 
     bar = tqdm(total=total_steps, initial=state.step, desc=stage.name, unit="step", dynamic_ncols=True,
                disable=not (progress and accelerator.is_main_process), mininterval=1.0)
-    prepared.train()
+    model.train()
     window_tokens, window_seconds, window_loss = 0, 0.0, {name: 0.0 for name in stage.task_names}
     window_steps = 0
     while state.step < total_steps:
         started = time.perf_counter()
         batches = {name: source.at(state.step, device) for name, source in sources.items()}
+        losses, features = {}, {}
         with accelerator.autocast():
-            losses = {name: tasks[name].loss(prepared(name, batch), batch) for name, batch in batches.items()}
-        weights = strategy.backward(losses, accelerator, prepared)
+            for name, batch in batches.items():
+                hidden = model.encode(batch)
+                features[name] = hidden.detach()
+                losses[name] = tasks[name].loss(model.heads[name](hidden, batch), batch)
+        weights = strategy.backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator))
+        del features
+        average_gradients(model, accelerator)
         if train.grad_clip > 0:
-            accelerator.clip_grad_norm_(prepared.parameters(), train.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.grad_clip)
         lr = scheduler.get_last_lr()[0]  # the rate this step used
         optimizer.step()
         scheduler.step()
@@ -153,7 +161,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
 
         if state.step % eval_every == 0 or state.step == total_steps:
             eval_started = time.perf_counter()
-            dev = end_task.evaluate(prepared, "dev", accelerator.autocast) if has_dev else {}
+            dev = end_task.evaluate(model, "dev", accelerator.autocast) if has_dev else {}
             value = dev.get(end_task.metric)
             improved = not has_dev or state.best_metric is None or value > state.best_metric
             if improved:
@@ -167,20 +175,17 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
             if accelerator.is_main_process:
                 # the best weights live inside the checkpoint folder, so that both change in one
                 # atomic replace: a kill can never leave best weights of one step beside state of another
-                save_checkpoint(checkpoint, unwrapped, optimizer, scheduler,
+                save_checkpoint(checkpoint, model, optimizer, scheduler,
                                 {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()},
                                 best_is_current=improved)
             accelerator.wait_for_everyone()
             if state.stopped_early:
                 break
     bar.close()
-    return _finish(accelerator, prepared, unwrapped, checkpoint, state)
+    return _finish(model, checkpoint, state)
 
 
-def _finish(accelerator, prepared, unwrapped: torch.nn.Module, checkpoint: Path, state: LoopState) -> LoopState:
-    """Load the stage's best weights and undo what accelerate.prepare did to the model, so that the
-    next stage prepares it afresh (its own precision, its new heads on the device)."""
-    load_model(unwrapped, str(best_weights(checkpoint)))
-    for attribute in ("forward", "_original_forward", "_is_accelerate_prepared"):
-        unwrapped.__dict__.pop(attribute, None)
+def _finish(model: torch.nn.Module, checkpoint: Path, state: LoopState) -> LoopState:
+    """The model leaves the stage with the stage's best weights."""
+    load_model(model, str(best_weights(checkpoint)))
     return state

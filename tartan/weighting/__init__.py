@@ -6,10 +6,24 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from dataclasses import dataclass
 
 import torch
 
 from ..registry import Registry
+
+
+@dataclass
+class StepInputs:
+    """What a strategy may look at besides the losses."""
+
+    step: int  # optimizer steps taken before this one
+    model: torch.nn.Module  # the MultiTaskModel: .body, .heads[task], .encode(batch)
+    tasks: dict  # task name -> task
+    batches: dict[str, dict[str, torch.Tensor]]  # this process's rows of each task's batch
+    # each task's body output for its batch, detached: a strategy can reuse the step's forward pass
+    features: dict[str, torch.Tensor]
+    accelerator: object
 
 
 class WeightingStrategy:
@@ -17,8 +31,9 @@ class WeightingStrategy:
         self.task_names = list(task_names)
         self.end_task = end_task
 
-    def backward(self, losses: dict[str, torch.Tensor], accelerator, model) -> dict[str, float]:
-        """Leave the gradients of this step in the parameters' .grad; return the weights used."""
+    def backward(self, losses: dict[str, torch.Tensor], inputs: StepInputs) -> dict[str, float]:
+        """Leave the gradients of this step (this process's share) in the parameters' .grad; the
+        loop averages them across processes. Return the weights used."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:

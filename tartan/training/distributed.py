@@ -1,0 +1,45 @@
+"""Several processes without DDP: every process takes its rows of the same global batch, and
+gradients are averaged explicitly. The weighting strategies need each task's gradient averaged
+across processes *before* they mix them (META-TARTAN's cosines), which DDP's one fused backward
+cannot give; averaging ourselves keeps one code path for every strategy and every launcher."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def shard_rows(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+    """This process's contiguous rows of a global batch. A batch with fewer rows than processes is
+    kept whole by every process: the average of equal gradients is that gradient."""
+    if world == 1:
+        return batch
+    rows = len(next(iter(batch.values())))
+    if rows < world:
+        return batch
+    part = np.array_split(np.arange(rows), world)[rank]
+    start, stop = int(part[0]), int(part[-1]) + 1
+    return {key: value[start:stop] for key, value in batch.items()}
+
+
+def average_across_processes(tensor: torch.Tensor, accelerator) -> torch.Tensor:
+    """Mean over processes, in place; a no-op for one process."""
+    if accelerator.num_processes > 1:
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        tensor /= accelerator.num_processes
+    return tensor
+
+
+def average_gradients(model: torch.nn.Module, accelerator) -> None:
+    """Average every parameter's .grad across processes in one flat all-reduce."""
+    if accelerator.num_processes == 1:
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:  # a task with nothing to train this step: its share is zero
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    average_across_processes(flat, accelerator)
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+        offset += p.numel()

@@ -1,0 +1,143 @@
+"""META-TARTAN (Dery et al. 2021, Algorithm 1): task weights learned online from how well each task's
+gradient agrees with the gradient of the end task's dev loss.
+
+Per weight update: each task's gradient w.r.t. the shared body; a meta head, fresh each update,
+trained for a few steps on the end task's train batch with the body frozen; the dev gradient, of the
+end task's loss on a dev batch through body + meta head; weight logit += lr x cos(task gradient, dev
+gradient) for every task, the end task included. The body steps on the softmax(logits) mix of the
+task gradients; each head steps on its own task's gradient, unweighted."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.batching import to_device
+from ..training.distributed import average_across_processes, shard_rows
+from . import StepInputs, WeightingStrategy, strategies
+
+
+@strategies.register("meta")
+class MetaWeighting(WeightingStrategy):
+    def __init__(self, task_names: list[str], end_task: str, lr: float = 0.1, head: str = "separate",
+                 update_every: int = 1, head_steps: int = 10, head_lr: float = 1e-3,
+                 head_weight_decay: float = 0.1, dev_batch_size: int = 16, seed: int = 0, **options):
+        super().__init__(task_names, end_task)
+        self.lr, self.head, self.update_every = lr, head, update_every
+        self.head_steps, self.head_lr, self.head_weight_decay = head_steps, head_lr, head_weight_decay
+        self.dev_batch_size, self.seed = dev_batch_size, seed
+        self.logits = torch.zeros(len(self.task_names), dtype=torch.float64)  # equal weights at the start
+        self.cosines: dict[str, float] = {}
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(zip(self.task_names, torch.softmax(self.logits, 0).tolist()))
+
+    def backward(self, losses: dict[str, torch.Tensor], inputs: StepInputs) -> dict[str, float]:
+        body = [p for p in inputs.model.body.parameters() if p.requires_grad]
+        task_gradients = self.task_gradients(losses, inputs, body)
+        if inputs.step % self.update_every == 0:
+            dev_gradient = self.dev_gradient(inputs, body)
+            cosines = torch.nn.functional.cosine_similarity(task_gradients, dev_gradient.unsqueeze(0), dim=1)
+            self.logits += self.lr * cosines.double()
+            self.cosines = dict(zip(self.task_names, cosines.tolist()))
+        mix = torch.softmax(self.logits, 0).to(task_gradients.dtype)
+        _unflatten_into_grad(mix @ task_gradients, body)
+        return self.weights
+
+    def task_gradients(self, losses: dict[str, torch.Tensor], inputs: StepInputs, body: list) -> torch.Tensor:
+        """One row per task: its gradient w.r.t. the body, flattened and averaged across processes.
+        Each head's gradient goes straight to its .grad."""
+        rows = torch.empty(len(self.task_names), sum(p.numel() for p in body), device=body[0].device)
+        for row, name in zip(rows, self.task_names):
+            head = [p for p in inputs.model.heads[name].parameters() if p.requires_grad]
+            # the tasks' graphs share only parameters, so each is walked once: together these cost
+            # what one backward of the summed losses costs
+            gradients = torch.autograd.grad(losses[name], body + head, allow_unused=True)
+            _flatten_into(row, gradients[:len(body)], body)
+            for p, g in zip(head, gradients[len(body):]):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad + g
+        return average_across_processes(rows, inputs.accelerator)
+
+    def dev_gradient(self, inputs: StepInputs, body: list) -> torch.Tensor:
+        """The gradient w.r.t. the body of the end task's loss on a dev batch, through the meta head
+        (or, for the same-head ablation, the end task's own head); averaged across processes."""
+        task, model, accelerator = inputs.tasks[self.end_task], inputs.model, inputs.accelerator
+        # every process must draw the same meta head and dev batch: seed from (seed, step), not from
+        # the process's random state
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_seed(self.seed, inputs.step))
+            head = model.heads[self.end_task] if self.head == "same" else self.train_meta_head(inputs)
+            dev = self.dev_batch(task, inputs)
+            with accelerator.autocast():
+                loss = task.loss(head(model.encode(dev), dev), dev)
+            gradients = torch.autograd.grad(loss, body, allow_unused=True)
+        flat = torch.empty(sum(p.numel() for p in body), device=body[0].device)
+        _flatten_into(flat, gradients, body)
+        return average_across_processes(flat, accelerator)
+
+    def train_meta_head(self, inputs: StepInputs) -> torch.nn.Module:
+        """A fresh end-task head trained on the features of the end task's batch of this step (the
+        body's output from the step's own forward pass, so the body does not run again)."""
+        task, accelerator = inputs.tasks[self.end_task], inputs.accelerator
+        features, batch = inputs.features[self.end_task], inputs.batches[self.end_task]
+        if accelerator.num_processes > 1:  # every process trains the same head on the global batch
+            features, batch = _gather_rows(features, batch, accelerator)
+        features = features.float()
+        meta_head = task.make_head(inputs.model.body).to(features.device)
+        optimizer = torch.optim.AdamW(meta_head.parameters(), lr=self.head_lr, weight_decay=self.head_weight_decay)
+        for _ in range(self.head_steps):
+            loss = task.loss(meta_head(features, batch), batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return meta_head
+
+    def dev_batch(self, task, inputs: StepInputs) -> dict[str, torch.Tensor]:
+        size = task.num_examples("dev")
+        rng = np.random.default_rng(_seed(self.seed, inputs.step, "dev"))
+        indices = np.sort(rng.choice(size, size=min(self.dev_batch_size, size), replace=False))
+        accelerator = inputs.accelerator
+        batch = shard_rows(task.collate("dev", indices), accelerator.process_index, accelerator.num_processes)
+        return to_device(batch, accelerator.device)
+
+    def state_dict(self) -> dict:
+        return {"logits": self.logits.tolist(), "cosines": self.cosines}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "logits" in state:
+            self.logits = torch.tensor(state["logits"], dtype=torch.float64)
+            self.cosines = state.get("cosines", {})
+
+
+def _flatten_into(out: torch.Tensor, gradients, params: list) -> None:
+    offset = 0
+    for p, g in zip(params, gradients):
+        view = out[offset:offset + p.numel()]
+        view.copy_(g.reshape(-1)) if g is not None else view.zero_()
+        offset += p.numel()
+
+
+def _unflatten_into_grad(flat: torch.Tensor, params: list) -> None:
+    offset = 0
+    for p in params:
+        g = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
+        p.grad = g.clone() if p.grad is None else p.grad + g
+        offset += p.numel()
+
+
+def _gather_rows(features: torch.Tensor, batch: dict, accelerator) -> tuple[torch.Tensor, dict]:
+    """The global batch from every process's rows (padded to the longest sequence of any process)."""
+    features = accelerator.gather(accelerator.pad_across_processes(features.contiguous(), dim=1))
+    gathered = {}
+    for key, value in batch.items():
+        if value.dim() > 1:
+            value = accelerator.pad_across_processes(value.contiguous(), dim=1)
+        gathered[key] = accelerator.gather(value)
+    return features, gathered
+
+
+def _seed(*parts) -> int:
+    from ..tasks.mlm import stable_seed
+
+    return stable_seed(*parts) % (2 ** 63)
