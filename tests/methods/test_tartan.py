@@ -1,0 +1,79 @@
+import csv
+from pathlib import Path
+
+import pytest
+from transformers import AutoModel
+
+from tartan.config import load_config
+from tartan.errors import TartanError
+from tartan.run import train
+
+from conftest import tiny_overrides
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+SHORT = {"train.max_steps": 4, "domain.path": "toy_pairs/train.jsonl", "multitask.auxiliary_batch_size": 4,
+         "train.log_every": 1, "meta.dev_batch_size": 8}
+
+
+def weights_by_step(run_dir: Path) -> dict[int, dict[str, float]]:
+    by_step: dict[int, dict[str, float]] = {}
+    with open(run_dir / "task_weights.csv") as rows:
+        for row in csv.DictReader(rows):
+            by_step.setdefault(int(row["step"]), {})[row["task"]] = float(row["weight"])
+    return by_step
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+@pytest.mark.parametrize("recipe", ["mt_tartan", "meta_tartan", "meta_tartan_same_head"])
+def test_every_tartan_recipe_runs_on_tiny_models(recipe, kind, tiny_models, data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = train(load_config(RECIPES / f"{recipe}.yaml", tiny_overrides(tiny_models[kind], data_dir, run_dir, **SHORT)))
+    assert list(metrics["stages"]) == ["multitask"] and metrics["stages"]["multitask"]["steps"] == 4
+    assert metrics["name"] == recipe and set(metrics["test"]) >= {"macro_f1", "accuracy"}
+    by_step = weights_by_step(run_dir)
+    assert sorted(by_step) == [1, 2, 3, 4]
+    for weights in by_step.values():
+        assert set(weights) == {"toy", "tapt", "dapt"}
+        assert all(w > 0 for w in weights.values()) and sum(weights.values()) == pytest.approx(1, abs=1e-4)
+    if recipe == "mt_tartan":
+        assert all(w == pytest.approx(1 / 3, abs=1e-5) for w in by_step[4].values())
+    else:
+        assert by_step[4] != by_step[1]  # learned
+    assert AutoModel.from_pretrained(run_dir / "model").config.model_type == kind
+    assert {p.name for p in (run_dir / "heads").glob("*.safetensors")} == {"toy.safetensors", "tapt.safetensors",
+                                                                          "dapt.safetensors"}
+
+
+def test_a_labelled_auxiliary_task_and_static_weights(tiny_models, data_dir, tmp_path):
+    overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **SHORT,
+                               **{"multitask.auxiliary": "toy_pairs", "multitask.weights": "{toy: 3, toy_pairs: 1}"})
+    train(load_config(RECIPES / "mt_tartan.yaml", overrides))
+    assert weights_by_step(tmp_path / "run")[4] == {"toy": 0.75, "toy_pairs": 0.25}
+
+
+def test_weights_of_an_unknown_task_are_refused_before_anything_is_written(tiny_models, data_dir, tmp_path):
+    overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **SHORT,
+                               **{"multitask.weights": "{tpat: 2}"})
+    with pytest.raises(TartanError, match="tpat, not a task of this stage"):
+        train(load_config(RECIPES / "mt_tartan.yaml", overrides))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("lr_head, kept", [(1e-3, True), (0.0, False)])
+def test_final_fine_tuning_is_kept_only_if_dev_improves(lr_head, kept, tiny_models, data_dir, tmp_path):
+    # with head and body learning rates 0 the fine-tuning stage cannot improve on the multi-task one
+    extra = {**SHORT, "train.max_steps": 12, "multitask.final_finetune": "true", "multitask.auxiliary": "toy_pairs",
+             "train.eval_every": 3}
+    if not kept:
+        extra = {**extra, "train.lr_head": 0.0, "train.lr_body": 0.0}
+    run_dir = tmp_path / "run"
+    metrics = train(load_config(RECIPES / "mt_tartan.yaml", tiny_overrides(tiny_models["bert"], data_dir, run_dir, **extra)))
+    stages = metrics["stages"]
+    assert list(stages) == ["multitask", "finetune"]
+    better = stages["finetune"]["best_dev"]["macro_f1"] > stages["multitask"]["best_dev"]["macro_f1"]
+    assert stages["finetune"]["kept"] == better
+    if not kept:
+        assert not better
+    # the reported dev metric is that of the weights kept
+    kept_stage = "finetune" if stages["finetune"]["kept"] else "multitask"
+    assert metrics["dev"]["macro_f1"] == pytest.approx(stages[kept_stage]["best_dev"]["macro_f1"], abs=1e-6)

@@ -1,0 +1,121 @@
+"""The weighting strategies on a tiny model: what each leaves in .grad and how the learned weights move."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+
+from tartan.config import load_config
+from tartan.models.body import load_body
+from tartan.models.multitask import MultiTaskModel
+from tartan.tasks.classification import ClassificationTask
+from tartan.weighting import StepInputs, strategies
+
+
+@pytest.fixture()
+def setup(tiny_models, data_dir):
+    """The toy end task, a body with its head and two spare heads, in eval mode (no dropout), so that
+    gradients are exact functions of the batches."""
+    torch.manual_seed(0)
+    config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
+                                "data.max_length=32", "train.head_dropout=0"])
+    body, tokenizer = load_body(str(tiny_models["bert"]))  # as training loads it: no pooler
+    task = ClassificationTask.from_config("toy", config, tokenizer)
+    model = MultiTaskModel(body, {name: task.make_head(body) for name in ("toy", "aligned", "opposed")}).eval()
+    return task, model, Accelerator(cpu=True)
+
+
+def step_inputs(task, model, accelerator, step=0):
+    train = task.collate("train", task.train_batches(0)[0])
+    dev = task.collate("dev", np.arange(task.num_examples("dev")))
+    hidden = model.encode(train)
+    train_loss = task.loss(model.heads["toy"](hidden, train), train)
+    # an auxiliary loss whose body gradient is the dev gradient through the end task's head, and one
+    # whose gradient is its opposite
+    def dev_loss():  # a graph of its own for each task, as every task has in training
+        return task.loss(model.heads["toy"](model.encode(dev), dev), dev)
+
+    losses = {"toy": train_loss, "aligned": dev_loss(), "opposed": -dev_loss()}
+    inputs = StepInputs(step, model, {"toy": task}, {"toy": train}, {"toy": hidden.detach()}, accelerator)
+    return losses, inputs
+
+
+def body_grad(model) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in model.body.parameters()])
+
+
+def test_static_update_equals_autograd_of_the_weighted_sum(setup):
+    task, model, accelerator = setup
+    losses, inputs = step_inputs(task, model, accelerator)
+    expected = torch.autograd.grad(0.5 * losses["toy"] + 0.25 * losses["aligned"] + 0.25 * losses["opposed"],
+                                   list(model.parameters()), retain_graph=True, allow_unused=True)
+    strategy = strategies.get("static")(["toy", "aligned", "opposed"], "toy", weights={"toy": 2})
+    weights = strategy.backward(losses, inputs)
+    assert weights == {"toy": 0.5, "aligned": 0.25, "opposed": 0.25}
+    for p, g in zip(model.parameters(), expected):
+        assert (p.grad is None and g is None) or torch.allclose(p.grad, g, atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["same", "separate"])
+def test_meta_raises_the_task_along_the_dev_gradient_and_lowers_the_one_against_it(head, setup):
+    task, model, accelerator = setup
+    strategy = strategies.get("meta")(["toy", "aligned", "opposed"], "toy", lr=0.1, head=head, dev_batch_size=16)
+    for step in range(3):
+        losses, inputs = step_inputs(task, model, accelerator, step)
+        weights = strategy.backward(losses, inputs)
+        assert all(w > 0 for w in weights.values()) and sum(weights.values()) == pytest.approx(1)
+        model.zero_grad(set_to_none=True)
+    assert weights["aligned"] > 1 / 3 > weights["opposed"]
+    if head == "same":
+        # the dev gradient is exactly the aligned task's gradient here
+        assert strategy.cosines["aligned"] == pytest.approx(1, abs=1e-4)
+        assert strategy.cosines["opposed"] == pytest.approx(-1, abs=1e-4)
+
+
+def test_meta_body_update_mixes_task_gradients_and_heads_step_on_their_own(setup):
+    task, model, accelerator = setup
+    strategy = strategies.get("meta")(["toy", "aligned", "opposed"], "toy", lr=0.5, dev_batch_size=16)
+    losses, inputs = step_inputs(task, model, accelerator)
+    body = list(model.body.parameters())
+    per_task = {n: torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, body, retain_graph=True)])
+                for n, loss in losses.items()}
+    own_head = torch.autograd.grad(losses["toy"], list(model.heads["toy"].parameters()), retain_graph=True)
+    head_before = [p.detach().clone() for p in model.heads["toy"].parameters()]
+    weights = strategy.backward(losses, inputs)
+    assert weights != {"toy": 1 / 3, "aligned": 1 / 3, "opposed": 1 / 3}  # the step's own update is used
+    mixed = sum(weights[n] * g for n, g in per_task.items())
+    assert torch.allclose(body_grad(model), mixed, atol=1e-5)
+    # the meta head trained beside the end task's head never touched it: unchanged weights, and a
+    # gradient that is its own task's, unweighted
+    for p, before, g in zip(model.heads["toy"].parameters(), head_before, own_head):
+        assert torch.equal(p.detach(), before) and torch.allclose(p.grad, g, atol=1e-6)
+
+
+def test_same_head_ablation_takes_the_dev_gradient_through_the_end_task_head(setup):
+    task, model, accelerator = setup
+    body = list(model.body.parameters())
+    dev = task.collate("dev", np.arange(task.num_examples("dev")))
+    through_end_head = torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        task.loss(model.heads["toy"](model.encode(dev), dev), dev), body)])
+    gradients = {}
+    for head in ("same", "separate"):
+        strategy = strategies.get("meta")(["toy"], "toy", head=head, dev_batch_size=16)
+        _, inputs = step_inputs(task, model, accelerator)
+        gradients[head] = strategy.dev_gradient(inputs, body)
+    assert torch.allclose(gradients["same"], through_end_head, atol=1e-6)
+    assert not torch.allclose(gradients["separate"], through_end_head, atol=1e-3)
+
+
+def test_meta_updates_weights_every_k_steps_and_resumes_its_logits(setup):
+    task, model, accelerator = setup
+    strategy = strategies.get("meta")(["toy", "aligned", "opposed"], "toy", update_every=2, dev_batch_size=16)
+    seen = []
+    for step in range(4):
+        losses, inputs = step_inputs(task, model, accelerator, step)
+        seen.append(strategy.backward(losses, inputs))
+        model.zero_grad(set_to_none=True)
+    assert seen[0] == seen[1] != seen[2] == seen[3]
+    resumed = strategies.get("meta")(["toy", "aligned", "opposed"], "toy")
+    resumed.load_state_dict(strategy.state_dict())
+    assert resumed.weights == seen[3]
