@@ -182,6 +182,7 @@ def train(config: Config, force: bool = False) -> dict:
     metrics.update(best_step=last["best_step"],
                    train_seconds=sum(s["train_seconds"] for s in stage_results.values() if "reused" not in s),
                    tokens_per_second=last["tokens_per_second"], stages=stage_results,
+                   processes=accelerator.num_processes,
                    wall_seconds=time.time() - started)
     if accelerator.is_main_process:
         _save_model(run_dir, model, tokenizer, tasks)
