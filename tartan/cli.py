@@ -68,6 +68,14 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from .plots import plots
+
+    output = plots.get(args.kind)([Path(d) for d in args.run_dirs], Path(args.output or f"{args.kind}.png"))
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tartan", description="End-task aware training.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -104,7 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--data-dir", help="default: $TARTAN_DATA, else the user cache folder")
     download.add_argument("--base-url", help="mirror of the release (default: its canonical location)")
     download.set_defaults(func=cmd_download)
-    for sub in (train, evaluate, predict, download):
+    from .plots import plots
+
+    plot = commands.add_parser("plot", help="plot from run directories",
+                               description="weights: the task weights over training, one panel per recipe "
+                                           "name, seeds averaged with a band.")
+    plot.add_argument("kind", choices=plots.names())
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument("--output", "-o", help="PNG to write (default: KIND.png)")
+    plot.set_defaults(func=cmd_plot)
+    for sub in (train, evaluate, predict, download, plot):
         # SUPPRESS: `tartan --debug train` keeps working; `tartan train ... --debug` works too
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     return parser

@@ -1,0 +1,67 @@
+"""The task weights over training (the research's Figures 3-4): one panel per recipe name, one line
+per task, seeds averaged with a band of one standard deviation when several runs share a name."""
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .. import rundir
+from ..errors import TartanError
+from . import plots, pyplot
+
+
+def read_task_weights(run_dir: Path) -> dict[str, dict[int, float]]:
+    """task -> step -> weight."""
+    path = Path(run_dir) / rundir.WEIGHTS
+    if not path.is_file():
+        raise TartanError(f"no {rundir.WEIGHTS} here: not a run of a multi-task method, or not finished", run_dir)
+    weights: dict[str, dict[int, float]] = defaultdict(dict)
+    with open(path, newline="") as rows:
+        for number, row in enumerate(csv.DictReader(rows), start=2):
+            try:
+                weights[row["task"]][int(row["step"])] = float(row["weight"])
+            except (KeyError, TypeError, ValueError):
+                raise TartanError("expected step,task,weight with an integer step and a number", path, number) from None
+    return weights
+
+
+def run_name(run_dir: Path) -> str:
+    config = Path(run_dir) / rundir.CONFIG
+    name = yaml.safe_load(config.read_text()).get("name") if config.is_file() else None
+    return name or Path(run_dir).name
+
+
+@plots.register("weights")
+def plot_weights(run_dirs: list[Path], output: Path) -> Path:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for run_dir in run_dirs:
+        groups[run_name(run_dir)].append(read_task_weights(run_dir))
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), sharey=True, squeeze=False)
+    for ax, (name, runs) in zip(axes[0], groups.items()):
+        for task in sorted({t for run in runs for t in run}):
+            # steps every run of the group logged, so that the mean is over the same seeds everywhere
+            steps = sorted(set.intersection(*(set(run.get(task, {})) for run in runs)))
+            if not steps:
+                continue
+            values = np.array([[run[task][s] for s in steps] for run in runs])
+            mean = values.mean(0)
+            ax.plot(steps, mean, label=task)
+            if len(runs) > 1:
+                spread = values.std(0, ddof=1)
+                ax.fill_between(steps, mean - spread, mean + spread, alpha=0.2)
+        ax.set_title(f"{name} ({len(runs)} run{'s' if len(runs) > 1 else ''})")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0][0].set_ylabel("task weight")
+    figure.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=120)
+    plt.close(figure)
+    return output
