@@ -1,17 +1,23 @@
 """Throughput of tartan's training loop against a bare hand-written PyTorch loop over the very same
 batches, same model, same optimizer and precision, measured in one process; and the masked-LM step with the
-vocabulary projection gathered at the masked positions against full logits.
+vocabulary projection gathered at the masked positions against full logits; and the multi-task
+step of MT-TARTAN (static weights) against META-TARTAN's (learned weights) on ACL-ARC with TAPT + DAPT
+auxiliary tasks, each in a process of its own so that its peak memory is its own.
 
-    python benchmarks/speed.py [--quick] [--data-dir ../shared/data] [--steps N]
+    python benchmarks/speed.py [--quick] [--data-dir ../shared/data] [--steps N] [--only multitask]
 
 The last line printed is one JSON object (tokens_per_second_tartan, tokens_per_second_bare,
-tartan_vs_bare, the same per precision, mlm_tokens_per_second, mlm_gathered_vs_full). Tokens are
+tartan_vs_bare, the same per precision, mlm_tokens_per_second, mlm_gathered_vs_full,
+mt_seconds_per_step, meta_seconds_per_step, meta_vs_mt, and peak memory of each). Tokens are
 non-padding tokens.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +25,7 @@ from pathlib import Path
 import torch
 
 from tartan.config import load_config
-from tartan.methods import Stage
+from tartan.methods import Stage, methods
 from tartan.models.body import accepts_token_types, load_body
 from tartan.models.multitask import MultiTaskModel
 from tartan.rundir import RunLog
@@ -83,6 +89,49 @@ def mlm_loop(config, tokenizer, precision: str, steps: int, warmup: int, full_lo
     return tokens / seconds
 
 
+def multitask_step(recipe: str, data_dir: str, steps: int, warmup: int) -> dict:
+    """Seconds per step of the multi-task stage of `recipe` (end task + TAPT + DAPT, a batch of 16
+    each), after `warmup` untimed steps; peak resident memory of this process."""
+    config = load_config(Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml",
+                         [f"data_dir={data_dir}", "train.progress=false", f"train.eval_every={10 ** 9}"])
+    stage = methods.get(config.method)(config)[0]
+    body, tokenizer = load_body(config.model)
+    tasks = {name: build_task(name, kind, options, config, tokenizer) for name, kind, options in stage.tasks}
+    torch.manual_seed(0)
+    model = MultiTaskModel(body, {name: task.make_head(body) for name, task in tasks.items()},
+                           token_types=accepts_token_types(body))
+    accelerator = make_accelerator(config.train.precision)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = RunLog(Path(tmp))
+        config.train.max_steps = warmup
+        run_stage(stage, model, tasks, config.train, accelerator, Path(tmp) / "w", log, progress=False)
+        config.train.max_steps = steps
+        state = run_stage(stage, model, tasks, config.train, accelerator, Path(tmp) / "s", log, progress=False)
+    return {"seconds": state.train_seconds, "steps": state.step, "tokens": state.train_tokens,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def compare_multitask(data_dir: str, steps: int, rounds: int, warmup: int) -> dict:
+    """MT-TARTAN against META-TARTAN, alternating over rounds, each round a fresh process per method."""
+    totals = {"mt_tartan": [0.0, 0, []], "meta_tartan": [0.0, 0, []]}
+    for round_ in range(rounds):
+        for recipe in (("mt_tartan", "meta_tartan") if round_ % 2 == 0 else ("meta_tartan", "mt_tartan")):
+            out = subprocess.run([sys.executable, __file__, "--multitask-step", recipe, "--data-dir", data_dir,
+                                  "--steps", str(steps)], capture_output=True, text=True, check=True)
+            measured = json.loads(out.stdout.strip().splitlines()[-1])
+            totals[recipe][0] += measured["seconds"]
+            totals[recipe][1] += measured["steps"]
+            totals[recipe][2].append(measured["peak_rss_mib"])
+    mt, meta = (totals[r][0] / totals[r][1] for r in ("mt_tartan", "meta_tartan"))
+    result = {"multitask_steps": totals["mt_tartan"][1], "mt_seconds_per_step": round(mt, 3),
+              "meta_seconds_per_step": round(meta, 3), "meta_vs_mt": round(meta / mt, 3),
+              "mt_peak_rss_mib": round(max(totals["mt_tartan"][2])),
+              "meta_peak_rss_mib": round(max(totals["meta_tartan"][2]))}
+    print(f"multitask: mt_tartan {mt:.3f} s/step, meta_tartan {meta:.3f} s/step, ratio {meta / mt:.3f}; "
+          f"peak memory {result['mt_peak_rss_mib']} MiB against {result['meta_peak_rss_mib']} MiB", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps (under 2 minutes)")
@@ -90,10 +139,18 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--task", default="citation_intent")
     parser.add_argument("--precisions", default="bf16,fp32")
+    parser.add_argument("--only", choices=("multitask",), help="run one part only")
+    parser.add_argument("--multitask-step", help=argparse.SUPPRESS)  # the child process of compare_multitask
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else 30)  # per round
     rounds = 2 if args.quick else 4
     warmup = 3
+    if args.multitask_step:
+        print(json.dumps(multitask_step(args.multitask_step, args.data_dir, steps, warmup)))
+        return
+    if args.only == "multitask":
+        print(json.dumps(compare_multitask(args.data_dir, steps, rounds, warmup)))
+        return
     config = load_config(Path(__file__).resolve().parents[1] / "recipes" / "finetune.yaml",
                          [f"data_dir={args.data_dir}", f"end_task={args.task}"])
     _, tokenizer = load_body(config.model)
@@ -131,6 +188,7 @@ def main() -> None:
     result["mlm_gathered_vs_full"] = round(gathered / full, 3)
     print(f"mlm ({first}): gathered {gathered:.0f} tokens/s, full logits {full:.0f} tokens/s, "
           f"ratio {gathered / full:.3f}", flush=True)
+    result.update(compare_multitask(args.data_dir, max(4, steps // 2), rounds, warmup))
     result["tokens_per_second_tartan"] = result[f"{first}_tokens_per_second_tartan"]
     result["tokens_per_second_bare"] = result[f"{first}_tokens_per_second_bare"]
     result["tartan_vs_bare"] = result[f"{first}_tartan_vs_bare"]

@@ -60,7 +60,11 @@ class ClassificationTask:
         return {"type": "classification", "labels": self.label_names, "dropout": self.head_dropout}
 
     def train_batches(self, epoch: int) -> list[np.ndarray]:
-        return bucketed_batches(self._lengths["train"], self.batch_size, self.seed, epoch, self.bucket_batches)
+        return self.shuffled_batches("train", epoch, self.batch_size)
+
+    def shuffled_batches(self, split: str, epoch: int, batch_size: int) -> list[np.ndarray]:
+        """An epoch of `split` in length-bucketed batches, shuffled by (seed, epoch)."""
+        return bucketed_batches(self._lengths[split], batch_size, self.seed, epoch, self.bucket_batches)
 
     def collate(self, split: str, indices: np.ndarray, draw: int = 0) -> dict[str, torch.Tensor]:
         return collate(self.encoded[split], indices, self.pad_id, self.labels[split])

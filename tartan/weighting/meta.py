@@ -8,7 +8,6 @@ gradient) for every task, the end task included. The body steps on the softmax(l
 task gradients; each head steps on its own task's gradient, unweighted."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..data.batching import to_device
@@ -94,9 +93,13 @@ class MetaWeighting(WeightingStrategy):
         return meta_head
 
     def dev_batch(self, task, inputs: StepInputs) -> dict[str, torch.Tensor]:
-        size = task.num_examples("dev")
-        rng = np.random.default_rng(_seed(self.seed, inputs.step, "dev"))
-        indices = np.sort(rng.choice(size, size=min(self.dev_batch_size, size), replace=False))
+        """The dev set in length-bucketed batches, one per update, cycling through epochs of it: a
+        random dev batch pads every example to its longest one, which made the dev gradient cost as
+        much as the three task gradients together."""
+        update = inputs.step // self.update_every
+        per_epoch = len(task.shuffled_batches("dev", 0, self.dev_batch_size))
+        epoch, offset = divmod(update, per_epoch)
+        indices = task.shuffled_batches("dev", epoch, self.dev_batch_size)[offset]
         accelerator = inputs.accelerator
         batch = shard_rows(task.collate("dev", indices), accelerator.process_index, accelerator.num_processes)
         return to_device(batch, accelerator.device)
