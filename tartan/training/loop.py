@@ -150,9 +150,12 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
             window_loss[name] += float(loss.detach())
         if state.step % train.log_every == 0 or state.step == total_steps:
             mean_loss = {name: value / window_steps for name, value in window_loss.items()}
-            log.write({"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
-                       "loss": mean_loss, "weights": weights, "lr": lr,
-                       "tokens_per_second": window_tokens / max(window_seconds, 1e-9)})
+            record = {"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
+                      "loss": mean_loss, "weights": weights, "lr": lr,
+                      "tokens_per_second": window_tokens / max(window_seconds, 1e-9)}
+            if strategy.state_dict():  # e.g. META-TARTAN's logits and last cosines
+                record["strategy"] = strategy.state_dict()
+            log.write(record)
             bar.set_postfix(loss=f"{sum(mean_loss.values()):.3f}",
                             tok_s=f"{window_tokens / max(window_seconds, 1e-9):.0f}", refresh=False)
             window_tokens, window_seconds, window_steps = 0, 0.0, 0
