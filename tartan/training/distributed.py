@@ -30,12 +30,16 @@ def average_across_processes(tensor: torch.Tensor, accelerator) -> torch.Tensor:
 
 
 def average_gradients(model: torch.nn.Module, accelerator) -> None:
-    """Average every parameter's .grad across processes in one flat all-reduce."""
+    """Average every parameter's .grad across processes in one flat all-reduce. A parameter no
+    process has a gradient for keeps none, so that the optimizer skips it as it would in one process."""
     if accelerator.num_processes == 1:
         return
     params = [p for p in model.parameters() if p.requires_grad]
+    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=accelerator.device)
+    torch.distributed.all_reduce(has_grad, op=torch.distributed.ReduceOp.MAX)
+    params = [p for p, flag in zip(params, has_grad.tolist()) if flag]
     for p in params:
-        if p.grad is None:  # a task with nothing to train this step: its share is zero
+        if p.grad is None:  # this process's batch did not reach it: its share is zero
             p.grad = torch.zeros_like(p)
     flat = torch.cat([p.grad.reshape(-1) for p in params])
     average_across_processes(flat, accelerator)
