@@ -93,15 +93,19 @@ def _cli(args: list[str], **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
-def test_killed_run_resumes_to_the_same_result(tiny_models, data_dir, tmp_path):
+@pytest.mark.parametrize("recipe, stage", [("finetune", "finetune"), ("meta_tartan", "multitask")])
+def test_killed_run_resumes_to_the_same_result(recipe, stage, tiny_models, data_dir, tmp_path):
     extra = {"train.epochs": 12, "train.eval_every": 3, "train.patience": 0}
-    recipe = str(ROOT / "recipes" / "finetune.yaml")
+    if recipe == "meta_tartan":  # learned weights, MLM masks and meta heads resume exactly too
+        extra.update({"train.epochs": 4, "domain.path": "toy_pairs/train.jsonl", "multitask.auxiliary_batch_size": 4,
+                      "meta.dev_batch_size": 8})
+    recipe = str(ROOT / "recipes" / f"{recipe}.yaml")
     whole = _cli([recipe] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "whole", **extra))
     assert whole.wait(timeout=300) == 0, whole.stderr.read().decode()
 
     killed_dir = tmp_path / "killed"
     killed = _cli([recipe] + tiny_overrides(tiny_models["bert"], data_dir, killed_dir, **extra))
-    state = killed_dir / "checkpoint" / "finetune" / "last" / "state.json"
+    state = killed_dir / "checkpoint" / stage / "last" / "state.json"
     deadline = time.time() + 300
     while time.time() < deadline and killed.poll() is None:
         if state.is_file() and json.loads(state.read_text())["loop"]["step"] >= 6:
@@ -116,5 +120,9 @@ def test_killed_run_resumes_to_the_same_result(tiny_models, data_dir, tmp_path):
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     b = json.loads((killed_dir / "metrics.json").read_text())
     assert (a["dev"], a["test"], a["best_step"]) == (b["dev"], b["test"], b["best_step"])
+    weights = [d / "task_weights.csv" for d in (tmp_path / "whole", killed_dir)]
+    assert [w.is_file() for w in weights] == [stage == "multitask"] * 2
+    if stage == "multitask":
+        assert weights[0].read_text() == weights[1].read_text()
     log_steps = [r["step"] for r in map(json.loads, (killed_dir / "log.jsonl").read_text().splitlines()) if "dev" in r]
     assert log_steps == sorted(set(log_steps))  # what the killed run logged past its checkpoint was dropped
