@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from accelerate import Accelerator
 
 from tartan.config import load_config
 from tartan.models.body import load_body
 from tartan.models.multitask import MultiTaskModel
+from tartan.run import make_accelerator
 from tartan.tasks.classification import ClassificationTask
 from tartan.weighting import StepInputs, strategies
 
@@ -16,14 +16,15 @@ from tartan.weighting import StepInputs, strategies
 @pytest.fixture()
 def setup(tiny_models, data_dir):
     """The toy end task, a body with its head and two spare heads, in eval mode (no dropout), so that
-    gradients are exact functions of the batches."""
+    gradients are exact functions of the batches. fp32: accelerate's state is global to the process,
+    and a bare Accelerator() would inherit the bf16 autocast of whichever run came before."""
     torch.manual_seed(0)
     config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
                                 "data.max_length=32", "train.head_dropout=0"])
     body, tokenizer = load_body(str(tiny_models["bert"]))  # as training loads it: no pooler
     task = ClassificationTask.from_config("toy", config, tokenizer)
     model = MultiTaskModel(body, {name: task.make_head(body) for name in ("toy", "aligned", "opposed")}).eval()
-    return task, model, Accelerator(cpu=True)
+    return task, model, make_accelerator("fp32")
 
 
 def step_inputs(task, model, accelerator, step=0):
