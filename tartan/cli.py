@@ -76,6 +76,16 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import build_report, to_markdown, write_report
+
+    report = build_report([Path(r) for r in args.roots], args.baseline, args.permutations)
+    print(to_markdown(report, args.baseline))
+    paths = write_report(report, args.baseline, Path(args.output or args.roots[0]))
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tartan", description="End-task aware training.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -121,7 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     plot.add_argument("--output", "-o", help="PNG to write (default: KIND.png)")
     plot.set_defaults(func=cmd_plot)
-    for sub in (train, evaluate, predict, download, plot):
+
+    report = commands.add_parser("report", help="tables of methods per end task, with p-values against a baseline",
+                                 description="Finds every finished run under the ROOTs, groups runs by their "
+                                             "resolved config minus the seed, and prints per end task the mean, "
+                                             "standard deviation and seeds of the task's metric on test and dev, "
+                                             "with a two-sided permutation-test p-value of each group against "
+                                             "the baseline. Writes report.md, report.csv and report.tex.")
+    report.add_argument("roots", nargs="+", metavar="ROOT")
+    report.add_argument("--baseline", default="finetune", help="recipe name or method of the baseline (default: finetune)")
+    report.add_argument("--permutations", type=int, default=10_000, help="permutations of the test (default: 10,000)")
+    report.add_argument("--output", "-o", help="folder for report.{md,csv,tex} (default: the first ROOT)")
+    report.set_defaults(func=cmd_report)
+    for sub in (train, evaluate, predict, download, plot, report):
         # SUPPRESS: `tartan --debug train` keeps working; `tartan train ... --debug` works too
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     return parser

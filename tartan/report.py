@@ -1,0 +1,250 @@
+"""`tartan report`: which method wins on each end task, and is the win real?
+
+Reads run directories only (metrics.json + config.yaml). Runs are grouped by their resolved config
+minus the seed (and minus what cannot change a result: the output folder, progress bars), so a row
+never mixes runs that differ in anything else. Each row: mean, standard deviation and number of seeds
+of the task's metric on test and dev, and a two-sided permutation-test p-value of the test metric
+against the baseline row (difference of means, 10,000 permutations through scipy, exact when the
+groups have fewer distinct splits than that)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import rundir
+from .errors import TartanError
+
+# config keys that do not change what a run computes
+IGNORED_KEYS = ("seed", "output_dir", "train.progress", "pretrain.progress")
+PERMUTATIONS = 10_000
+
+
+@dataclass
+class Group:
+    end_task: str
+    metric: str
+    label: str  # the recipe name, plus the keys that tell it from a same-named group
+    config: dict  # the flattened config shared by every run of the group
+    seeds: list[int] = field(default_factory=list)
+    test: list[float] = field(default_factory=list)
+    dev: list[float] = field(default_factory=list)
+    run_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.config.get("method", "?")
+
+    @property
+    def method(self) -> str:
+        return self.config.get("method", "?")
+
+
+@dataclass
+class Row:
+    group: Group
+    p_value: float | None  # None for the baseline itself, or without a baseline
+
+
+def find_runs(roots: list[Path]) -> list[Path]:
+    """Every finished run directory under the roots (a folder with metrics.json and config.yaml)."""
+    runs = []
+    for root in roots:
+        root = Path(root)
+        if not root.exists():
+            raise TartanError("no such folder", root)
+        candidates = [root / rundir.METRICS] if (root / rundir.METRICS).is_file() else sorted(root.rglob(rundir.METRICS))
+        runs += [m.parent for m in candidates
+                 if (m.parent / rundir.CONFIG).is_file() and rundir.CHECKPOINT not in m.parent.parts]
+    if not runs:
+        raise TartanError(f"no finished runs ({rundir.METRICS} beside {rundir.CONFIG}) under "
+                          + ", ".join(map(str, roots)))
+    return sorted(set(runs))
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _read(run_dir: Path) -> tuple[dict, dict]:
+    metrics_path, config_path = run_dir / rundir.METRICS, run_dir / rundir.CONFIG
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except json.JSONDecodeError as error:
+        raise TartanError(f"malformed JSON ({error.msg})", metrics_path, error.lineno) from None
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise TartanError("malformed YAML", config_path, mark.line + 1 if mark else None) from None
+    for key in ("metric", "test"):
+        if key not in metrics:
+            raise TartanError(f"no {key!r} key: not a tartan metrics file", metrics_path)
+    if metrics["metric"] not in (metrics["test"] or {}):
+        raise TartanError(f"test has no {metrics['metric']!r}", metrics_path)
+    return metrics, config
+
+
+def group_runs(run_dirs: list[Path]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for run_dir in run_dirs:
+        metrics, config = _read(run_dir)
+        flat = {k: v for k, v in flatten(config).items() if k not in IGNORED_KEYS}
+        key = json.dumps(flat, sort_keys=True, default=str)
+        if key not in groups:
+            groups[key] = Group(metrics.get("end_task") or flat.get("end_task", "?"), metrics["metric"], "", flat)
+        group, metric = groups[key], metrics["metric"]
+        seed = metrics.get("seed", config.get("seed"))
+        if seed in group.seeds:
+            raise TartanError(f"seed {seed} twice in one group (also in {group.run_dirs[group.seeds.index(seed)]})",
+                              run_dir / rundir.METRICS)
+        group.seeds.append(seed)
+        group.test.append(100 * metrics["test"][metric])
+        if metrics.get("dev"):
+            group.dev.append(100 * metrics["dev"][metric])
+        group.run_dirs.append(run_dir)
+    _label(list(groups.values()))
+    return sorted(groups.values(), key=lambda g: (g.end_task, g.label))
+
+
+def _label(groups: list[Group]) -> None:
+    """Name each group by its recipe name; same-named groups get the keys that set them apart."""
+    by_name: dict[tuple[str, str], list[Group]] = {}
+    for group in groups:
+        by_name.setdefault((group.end_task, group.name), []).append(group)
+    for (_, name), same in by_name.items():
+        differing = sorted({k for g in same for k in set(g.config) | set(same[0].config)
+                            if any(g.config.get(k) != same[0].config.get(k) for g in same)})
+        for group in same:
+            extra = ", ".join(f"{k}={group.config.get(k)}" for k in differing)
+            group.label = f"{name} [{extra}]" if extra else name
+
+
+def permutation_p_value(a: list[float], b: list[float], permutations: int = PERMUTATIONS, seed: int = 0) -> float:
+    """Two-sided p-value of the difference of means of a and b under exchangeability (scipy's
+    permutation_test: exact when there are at most `permutations` distinct splits)."""
+    from scipy.stats import permutation_test
+
+    if len(a) < 2 or len(b) < 2:  # no test with a single seed on either side
+        return math.nan
+    result = permutation_test((a, b), lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis), vectorized=True,
+                              permutation_type="independent", alternative="two-sided",
+                              n_resamples=permutations, rng=seed)
+    return float(result.pvalue)
+
+
+def choose_baseline(groups: list[Group], baseline: str) -> Group | None:
+    """The group of this end task whose recipe name (or, failing that, method) is `baseline`; of
+    several, the one with the most seeds."""
+    matches = [g for g in groups if g.name == baseline] or [g for g in groups if g.method == baseline]
+    if not matches:
+        return None
+    most = max(len(g.test) for g in matches)
+    best = [g for g in matches if len(g.test) == most]
+    if len(best) > 1:
+        raise TartanError(f"baseline {baseline!r} is ambiguous on {best[0].end_task}: "
+                          + "; ".join(g.label for g in best) + " (report fewer roots, or name one by its recipe name)")
+    return best[0]
+
+
+def build_report(roots: list[Path], baseline: str = "finetune",
+                 permutations: int = PERMUTATIONS) -> dict[str, tuple[Group | None, list[Row]]]:
+    """end task -> (baseline group, rows)."""
+    groups = group_runs(find_runs(roots))
+    report = {}
+    for end_task in sorted({g.end_task for g in groups}):
+        task_groups = [g for g in groups if g.end_task == end_task]
+        base = choose_baseline(task_groups, baseline)
+        task_groups.sort(key=lambda g: g is not base)  # the baseline first, the rest by label
+        rows = [Row(g, None if base is None or g is base else permutation_p_value(g.test, base.test, permutations))
+                for g in task_groups]
+        report[end_task] = (base, rows)
+    return report
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def _cells(row: Row) -> dict[str, str]:
+    test_mean, test_std = _mean_std(row.group.test)
+    dev_mean, dev_std = _mean_std(row.group.dev)
+    number = lambda v: "-" if math.isnan(v) else f"{v:.2f}"
+    return {"method": row.group.label, "seeds": str(len(row.group.test)),
+            "test mean": number(test_mean), "test std": number(test_std),
+            "dev mean": number(dev_mean), "dev std": number(dev_std),
+            "p": "-" if row.p_value is None or math.isnan(row.p_value) else f"{row.p_value:.3f}"}
+
+
+COLUMNS = ("method", "seeds", "test mean", "test std", "dev mean", "dev std", "p")
+
+
+def to_markdown(report: dict, baseline: str) -> str:
+    parts = []
+    for end_task, (base, rows) in report.items():
+        metric = rows[0].group.metric
+        parts.append(f"### {end_task} ({metric}, x100)\n")
+        parts.append("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+        for row in rows:
+            cells = _cells(row)
+            parts.append("| " + " | ".join(cells[c] for c in COLUMNS) + " |")
+        parts.append("\n" + (f"p: two-sided permutation test of the test {metric} against `{base.label}` "
+                             f"(difference of means, {PERMUTATIONS:,} permutations, exact when fewer splits exist)."
+                             if base else f"p: no `{baseline}` runs on {end_task}, so no p-values.") + "\n")
+    return "\n".join(parts)
+
+
+def to_csv(report: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(("end_task", "metric", *COLUMNS, "baseline"))
+    for end_task, (base, rows) in report.items():
+        for row in rows:
+            cells = _cells(row)
+            writer.writerow((end_task, row.group.metric, *(cells[c] for c in COLUMNS), base.label if base else ""))
+    return out.getvalue()
+
+
+_TEX = {"\\": r"\textbackslash{}", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX.get(char, char) for char in text)
+
+
+def to_latex(report: dict) -> str:
+    parts = []
+    for end_task, (base, rows) in report.items():
+        parts += [r"\begin{tabular}{lrrrr}", r"\toprule",
+                  rf"\multicolumn{{5}}{{l}}{{{_tex(end_task)} ({_tex(rows[0].group.metric)})}} \\",
+                  r"method & seeds & test & dev & $p$ \\", r"\midrule"]
+        for row in rows:
+            cells = _cells(row)
+            parts.append(f"{_tex(cells['method'])} & {cells['seeds']} & {cells['test mean']} $\\pm$ {cells['test std']} "
+                         f"& {cells['dev mean']} $\\pm$ {cells['dev std']} & {cells['p']} \\\\")
+        parts += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(parts)
+
+
+def write_report(report: dict, baseline: str, output_dir: Path) -> dict[str, Path]:
+    """report.md, report.csv and report.tex in output_dir, each written atomically."""
+    paths = {}
+    for suffix, text in (("md", to_markdown(report, baseline)), ("csv", to_csv(report)), ("tex", to_latex(report))):
+        paths[suffix] = Path(output_dir) / f"report.{suffix}"
+        rundir.write_text_atomic(paths[suffix], text)
+    return paths

@@ -1,0 +1,119 @@
+"""tartan report: grouping by config minus the seed, permutation p-values, the three output formats."""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from tartan.cli import main
+from tartan.report import build_report, permutation_p_value
+
+
+def enumerated_p_value(a: list[float], b: list[float]) -> float:
+    """The two-sided p-value from every split of the pooled values into groups of len(a) and len(b):
+    twice the smaller tail of the difference of means, at most 1."""
+    pooled, observed = a + b, np.mean(a) - np.mean(b)
+    diffs = []
+    for chosen in itertools.combinations(range(len(pooled)), len(a)):
+        first = [pooled[i] for i in chosen]
+        second = [pooled[i] for i in range(len(pooled)) if i not in chosen]
+        diffs.append(np.mean(first) - np.mean(second))
+    diffs = np.array(diffs)
+    eps = 1e-12
+    return min(1.0, 2 * min(np.mean(diffs <= observed + eps), np.mean(diffs >= observed - eps)))
+
+
+def test_p_value_of_fully_separated_groups_is_two_of_twenty_splits():
+    # 6 values into 3 + 3: 20 splits; only {1,2,3} vs {4,5,6} and its mirror are as extreme
+    assert permutation_p_value([1, 2, 3], [4, 5, 6]) == pytest.approx(2 / 20)
+
+
+@pytest.mark.parametrize("a, b", [([0.5, 2.0, 7.0], [1.0, 1.5, 3.0, 2.5]), ([66.4, 64.5, 62.6], [65.2, 62.3, 61.1]),
+                                  ([1.0, 1.0, 2.0], [1.0, 2.0, 2.0, 2.0, 3.0])])
+def test_p_value_equals_the_enumerated_permutation_distribution(a, b):
+    assert permutation_p_value(a, b) == pytest.approx(enumerated_p_value(a, b))
+
+
+def test_p_value_needs_two_seeds_a_side():
+    assert np.isnan(permutation_p_value([1.0], [2.0, 3.0]))
+
+
+def write_run(folder, method, seed, test, dev=None, metric="macro_f1", end_task="citation_intent", **config):
+    folder.mkdir(parents=True)
+    resolved = {"name": method, "method": method, "end_task": end_task, "seed": seed, "output_dir": str(folder),
+                "train": {"lr_body": 1e-4, "progress": seed % 2 == 0}, **config}
+    (folder / "config.yaml").write_text(yaml.safe_dump(resolved))
+    scores = lambda value: {"macro_f1": value, "micro_f1": value, "accuracy": value, "loss": 1.0}
+    (folder / "metrics.json").write_text(json.dumps({
+        "name": method, "method": method, "end_task": end_task, "seed": seed, "metric": metric,
+        "dev": scores(dev if dev is not None else test), "test": scores(test)}))
+    return folder
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    root = tmp_path / "root"
+    for seed, (base, mt) in enumerate([(0.64, 0.70), (0.66, 0.71), (0.62, 0.69)]):
+        write_run(root / "finetune" / f"seed{seed}", "finetune", seed, base)
+        write_run(root / "mt_tartan" / f"seed{seed}", "mt_tartan", seed, mt, dev=mt + 0.01)
+    # the same recipe with another learning rate: a group of its own, never mixed with the others
+    write_run(root / "mt_tartan_lr" / "seed0", "mt_tartan", 0, 0.10, train={"lr_body": 3e-4})
+    write_run(root / "chem" / "seed0", "finetune", 0, 0.80, metric="micro_f1", end_task="chemprot")
+    (root / "finetune" / "seed0" / "checkpoint").mkdir()  # not a run, though inside one
+    return root
+
+
+def test_groups_are_configs_minus_the_seed(runs):
+    report = build_report([runs], "finetune")
+    assert sorted(report) == ["chemprot", "citation_intent"]
+    base, rows = report["citation_intent"]
+    assert base.label == "finetune" and rows[0].group is base and rows[0].p_value is None
+    by_label = {row.group.label: row for row in rows}
+    assert set(by_label) == {"finetune", "mt_tartan [train.lr_body=0.0001]", "mt_tartan [train.lr_body=0.0003]"}
+    mt = by_label["mt_tartan [train.lr_body=0.0001]"]
+    assert sorted(mt.group.seeds) == [0, 1, 2] and sorted(mt.group.test) == pytest.approx([69, 70, 71])
+    assert mt.p_value == pytest.approx(0.1)  # 3 against 3, fully separated
+    assert np.isnan(by_label["mt_tartan [train.lr_body=0.0003]"].p_value)  # one seed: no test
+    assert report["chemprot"][1][0].group.metric == "micro_f1"
+
+
+def test_report_command_prints_and_writes_three_formats(runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["report", str(runs), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| mt_tartan [train.lr_body=0.0001] | 3 | 70.00 | 1.00 | 71.00 | 1.00 | 0.100 |" in printed
+    assert "two-sided" in printed
+    assert (out / "report.md").read_text().strip() == printed.strip()
+    table = list(csv.DictReader(io.StringIO((out / "report.csv").read_text())))
+    assert {row["method"] for row in table if row["end_task"] == "citation_intent"} >= {"finetune"}
+    assert all(row["baseline"] == "finetune" for row in table)
+    tex = (out / "report.tex").read_text()
+    assert tex.count(r"\begin{tabular}") == 2 and r"mt\_tartan" in tex and "70.00 $\\pm$ 1.00" in tex
+
+
+def test_missing_baseline_leaves_p_values_out(runs, capsys):
+    assert main(["report", str(runs / "mt_tartan"), "-o", str(runs / "x")]) == 0
+    assert "no `finetune` runs on citation_intent" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda root: (root / "finetune" / "seed1" / "metrics.json").write_text('{"metric": "macro_f1",\n "test": }'),
+     "finetune/seed1/metrics.json:2: malformed JSON"),
+    (lambda root: write_run(root / "finetune_again" / "seed1", "finetune", 1, 0.5), "seed 1 twice in one group"),
+])
+def test_bad_input_is_one_line(damage, message, runs, capsys):
+    damage(runs)
+    assert main(["report", str(runs), "-o", str(runs / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not (runs / "out").exists()
+
+
+def test_no_runs_is_an_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no finished runs" in capsys.readouterr().err
