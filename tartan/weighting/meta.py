@@ -36,7 +36,7 @@ class MetaWeighting(WeightingStrategy):
         task_gradients = self.task_gradients(losses, inputs, body)
         if inputs.step % self.update_every == 0:
             dev_gradient = self.dev_gradient(inputs, body)
-            cosines = torch.nn.functional.cosine_similarity(task_gradients, dev_gradient.unsqueeze(0), dim=1)
+            cosines = _cosines(task_gradients, dev_gradient)
             self.logits += self.lr * cosines.double()
             self.cosines = dict(zip(self.task_names, cosines.tolist()))
         mix = torch.softmax(self.logits, 0).to(task_gradients.dtype)
@@ -111,6 +111,13 @@ class MetaWeighting(WeightingStrategy):
         if "logits" in state:
             self.logits = torch.tensor(state["logits"], dtype=torch.float64)
             self.cosines = state.get("cosines", {})
+
+
+def _cosines(rows: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """Cosine of each row with the vector. One matrix-vector product: torch's cosine_similarity
+    broadcasts the vector to the rows' shape first, which took a fifth of a META step here."""
+    norms = torch.linalg.vector_norm(rows, dim=1) * torch.linalg.vector_norm(vector)
+    return (rows @ vector) / norms.clamp_min(1e-12)
 
 
 def _flatten_into(out: torch.Tensor, gradients, params: list) -> None:
