@@ -29,6 +29,17 @@ def average_across_processes(tensor: torch.Tensor, accelerator) -> torch.Tensor:
     return tensor
 
 
+def average_list_across_processes(tensors: list[torch.Tensor], accelerator) -> list[torch.Tensor]:
+    """Mean over processes of each tensor, in place, in one flat all-reduce; a no-op for one process."""
+    if accelerator.num_processes > 1:
+        flat = average_across_processes(torch.cat([t.reshape(-1) for t in tensors]), accelerator)
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+    return tensors
+
+
 def average_gradients(model: torch.nn.Module, accelerator) -> None:
     """Average every parameter's .grad across processes in one flat all-reduce. A parameter no
     process has a gradient for keeps none, so that the optimizer skips it as it would in one process."""
@@ -41,9 +52,4 @@ def average_gradients(model: torch.nn.Module, accelerator) -> None:
     for p in params:
         if p.grad is None:  # this process's batch did not reach it: its share is zero
             p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    average_across_processes(flat, accelerator)
-    offset = 0
-    for p in params:
-        p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
-        offset += p.numel()
+    average_list_across_processes([p.grad for p in params], accelerator)

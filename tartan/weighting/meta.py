@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..data.batching import to_device
-from ..training.distributed import average_across_processes, shard_rows
+from ..training.distributed import average_list_across_processes, shard_rows
 from . import StepInputs, WeightingStrategy, strategies
 
 
@@ -36,31 +36,38 @@ class MetaWeighting(WeightingStrategy):
         task_gradients = self.task_gradients(losses, inputs, body)
         if inputs.step % self.update_every == 0:
             dev_gradient = self.dev_gradient(inputs, body)
-            cosines = _cosines(task_gradients, dev_gradient)
+            cosines = torch.stack([_cosine(gradient, dev_gradient) for gradient in task_gradients])
             self.logits += self.lr * cosines.double()
             self.cosines = dict(zip(self.task_names, cosines.tolist()))
-        mix = torch.softmax(self.logits, 0).to(task_gradients.dtype)
-        _unflatten_into_grad(mix @ task_gradients, body)
+        mix = torch.softmax(self.logits, 0).tolist()
+        for i, p in enumerate(body):
+            # the mixed gradient written once per parameter, each task's gradient read once
+            mixed = task_gradients[0][i].mul(mix[0])
+            for weight, gradient in zip(mix[1:], task_gradients[1:]):
+                mixed.add_(gradient[i], alpha=weight)
+            p.grad = mixed if p.grad is None else p.grad + mixed
         return self.weights
 
-    def task_gradients(self, losses: dict[str, torch.Tensor], inputs: StepInputs, body: list) -> torch.Tensor:
-        """One row per task: its gradient w.r.t. the body, flattened and averaged across processes.
+    def task_gradients(self, losses: dict[str, torch.Tensor], inputs: StepInputs, body: list) -> list[list[torch.Tensor]]:
+        """Per task, its gradient w.r.t. each body parameter, averaged across processes. Kept as the
+        tensors autograd returns: flattening them into one matrix copied 22M floats per task per step.
         Each head's gradient goes straight to its .grad."""
-        rows = torch.empty(len(self.task_names), sum(p.numel() for p in body), device=body[0].device)
-        for row, name in zip(rows, self.task_names):
+        per_task = []
+        for name in self.task_names:
             head = [p for p in inputs.model.heads[name].parameters() if p.requires_grad]
             # the tasks' graphs share only parameters, so each is walked once: together these cost
             # what one backward of the summed losses costs
             gradients = torch.autograd.grad(losses[name], body + head, allow_unused=True)
-            _flatten_into(row, gradients[:len(body)], body)
+            per_task.append(average_list_across_processes(_zeros_for_none(gradients[:len(body)], body),
+                                                          inputs.accelerator))
             for p, g in zip(head, gradients[len(body):]):
                 if g is not None:
                     p.grad = g if p.grad is None else p.grad + g
-        return average_across_processes(rows, inputs.accelerator)
+        return per_task
 
-    def dev_gradient(self, inputs: StepInputs, body: list) -> torch.Tensor:
-        """The gradient w.r.t. the body of the end task's loss on a dev batch, through the meta head
-        (or, for the same-head ablation, the end task's own head); averaged across processes."""
+    def dev_gradient(self, inputs: StepInputs, body: list) -> list[torch.Tensor]:
+        """The gradient w.r.t. each body parameter of the end task's loss on a dev batch, through the
+        meta head (or, for the same-head ablation, the end task's own head); averaged across processes."""
         task, model, accelerator = inputs.tasks[self.end_task], inputs.model, inputs.accelerator
         # every process must draw the same meta head and dev batch: seed from (seed, step), not from
         # the process's random state
@@ -71,9 +78,7 @@ class MetaWeighting(WeightingStrategy):
             with accelerator.autocast():
                 loss = task.loss(head(model.encode(dev), dev), dev)
             gradients = torch.autograd.grad(loss, body, allow_unused=True)
-        flat = torch.empty(sum(p.numel() for p in body), device=body[0].device)
-        _flatten_into(flat, gradients, body)
-        return average_across_processes(flat, accelerator)
+        return average_list_across_processes(_zeros_for_none(gradients, body), accelerator)
 
     def train_meta_head(self, inputs: StepInputs) -> torch.nn.Module:
         """A fresh end-task head trained on the features of the end task's batch of this step (the
@@ -113,27 +118,18 @@ class MetaWeighting(WeightingStrategy):
             self.cosines = state.get("cosines", {})
 
 
-def _cosines(rows: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-    """Cosine of each row with the vector. One matrix-vector product: torch's cosine_similarity
-    broadcasts the vector to the rows' shape first, which took a fifth of a META step here."""
-    norms = torch.linalg.vector_norm(rows, dim=1) * torch.linalg.vector_norm(vector)
-    return (rows @ vector) / norms.clamp_min(1e-12)
+def _cosine(gradient: list[torch.Tensor], other: list[torch.Tensor]) -> torch.Tensor:
+    """Cosine between two gradients given as lists of per-parameter tensors, as if each were one
+    flat vector."""
+    dot = sum(torch.vdot(a.reshape(-1), b.reshape(-1)) for a, b in zip(gradient, other))
+    norms = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradient))) * \
+        torch.linalg.vector_norm(torch.stack(torch._foreach_norm(other)))
+    return dot / norms.clamp_min(1e-12)
 
 
-def _flatten_into(out: torch.Tensor, gradients, params: list) -> None:
-    offset = 0
-    for p, g in zip(params, gradients):
-        view = out[offset:offset + p.numel()]
-        view.copy_(g.reshape(-1)) if g is not None else view.zero_()
-        offset += p.numel()
-
-
-def _unflatten_into_grad(flat: torch.Tensor, params: list) -> None:
-    offset = 0
-    for p in params:
-        g = flat[offset:offset + p.numel()].view_as(p).to(p.dtype)
-        p.grad = g.clone() if p.grad is None else p.grad + g
-        offset += p.numel()
+def _zeros_for_none(gradients, params: list) -> list[torch.Tensor]:
+    """A parameter this loss does not reach has a zero gradient."""
+    return [g if g is not None else torch.zeros_like(p) for g, p in zip(gradients, params)]
 
 
 def _gather_rows(features: torch.Tensor, batch: dict, accelerator) -> tuple[torch.Tensor, dict]:
