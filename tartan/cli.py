@@ -76,6 +76,21 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import load_sweep, run_sweep
+
+    if args.dry_run:
+        root, runs = load_sweep(Path(args.sweep), args.overrides)
+        for run in runs:
+            print(run.id)
+        print(f"{len(runs)} runs under {root}", file=sys.stderr)
+        return 0
+    status = run_sweep(Path(args.sweep), args.overrides)
+    failed = [run_id for run_id, entry in status.items() if entry["status"] == "failed"]
+    print(f"{len(status) - len(failed)} runs done, {len(failed)} failed" + (": " + ", ".join(failed) if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_report(args) -> int:
     from .report import build_report, to_markdown, write_report
 
@@ -132,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--output", "-o", help="PNG to write (default: KIND.png)")
     plot.set_defaults(func=cmd_plot)
 
+    sweep = commands.add_parser("sweep", help="run a grid of recipes x end tasks x seeds (resumable)",
+                                description="Runs every run of the grid SWEEP.yaml describes, one run directory "
+                                            "each under its root. Finished runs are skipped, killed runs resume, "
+                                            "a run that fails is recorded in ROOT/sweep_status.json and the sweep "
+                                            "goes on (exit code 1 if any failed). Overrides apply to every run.")
+    sweep.add_argument("sweep", help="the sweep file (YAML)")
+    sweep.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs, check every config, run nothing")
+    sweep.set_defaults(func=cmd_sweep)
+
     report = commands.add_parser("report", help="tables of methods per end task, with p-values against a baseline",
                                  description="Finds every finished run under the ROOTs, groups runs by their "
                                              "resolved config minus the seed, and prints per end task the mean, "
@@ -143,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--permutations", type=int, default=10_000, help="permutations of the test (default: 10,000)")
     report.add_argument("--output", "-o", help="folder for report.{md,csv,tex} (default: the first ROOT)")
     report.set_defaults(func=cmd_report)
-    for sub in (train, evaluate, predict, download, plot, report):
+    for sub in (train, evaluate, predict, download, plot, sweep, report):
         # SUPPRESS: `tartan --debug train` keeps working; `tartan train ... --debug` works too
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     return parser

@@ -1,0 +1,135 @@
+"""`tartan sweep SWEEP.yaml`: a grid of recipes x end tasks x seeds (x any config key) run one after
+another, each in a run directory of its own under the sweep's root.
+
+    root: runs/paper_table            # like output_dir and data_dir: relative to the current folder
+    recipes: [finetune, tapt]         # files beside the sweep file, or names in recipes/
+    end_tasks: [citation_intent, chemprot]
+    seeds: [0, 1, 2]
+    grid: {domain.size: [1x, 10x]}    # optional: more axes, any config key
+    overrides: {data_dir: ../shared/data, train.epochs: 10}           # every run
+    end_task_overrides: {chemprot: {train.epochs: 5}}                 # runs of one end task
+
+Resumable: a finished run is read back, a killed one resumes from its checkpoint (both through
+`run.train`); a run that raises is recorded with its error in ROOT/sweep_status.json and the sweep
+goes on. Pre-training stages shared between runs are computed once (the stage store of run.py).
+Runs go seed by seed, so that a sweep stopped half-way has every method at its first seeds."""
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .config import Config, load_config
+from .errors import TartanError
+from .rundir import write_json_atomic
+
+STATUS = "sweep_status.json"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+KEYS = ("root", "recipes", "end_tasks", "seeds", "grid", "overrides", "end_task_overrides")
+
+
+@dataclass
+class SweepRun:
+    id: str  # END_TASK/RECIPE[/key=value...]/seedS, also its folder under the root
+    config: Config
+
+
+def _value(value) -> str:
+    """An override's value as the config loader reads it back (YAML; JSON is YAML)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _recipe_path(name: str, base: Path) -> Path:
+    for candidate in (base / name, base / f"{name}.yaml", RECIPES / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise TartanError(f"no recipe {name!r} (neither a file nor one of recipes/: "
+                      + ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml"))) + ")")
+
+
+def load_sweep(path: Path, overrides: list[str] = ()) -> tuple[Path, list[SweepRun]]:
+    """The sweep's root and its runs, every config loaded and checked before anything runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise TartanError("no such file", path)
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise TartanError("malformed YAML", path, mark.line + 1 if mark else None) from None
+    if not isinstance(spec, dict):
+        raise TartanError("expected a mapping of sweep keys", path)
+    unknown = sorted(set(spec) - set(KEYS))
+    if unknown:
+        raise TartanError(f"unknown sweep key(s) {', '.join(unknown)} (known: {', '.join(KEYS)})", path)
+    for key in ("recipes", "end_tasks", "seeds"):
+        if not isinstance(spec.get(key), list) or not spec[key]:
+            raise TartanError(f"{key} must be a non-empty list", path)
+    grid = spec.get("grid") or {}
+    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
+        raise TartanError("grid must map config keys to non-empty lists of values", path)
+    base = path.parent
+    root = Path(spec.get("root") or "runs/sweep").absolute()
+    common = [f"{k}={_value(v)}" for k, v in (spec.get("overrides") or {}).items()]
+    per_task = spec.get("end_task_overrides") or {}
+    axes = list(grid.items())
+    runs = []
+    for seed, end_task, recipe, values in itertools.product(spec["seeds"], spec["end_tasks"], spec["recipes"],
+                                                            itertools.product(*(v for _, v in axes))):
+        chosen = [f"{key}={_value(value)}" for (key, _), value in zip(axes, values)]
+        run_id = "/".join([str(end_task), Path(str(recipe)).stem, *chosen, f"seed{seed}"])
+        task_overrides = [f"{k}={_value(v)}" for k, v in (per_task.get(end_task) or {}).items()]
+        config = load_config(_recipe_path(str(recipe), base),
+                             [*common, f"end_task={end_task}", *task_overrides, *chosen, *overrides,
+                              f"seed={seed}", f"output_dir={root / run_id}"])
+        runs.append(SweepRun(run_id, config))
+    return root, runs
+
+
+def read_status(root: Path) -> dict:
+    path = Path(root) / STATUS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, train_fn=None) -> dict:
+    """Run every run of the sweep not finished yet; returns the status of every run."""
+    from tqdm.auto import tqdm
+
+    from .run import train
+
+    train_fn = train_fn or train
+    root, runs = load_sweep(path, overrides)
+    status = read_status(root)
+    done = {r.id for r in runs if (Path(r.config.output_dir) / "metrics.json").is_file()}
+    for run_id in done:
+        if status.get(run_id, {}).get("status") != "done":
+            status[run_id] = {"status": "done"}
+    bar = tqdm(total=len(runs), initial=len(done), desc="sweep", unit="run", disable=not progress,
+               dynamic_ncols=True)
+    for run in runs:
+        if run.id in done:
+            continue
+        bar.set_postfix_str(run.id)
+        started = time.perf_counter()
+        try:
+            metrics = train_fn(run.config)
+            status[run.id] = {"status": "done", "seconds": round(time.perf_counter() - started, 1),
+                              "test": metrics.get("test", {}).get(metrics.get("metric"))}
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # a failed run is recorded; the rest of the grid still runs
+            status[run.id] = {"status": "failed", "seconds": round(time.perf_counter() - started, 1),
+                              "error": f"{type(error).__name__}: {error}",
+                              "traceback": traceback.format_exc(limit=5)}
+            print(f"sweep: {run.id} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        write_json_atomic(root / STATUS, status)
+        bar.update(1)
+    bar.close()
+    write_json_atomic(root / STATUS, status)
+    return status

@@ -1,0 +1,83 @@
+"""tartan sweep: the grid, resume (finished runs are not retrained), failures recorded without
+stopping the sweep, and the report grouping the sweep's runs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tartan import run as run_module
+from tartan.cli import main
+from tartan.report import build_report
+from tartan.sweep import STATUS, load_sweep, run_sweep
+
+
+def write_sweep(tmp_path, tiny_models, data_dir, **spec):
+    values = {"root": str(tmp_path / "root"), "recipes": ["finetune", "tapt"], "end_tasks": ["toy"], "seeds": [0, 1],
+              "overrides": {"model": str(tiny_models["bert"]), "data_dir": str(data_dir), "train.batch_size": 8,
+                            "train.epochs": 1, "train.max_steps": 2, "train.precision": "fp32",
+                            "train.progress": False, "data.max_length": 32, "pretrain.max_steps": 2,
+                            "pretrain.batch_size": 8, "pretrain.progress": False}}
+    values.update(spec)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_grid_expands_every_axis_seed_by_seed(tmp_path, tiny_models, data_dir):
+    path = write_sweep(tmp_path, tiny_models, data_dir, grid={"train.lr_body": [1e-4, 3e-4]},
+                       end_task_overrides={"toy": {"train.epochs": 3}})
+    root, runs = load_sweep(path, ["train.patience=1"])
+    assert len(runs) == 2 * 2 * 2 and root == tmp_path / "root"
+    assert [r.config.seed for r in runs] == [0] * 4 + [1] * 4  # every recipe at seed 0 first
+    first = runs[0]
+    assert first.id == "toy/finetune/train.lr_body=0.0001/seed0"
+    assert first.config.output_dir == str(root / first.id)
+    assert first.config.train.epochs == 3 and first.config.train.patience == 1 and first.config.name == "finetune"
+    assert {r.config.train.lr_body for r in runs} == {1e-4, 3e-4}
+
+
+def test_sweep_runs_resumes_and_records_a_failed_run(tmp_path, tiny_models, data_dir, monkeypatch):
+    # end task `missing` has no folder: its runs fail, the others still run
+    path = write_sweep(tmp_path, tiny_models, data_dir, end_tasks=["missing", "toy"], recipes=["finetune"])
+    calls = []
+    real_train = run_module.train
+
+    def counting_train(config, **kwargs):
+        calls.append(config.output_dir)
+        return real_train(config, **kwargs)
+
+    status = run_sweep(path, progress=False, train_fn=counting_train)
+    assert {k: v["status"] for k, v in status.items()} == {
+        "missing/finetune/seed0": "failed", "toy/finetune/seed0": "done",
+        "missing/finetune/seed1": "failed", "toy/finetune/seed1": "done"}
+    assert "missing" in status["missing/finetune/seed0"]["error"]
+    assert json.loads((tmp_path / "root" / STATUS).read_text()) == status
+    assert (tmp_path / "root" / "toy/finetune/seed1/metrics.json").is_file()
+
+    calls.clear()  # again: the finished runs are skipped, the failed ones are tried again
+    run_sweep(path, progress=False, train_fn=counting_train)
+    assert sorted(calls) == sorted(str(tmp_path / "root" / f"missing/finetune/seed{s}") for s in (0, 1))
+
+
+def test_sweep_command_shares_pretraining_and_reports(tmp_path, tiny_models, data_dir, capsys):
+    path = write_sweep(tmp_path, tiny_models, data_dir)
+    assert main(["sweep", str(path)]) == 0
+    assert "4 runs done, 0 failed" in capsys.readouterr().out
+    tapt = [json.loads((tmp_path / "root" / f"toy/tapt/seed{s}/metrics.json").read_text()) for s in (0, 1)]
+    assert "reused" not in tapt[0]["stages"]["tapt"] and tapt[1]["stages"]["tapt"]["reused"]
+    base, rows = build_report([tmp_path / "root"], "finetune")["toy"]
+    assert base.label == "finetune" and [len(r.group.test) for r in rows] == [2, 2]
+
+
+@pytest.mark.parametrize("spec, message", [({"seeds": []}, "seeds must be a non-empty list"),
+                                           ({"recipes": ["nope"]}, "no recipe 'nope'"),
+                                           ({"epochs": 3}, "unknown sweep key(s) epochs"),
+                                           ({"grid": {"train.lr_bdy": [1]}}, "unknown config key 'train.lr_bdy'")])
+def test_bad_sweep_is_one_line_and_runs_nothing(spec, message, tmp_path, tiny_models, data_dir, capsys):
+    path = write_sweep(tmp_path, tiny_models, data_dir, **spec)
+    assert main(["sweep", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "root").exists()
