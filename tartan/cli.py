@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="plot from run directories",
                                description="weights: the task weights over training, one panel per recipe "
-                                           "name, seeds averaged with a band.")
+                                           "name, seeds averaged with a band. curves: the end task's dev metric "
+                                           "over training, one line per recipe name. efficiency: the test metric "
+                                           "against domain.size as a multiple of |Train| (log axis), one line "
+                                           "per recipe name with error bars. Runs sharing a recipe name are seeds.")
     plot.add_argument("kind", choices=plots.names())
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     plot.add_argument("--output", "-o", help="PNG to write (default: KIND.png)")

@@ -7,11 +7,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from .. import rundir
 from ..errors import TartanError
-from . import plots, pyplot
+from . import group_by_name, plots, pyplot, save
 
 
 def read_task_weights(run_dir: Path) -> dict[str, dict[int, float]]:
@@ -29,17 +28,9 @@ def read_task_weights(run_dir: Path) -> dict[str, dict[int, float]]:
     return weights
 
 
-def run_name(run_dir: Path) -> str:
-    config = Path(run_dir) / rundir.CONFIG
-    name = yaml.safe_load(config.read_text()).get("name") if config.is_file() else None
-    return name or Path(run_dir).name
-
-
 @plots.register("weights")
 def plot_weights(run_dirs: list[Path], output: Path) -> Path:
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for run_dir in run_dirs:
-        groups[run_name(run_dir)].append(read_task_weights(run_dir))
+    groups = {name: [read_task_weights(d) for d in dirs] for name, dirs in group_by_name(run_dirs).items()}
     plt = pyplot()
     figure, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), sharey=True, squeeze=False)
     for ax, (name, runs) in zip(axes[0], groups.items()):
@@ -60,8 +51,4 @@ def plot_weights(run_dirs: list[Path], output: Path) -> Path:
         ax.legend()
     axes[0][0].set_ylabel("task weight")
     figure.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=120)
-    plt.close(figure)
-    return output
+    return save(figure, output)

@@ -1,0 +1,62 @@
+"""The end task's dev metric over training, one line per recipe name, seeds averaged with a band of
+one standard deviation. Read from log.jsonl: every evaluation of a stage that reports the run's
+metric; the x axis is end-task epochs, counted on through consecutive stages (a final fine-tuning
+continues where the multi-task stage stopped)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import rundir
+from ..errors import TartanError
+from . import group_by_name, plots, pyplot, save
+
+
+def read_dev_curve(run_dir: Path) -> tuple[str, dict[float, float]]:
+    """(metric, end-task epoch -> dev metric x100) of a finished run."""
+    metrics_path, log_path = Path(run_dir) / rundir.METRICS, Path(run_dir) / rundir.LOG
+    for path in (metrics_path, log_path):
+        if not path.is_file():
+            raise TartanError(f"no {path.name} here: not a finished run", run_dir)
+    metric = json.loads(metrics_path.read_text())["metric"]
+    curve, offset, stage, last_epoch = {}, 0.0, None, 0.0
+    for line in log_path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        dev = record.get("dev") or {}
+        if metric not in dev:
+            continue
+        if record.get("stage") != stage:
+            offset, stage = offset + last_epoch, record.get("stage")
+        last_epoch = float(record.get("epoch", 0))
+        curve[round(offset + last_epoch, 3)] = 100 * dev[metric]
+    return metric, curve
+
+
+@plots.register("curves")
+def plot_curves(run_dirs: list[Path], output: Path) -> Path:
+    plt = pyplot()
+    figure, ax = plt.subplots(figsize=(6.5, 4.2))
+    metric = None
+    for name, dirs in group_by_name(run_dirs).items():
+        curves = []
+        for run_dir in dirs:
+            metric, curve = read_dev_curve(run_dir)
+            curves.append(curve)
+        # a seed that stopped early has no later points: each epoch averages the seeds that reached it
+        epochs = sorted({e for c in curves for e in c})
+        mean = np.array([np.mean([c[e] for c in curves if e in c]) for e in epochs])
+        spread = np.array([np.std([c[e] for c in curves if e in c], ddof=1) if sum(e in c for c in curves) > 1
+                           else 0.0 for e in epochs])
+        (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=f"{name} ({len(dirs)})")
+        ax.fill_between(epochs, mean - spread, mean + spread, alpha=0.15, color=line.get_color())
+    ax.set_xlabel("end-task epoch")
+    ax.set_ylabel(f"dev {metric} (x100)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return save(figure, output)

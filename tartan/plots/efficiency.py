@@ -1,0 +1,58 @@
+"""Data efficiency (the research's Figure 2): the end task's test metric against the auxiliary data
+size as a multiple of |Train| (log axis), one line per recipe name, error bars of one standard
+deviation over seeds. The size is the run's `domain.size`: `Nx`, or a line count divided by the
+number of train examples of the end task."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .. import rundir
+from ..data.readers import read_rows
+from ..errors import TartanError
+from . import group_by_name, plots, pyplot, save
+
+
+def size_multiple(config: dict, run_dir: Path) -> float:
+    size = (config.get("domain") or {}).get("size")
+    if size is None:
+        raise TartanError("domain.size is not set: the auxiliary data size of this run is not known", run_dir)
+    text = str(size).strip().lower()
+    if text.endswith("x"):
+        return float(text[:-1])
+    train = next((p for p in sorted((Path(config["data_dir"]) / config["end_task"]).glob("train.*"))), None)
+    if train is None:
+        raise TartanError(f"domain.size is a line count ({size}) and the end task's train file is not found "
+                          "to turn it into a multiple of |Train|", run_dir)
+    return int(text) / sum(1 for _ in read_rows(train))
+
+
+@plots.register("efficiency")
+def plot_efficiency(run_dirs: list[Path], output: Path) -> Path:
+    plt = pyplot()
+    figure, ax = plt.subplots(figsize=(6.5, 4.2))
+    metric = None
+    for name, dirs in group_by_name(run_dirs).items():
+        by_size: dict[float, list[float]] = {}
+        for run_dir in dirs:
+            metrics_path = run_dir / rundir.METRICS
+            if not metrics_path.is_file():
+                raise TartanError(f"no {rundir.METRICS} here: not a finished run", run_dir)
+            metrics = json.loads(metrics_path.read_text())
+            metric = metrics["metric"]
+            config = yaml.safe_load((run_dir / rundir.CONFIG).read_text())
+            by_size.setdefault(size_multiple(config, run_dir), []).append(100 * metrics["test"][metric])
+        sizes = sorted(by_size)
+        mean = [np.mean(by_size[s]) for s in sizes]
+        spread = [np.std(by_size[s], ddof=1) if len(by_size[s]) > 1 else 0.0 for s in sizes]
+        ax.errorbar(sizes, mean, yerr=spread, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("auxiliary data size (multiple of |Train|)")
+    ax.set_ylabel(f"test {metric} (x100)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    return save(figure, output)
