@@ -21,8 +21,10 @@ import yaml
 from . import rundir
 from .errors import TartanError
 
-# config keys that do not change what a run computes
-IGNORED_KEYS = ("seed", "output_dir", "train.progress", "pretrain.progress")
+# config keys that do not change what a run computes: display settings of any section, where the
+# run and its data folder live (the same data may sit elsewhere on another machine), the seed
+IGNORED_KEYS = ("seed", "output_dir", "data_dir")
+DISPLAY_KEYS = ("progress", "log_every")
 PERMUTATIONS = 10_000
 
 
@@ -101,7 +103,8 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run_dir in run_dirs:
         metrics, config = _read(run_dir)
-        flat = {k: v for k, v in flatten(config).items() if k not in IGNORED_KEYS}
+        flat = {k: v for k, v in flatten(config).items()
+                if k not in IGNORED_KEYS and k.rsplit(".", 1)[-1] not in DISPLAY_KEYS}
         key = json.dumps(flat, sort_keys=True, default=str)
         if key not in groups:
             groups[key] = Group(metrics.get("end_task") or flat.get("end_task", "?"), metrics["metric"], "", flat)
@@ -112,7 +115,7 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
                               run_dir / rundir.METRICS)
         group.seeds.append(seed)
         group.test.append(100 * metrics["test"][metric])
-        if metrics.get("dev"):
+        if metric in (metrics.get("dev") or {}):
             group.dev.append(100 * metrics["dev"][metric])
         group.run_dirs.append(run_dir)
     _label(list(groups.values()))
@@ -159,9 +162,10 @@ def choose_baseline(groups: list[Group], baseline: str) -> Group | None:
     return best[0]
 
 
-def build_report(roots: list[Path], baseline: str = "finetune",
-                 permutations: int = PERMUTATIONS) -> dict[str, tuple[Group | None, list[Row]]]:
-    """end task -> (baseline group, rows)."""
+def build_report(roots: list[Path], baseline: str = "finetune", permutations: int = PERMUTATIONS) -> dict:
+    """{"permutations": n, "tasks": {end task: (baseline group, rows)}}."""
+    if permutations < 1:
+        raise TartanError(f"--permutations must be positive, got {permutations}")
     groups = group_runs(find_runs(roots))
     report = {}
     for end_task in sorted({g.end_task for g in groups}):
@@ -171,7 +175,7 @@ def build_report(roots: list[Path], baseline: str = "finetune",
         rows = [Row(g, None if base is None or g is base else permutation_p_value(g.test, base.test, permutations))
                 for g in task_groups]
         report[end_task] = (base, rows)
-    return report
+    return {"permutations": permutations, "tasks": report}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -195,24 +199,35 @@ COLUMNS = ("method", "seeds", "test mean", "test std", "dev mean", "dev std", "p
 
 def to_markdown(report: dict, baseline: str) -> str:
     parts = []
-    for end_task, (base, rows) in report.items():
+    for end_task, (base, rows) in report["tasks"].items():
         metric = rows[0].group.metric
         parts.append(f"### {end_task} ({metric}, x100)\n")
         parts.append("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
         for row in rows:
             cells = _cells(row)
             parts.append("| " + " | ".join(cells[c] for c in COLUMNS) + " |")
-        parts.append("\n" + (f"p: two-sided permutation test of the test {metric} against `{base.label}` "
-                             f"(difference of means, {PERMUTATIONS:,} permutations, exact when fewer splits exist)."
-                             if base else f"p: no `{baseline}` runs on {end_task}, so no p-values.") + "\n")
+        if base:
+            smallest = {len(r.group.test): _smallest_p(len(r.group.test), len(base.test)) for r in rows[1:]}
+            floor = ", ".join(f"{n} seeds: {p:.3g}" for n, p in sorted(smallest.items()))
+            parts.append(f"\np: two-sided permutation test of the test {metric} against `{base.label}` "
+                         f"(difference of means, {report['permutations']:,} permutations, exact when fewer "
+                         f"distinct splits exist; the smallest p a row can reach: {floor}; no correction for "
+                         "comparing several methods).\n")
+        else:
+            parts.append(f"\np: no `{baseline}` runs on {end_task}, so no p-values.\n")
     return "\n".join(parts)
+
+
+def _smallest_p(a: int, b: int) -> float:
+    """Two-sided exact test: the two most extreme of C(a+b, a) splits."""
+    return min(1.0, 2 / math.comb(a + b, a)) if a > 1 and b > 1 else math.nan
 
 
 def to_csv(report: dict) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(("end_task", "metric", *COLUMNS, "baseline"))
-    for end_task, (base, rows) in report.items():
+    for end_task, (base, rows) in report["tasks"].items():
         for row in rows:
             cells = _cells(row)
             writer.writerow((end_task, row.group.metric, *(cells[c] for c in COLUMNS), base.label if base else ""))
@@ -229,7 +244,7 @@ def _tex(text: str) -> str:
 
 def to_latex(report: dict) -> str:
     parts = []
-    for end_task, (base, rows) in report.items():
+    for end_task, (base, rows) in report["tasks"].items():
         parts += [r"\begin{tabular}{lrrrr}", r"\toprule",
                   rf"\multicolumn{{5}}{{l}}{{{_tex(end_task)} ({_tex(rows[0].group.metric)})}} \\",
                   r"method & seeds & test & dev & $p$ \\", r"\midrule"]

@@ -9,8 +9,8 @@ another, each in a run directory of its own under the sweep's root.
     overrides: {data_dir: ../shared/data, train.epochs: 10}           # every run
     end_task_overrides: {chemprot: {train.epochs: 5}}                 # runs of one end task
 
-Resumable: a finished run is read back, a killed one resumes from its checkpoint (both through
-`run.train`); a run that raises is recorded with its error in ROOT/sweep_status.json and the sweep
+Resumable: every run goes through `run.train`, which reads a finished run back, resumes a killed
+one from its checkpoint and refuses a folder holding a run of another config; a run that raises is recorded with its error in ROOT/sweep_status.json and the sweep
 goes on. Pre-training stages shared between runs are computed once (the stage store of run.py).
 Runs go seed by seed, so that a sweep stopped half-way has every method at its first seeds."""
 from __future__ import annotations
@@ -74,6 +74,9 @@ def load_sweep(path: Path, overrides: list[str] = ()) -> tuple[Path, list[SweepR
     grid = spec.get("grid") or {}
     if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
         raise TartanError("grid must map config keys to non-empty lists of values", path)
+    reserved = sorted(set(grid) & {"seed", "end_task", "output_dir"})
+    if reserved:
+        raise TartanError(f"grid cannot set {', '.join(reserved)} (seeds and end_tasks are axes of their own)", path)
     base = path.parent
     root = Path(spec.get("root") or "runs/sweep").absolute()
     common = [f"{k}={_value(v)}" for k, v in (spec.get("overrides") or {}).items()]
@@ -83,7 +86,9 @@ def load_sweep(path: Path, overrides: list[str] = ()) -> tuple[Path, list[SweepR
     for seed, end_task, recipe, values in itertools.product(spec["seeds"], spec["end_tasks"], spec["recipes"],
                                                             itertools.product(*(v for _, v in axes))):
         chosen = [f"{key}={_value(value)}" for (key, _), value in zip(axes, values)]
-        run_id = "/".join([str(end_task), Path(str(recipe)).stem, *chosen, f"seed{seed}"])
+        run_id = "/".join([str(end_task), Path(str(recipe)).stem, *(c.replace("/", "_") for c in chosen), f"seed{seed}"])
+        if any(r.id == run_id for r in runs):
+            raise TartanError(f"run {run_id} twice in the grid (a recipe or value listed twice?)", path)
         task_overrides = [f"{k}={_value(v)}" for k, v in (per_task.get(end_task) or {}).items()]
         config = load_config(_recipe_path(str(recipe), base),
                              [*common, f"end_task={end_task}", *task_overrides, *chosen, *overrides,
@@ -106,21 +111,22 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
     train_fn = train_fn or train
     root, runs = load_sweep(path, overrides)
     status = read_status(root)
-    done = {r.id for r in runs if (Path(r.config.output_dir) / "metrics.json").is_file()}
-    for run_id in done:
-        if status.get(run_id, {}).get("status") != "done":
-            status[run_id] = {"status": "done"}
-    bar = tqdm(total=len(runs), initial=len(done), desc="sweep", unit="run", disable=not progress,
+    # runs finished before this call count as done from the start, so that the time-left estimate
+    # comes from runs trained now
+    finished = {r.id for r in runs if (Path(r.config.output_dir) / "metrics.json").is_file()}
+    bar = tqdm(total=len(runs), initial=len(finished), desc="sweep", unit="run", disable=not progress,
                dynamic_ncols=True)
     for run in runs:
-        if run.id in done:
-            continue
         bar.set_postfix_str(run.id)
         started = time.perf_counter()
+        previous = status.get(run.id, {})
+        # every run goes through run.train: a finished one is read back at once, and one whose
+        # folder holds a run of another config (the sweep file changed) is an error, not "done"
         try:
             metrics = train_fn(run.config)
-            status[run.id] = {"status": "done", "seconds": round(time.perf_counter() - started, 1),
-                              "test": metrics.get("test", {}).get(metrics.get("metric"))}
+            seconds = previous.get("seconds") if run.id in finished and previous.get("status") == "done" else None
+            status[run.id] = {"status": "done", "test": metrics.get("test", {}).get(metrics.get("metric")),
+                              "seconds": seconds if seconds is not None else round(time.perf_counter() - started, 1)}
         except KeyboardInterrupt:
             raise
         except Exception as error:  # a failed run is recorded; the rest of the grid still runs
@@ -129,7 +135,7 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
                               "traceback": traceback.format_exc(limit=5)}
             print(f"sweep: {run.id} failed: {type(error).__name__}: {error}", file=sys.stderr)
         write_json_atomic(root / STATUS, status)
-        bar.update(1)
+        if run.id not in finished:
+            bar.update(1)
     bar.close()
-    write_json_atomic(root / STATUS, status)
-    return status
+    return {r.id: status[r.id] for r in runs}  # entries of runs no longer in the sweep stay in the file only

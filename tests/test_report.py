@@ -69,7 +69,7 @@ def runs(tmp_path):
 
 
 def test_groups_are_configs_minus_the_seed(runs):
-    report = build_report([runs], "finetune")
+    report = build_report([runs], "finetune")["tasks"]
     assert sorted(report) == ["chemprot", "citation_intent"]
     base, rows = report["citation_intent"]
     assert base.label == "finetune" and rows[0].group is base and rows[0].p_value is None
@@ -87,7 +87,7 @@ def test_report_command_prints_and_writes_three_formats(runs, tmp_path, capsys):
     assert main(["report", str(runs), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| mt_tartan [train.lr_body=0.0001] | 3 | 70.00 | 1.00 | 71.00 | 1.00 | 0.100 |" in printed
-    assert "two-sided" in printed
+    assert "two-sided" in printed and "3 seeds: 0.1" in printed  # 2 of the C(6, 3) = 20 splits
     assert (out / "report.md").read_text().strip() == printed.strip()
     table = list(csv.DictReader(io.StringIO((out / "report.csv").read_text())))
     assert {row["method"] for row in table if row["end_task"] == "citation_intent"} >= {"finetune"}

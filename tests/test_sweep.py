@@ -56,9 +56,17 @@ def test_sweep_runs_resumes_and_records_a_failed_run(tmp_path, tiny_models, data
     assert json.loads((tmp_path / "root" / STATUS).read_text()) == status
     assert (tmp_path / "root" / "toy/finetune/seed1/metrics.json").is_file()
 
-    calls.clear()  # again: the finished runs are skipped, the failed ones are tried again
-    run_sweep(path, progress=False, train_fn=counting_train)
-    assert sorted(calls) == sorted(str(tmp_path / "root" / f"missing/finetune/seed{s}") for s in (0, 1))
+    finished = tmp_path / "root" / "toy/finetune/seed0/metrics.json"
+    written = finished.stat().st_mtime_ns
+    status = run_sweep(path, progress=False, train_fn=counting_train)  # again: finished runs are read back
+    assert finished.stat().st_mtime_ns == written and status["toy/finetune/seed0"]["status"] == "done"
+    assert status["missing/finetune/seed0"]["status"] == "failed"  # tried again, failed again
+
+    # a changed sweep does not pass a finished run with another config off as done
+    path.write_text(path.read_text().replace("train.max_steps: 2", "train.max_steps: 3"))
+    status = run_sweep(path, progress=False, train_fn=counting_train)
+    assert status["toy/finetune/seed0"]["status"] == "failed"
+    assert "holds a run with another config" in status["toy/finetune/seed0"]["error"]
 
 
 def test_sweep_command_shares_pretraining_and_reports(tmp_path, tiny_models, data_dir, capsys):
@@ -67,14 +75,16 @@ def test_sweep_command_shares_pretraining_and_reports(tmp_path, tiny_models, dat
     assert "4 runs done, 0 failed" in capsys.readouterr().out
     tapt = [json.loads((tmp_path / "root" / f"toy/tapt/seed{s}/metrics.json").read_text()) for s in (0, 1)]
     assert "reused" not in tapt[0]["stages"]["tapt"] and tapt[1]["stages"]["tapt"]["reused"]
-    base, rows = build_report([tmp_path / "root"], "finetune")["toy"]
+    base, rows = build_report([tmp_path / "root"], "finetune")["tasks"]["toy"]
     assert base.label == "finetune" and [len(r.group.test) for r in rows] == [2, 2]
 
 
 @pytest.mark.parametrize("spec, message", [({"seeds": []}, "seeds must be a non-empty list"),
                                            ({"recipes": ["nope"]}, "no recipe 'nope'"),
                                            ({"epochs": 3}, "unknown sweep key(s) epochs"),
-                                           ({"grid": {"train.lr_bdy": [1]}}, "unknown config key 'train.lr_bdy'")])
+                                           ({"grid": {"train.lr_bdy": [1]}}, "unknown config key 'train.lr_bdy'"),
+                                           ({"grid": {"seed": [1, 2]}}, "grid cannot set seed"),
+                                           ({"recipes": ["finetune", "finetune"]}, "twice in the grid")])
 def test_bad_sweep_is_one_line_and_runs_nothing(spec, message, tmp_path, tiny_models, data_dir, capsys):
     path = write_sweep(tmp_path, tiny_models, data_dir, **spec)
     assert main(["sweep", str(path)]) == 2

@@ -22,21 +22,35 @@ def pyplot():
     return plt
 
 
-def run_name(run_dir: Path) -> str:
-    """The recipe name in the run's config.yaml (what groups seeds), else the folder's name."""
+def _config(run_dir: Path) -> dict:
     import yaml
 
     from .. import rundir
 
-    config = Path(run_dir) / rundir.CONFIG
-    name = yaml.safe_load(config.read_text()).get("name") if config.is_file() else None
-    return name or Path(run_dir).name
+    path = Path(run_dir) / rundir.CONFIG
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def run_name(run_dir: Path) -> str:
+    """The recipe name in the run's config.yaml (what groups seeds), else the folder's name."""
+    return _config(run_dir).get("name") or Path(run_dir).name
 
 
 def group_by_name(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    """Runs by recipe name; the runs of a name are taken as seeds of one setting, so a name spread
+    over several end tasks is refused rather than averaged."""
     groups: dict[str, list[Path]] = {}
+    end_tasks: dict[str, set] = {}
     for run_dir in run_dirs:
-        groups.setdefault(run_name(run_dir), []).append(Path(run_dir))
+        name = run_name(run_dir)
+        groups.setdefault(name, []).append(Path(run_dir))
+        end_tasks.setdefault(name, set()).add(_config(run_dir).get("end_task"))
+    for name, tasks in end_tasks.items():
+        if len(tasks) > 1:
+            from ..errors import TartanError
+
+            raise TartanError(f"runs named {name!r} have several end tasks ({', '.join(sorted(map(str, tasks)))}): "
+                              "plot one end task at a time")
     return groups
 
 

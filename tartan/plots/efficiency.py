@@ -21,13 +21,17 @@ def size_multiple(config: dict, run_dir: Path) -> float:
     if size is None:
         raise TartanError("domain.size is not set: the auxiliary data size of this run is not known", run_dir)
     text = str(size).strip().lower()
-    if text.endswith("x"):
-        return float(text[:-1])
+    try:
+        if text.endswith("x"):
+            return float(text[:-1])
+        lines = int(text)
+    except ValueError:
+        raise TartanError(f"domain.size {size!r} is neither Nx nor a line count", run_dir / rundir.CONFIG) from None
     train = next((p for p in sorted((Path(config["data_dir"]) / config["end_task"]).glob("train.*"))), None)
     if train is None:
         raise TartanError(f"domain.size is a line count ({size}) and the end task's train file is not found "
                           "to turn it into a multiple of |Train|", run_dir)
-    return int(text) / sum(1 for _ in read_rows(train))
+    return lines / sum(1 for _ in read_rows(train))
 
 
 @plots.register("efficiency")

@@ -30,14 +30,17 @@ def average_across_processes(tensor: torch.Tensor, accelerator) -> torch.Tensor:
 
 
 def average_list_across_processes(tensors: list[torch.Tensor], accelerator) -> list[torch.Tensor]:
-    """Mean over processes of each tensor, in place, in one flat all-reduce; a no-op for one process."""
-    if accelerator.num_processes > 1:
-        flat = average_across_processes(torch.cat([t.reshape(-1) for t in tensors]), accelerator)
-        offset = 0
-        for t in tensors:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
-            offset += t.numel()
-    return tensors
+    """Mean over processes of each tensor, in one flat all-reduce; the same list for one process.
+    The means are views of one new buffer: autograd's outputs may be expanded (stride-0) tensors that
+    cannot be written into."""
+    if accelerator.num_processes == 1:
+        return tensors
+    flat = average_across_processes(torch.cat([t.reshape(-1) for t in tensors]), accelerator)
+    views, offset = [], 0
+    for t in tensors:
+        views.append(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+    return views
 
 
 def average_gradients(model: torch.nn.Module, accelerator) -> None:
@@ -52,4 +55,5 @@ def average_gradients(model: torch.nn.Module, accelerator) -> None:
     for p in params:
         if p.grad is None:  # this process's batch did not reach it: its share is zero
             p.grad = torch.zeros_like(p)
-    average_list_across_processes([p.grad for p in params], accelerator)
+    for p, mean in zip(params, average_list_across_processes([p.grad for p in params], accelerator)):
+        p.grad.copy_(mean)
