@@ -68,6 +68,33 @@ class PretrainConfig(TrainConfig):
 
 
 @dataclass
+class MuppetConfig(TrainConfig):
+    """MUPPET-style pre-finetuning (Aghajanyan et al. 2021): many labelled tasks at once, then the
+    end task's fine-tuning. Its own budget and seed, so that runs differing only in the fine-tuning
+    seed (or the end task) share one pre-finetuned body."""
+
+    # labelled task folders of data_dir, each with its own head (dropped before fine-tuning)
+    tasks: typing.List[str] = field(default_factory=list)
+    epochs: int = checked(1, minimum=1)  # an epoch: every task's train set once, in batches
+    patience: int = checked(2, minimum=0)
+    # heterogeneous: each update sums batches of `tasks_per_update` tasks drawn by `sampling`;
+    # batch_homogeneous: each update's batches all come from one drawn task; dataset_homogeneous:
+    # one task's epoch after another
+    batching: str = checked("heterogeneous", choices=("heterogeneous", "batch_homogeneous", "dataset_homogeneous"))
+    tasks_per_update: int = checked(4, minimum=1)
+    # natural: tasks drawn in proportion to their train sizes; uniform: equally often
+    sampling: str = checked("natural", choices=("natural", "uniform"))
+    # divide each task's loss by log(number of classes)
+    scale_loss: bool = True
+    # R3F: noise on the token embeddings, lambda x symmetric KL of clean and noisy predictions
+    r3f: bool = False
+    r3f_eps: float = checked(1e-5, minimum=0)
+    r3f_noise: str = checked("uniform", choices=("uniform", "normal"))
+    r3f_lambda: float = checked(1.0, minimum=0)
+    seed: int = checked(0, minimum=0)
+
+
+@dataclass
 class MLMConfig:
     probability: float = checked(0.15, minimum=0, below=1)
     whole_word: bool = False
@@ -97,6 +124,8 @@ class MultitaskConfig:
     weights: typing.Dict[str, float] = field(default_factory=dict)
     # then fine-tune on the end task alone, kept only if it improves the dev metric
     final_finetune: bool = False
+    # divide each labelled auxiliary task's loss by log(number of classes) (MUPPET's scaling)
+    scale_loss: bool = False
 
 
 @dataclass
@@ -133,6 +162,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    muppet: MuppetConfig = field(default_factory=MuppetConfig)
     mlm: MLMConfig = field(default_factory=MLMConfig)
     domain: DomainConfig = field(default_factory=DomainConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)

@@ -159,6 +159,7 @@ def train(config: Config, force: bool = False) -> dict:
                 stage_results[stage.name] = {**_read_json(stored / "stage.json"), "reused": str(stored)}
                 log.drop_after(stage.name, -1)
                 log.write({"stage": stage.name, "reused": str(stored)})
+                _drop_heads(model, stage)
                 continue
         state = run_stage(stage, model, tasks, train_settings, accelerator, run_dir / rundir.CHECKPOINT / stage.name,
                           log, progress=config.train.progress)
@@ -171,6 +172,7 @@ def train(config: Config, force: bool = False) -> dict:
             stage_results[stage.name]["kept"] = kept
         if stored is not None and accelerator.is_main_process:
             save_stage(stored, model, tokenizer, stage, tasks, stage_results[stage.name])
+        _drop_heads(model, stage)
 
     metrics = {"name": config.name, "method": config.method, "end_task": config.end_task, "seed": config.seed,
                "model": config.model, "metric": end_task.metric}
@@ -271,10 +273,17 @@ def load_stage(folder: Path, model: MultiTaskModel, stage: Stage) -> None:
         load_head_weights(model.heads[name], folder / rundir.HEADS, name)
 
 
+def _drop_heads(model: MultiTaskModel, stage: Stage) -> None:
+    """Pre-finetuning heads are not carried into fine-tuning (nor saved with the run)."""
+    if stage.drop_heads:
+        for name in stage.task_names:
+            del model.heads[name]
+
+
 def _save_model(run_dir: Path, model: MultiTaskModel, tokenizer, tasks: dict) -> None:
     for folder, write in ((rundir.MODEL, lambda p: (model.body.save_pretrained(p), tokenizer.save_pretrained(p))),
                           (rundir.HEADS, lambda p: [save_head(model.heads[n], p, n, t.head_meta())
-                                                    for n, t in tasks.items()])):
+                                                    for n, t in tasks.items() if n in model.heads])):
         tmp = run_dir / f".{folder}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

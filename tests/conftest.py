@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 WORDS = ("the model learns citation intent from text while auxiliary data helps with domain words "
          "background uses extends future motivation compare contrast results method baseline").split()
@@ -120,3 +121,19 @@ def tiny_overrides(model: Path, data_dir: Path, output_dir: Path, **extra) -> li
               "train.log_every": 2, "data.max_length": 32, "train.lr_body": 1e-3}
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+@pytest.fixture()
+def multitask_setup(tiny_models, data_dir):
+    """The toy classification task and a tiny body with its head (as training builds them)."""
+    from tartan.config import load_config
+    from tartan.models.body import load_body
+    from tartan.models.multitask import MultiTaskModel
+    from tartan.tasks.classification import ClassificationTask
+
+    torch.manual_seed(0)
+    config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
+                                "data.max_length=32", "train.head_dropout=0"])
+    body, tokenizer = load_body(str(tiny_models["bert"]))
+    task = ClassificationTask.from_config("toy", config, tokenizer)
+    return task, MultiTaskModel(body, {"toy": task.make_head(body)})

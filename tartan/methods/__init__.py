@@ -28,6 +28,17 @@ class Stage:
     # a stage that only refines the previous one (final fine-tuning): its result is kept only if it
     # improves the end task's dev metric, else the previous stage's best weights are restored
     keep_if_better: bool = False
+    # which tasks contribute a batch at each step (training/sampling.py): `all` of them, or a
+    # MUPPET batching scheme; `draws_per_step` batches a step for the schemes that draw
+    sampling: str = "all"
+    sampling_options: dict = field(default_factory=dict)
+    # `end_task`: evaluate and early-stop on the first task's dev metric; `mean`: on the mean of
+    # every task's dev metric (pre-finetuning has no end task)
+    select_on: str = "end_task"
+    # R3F regulariser on every task of the stage: {"eps", "noise", "lambda"}, or None
+    r3f: dict | None = None
+    # the stage's heads are removed when it ends (pre-finetuning heads are not carried on)
+    drop_heads: bool = False
 
     @property
     def task_names(self) -> list[str]:

@@ -19,7 +19,7 @@ def auxiliary_task(config: Config, name: str) -> tuple[str, str, dict]:
         return name, "mlm", {"source": "task", **options}
     if name == "dapt":
         return name, "mlm", {"path": config.domain.path, "size": config.domain.size, **options}
-    return name, "classification", options
+    return name, "classification", {**options, "scale_loss": config.multitask.scale_loss}
 
 
 def multitask_stages(config: Config, weighting: str, weighting_options: dict) -> list[Stage]:

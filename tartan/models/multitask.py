@@ -12,8 +12,11 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.token_types = token_types
 
-    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def encode(self, batch: dict[str, torch.Tensor], embedding_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The body's last hidden states; `embedding_noise` (R3F) is added to the token embeddings."""
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if embedding_noise is not None:
+            inputs["inputs_embeds"] = self.body.get_input_embeddings()(inputs.pop("input_ids")) + embedding_noise
         if self.token_types and "token_type_ids" in batch:
             inputs["token_type_ids"] = batch["token_type_ids"]
         return self.body(**inputs).last_hidden_state

@@ -1,6 +1,7 @@
 """Single-label classification of a text (or text pair) from a labelled task folder."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from ..data.encoding import encode
 from ..data.known_tasks import default_metric
 from ..data.labelled import LabelledTask, load_labelled_task
 from ..models.heads import ClassificationHead
+from ..errors import TartanError
 from ..training.metrics import classification_metrics
 from . import task_types
 
@@ -21,7 +23,7 @@ from . import task_types
 class ClassificationTask:
     def __init__(self, data: LabelledTask, tokenizer, *, max_length: int, batch_size: int,
                  eval_batch_size: int, seed: int, bucket_batches: int = 50, head_dropout: float = 0.1,
-                 metric: str | None = None, cache: Path | None = None):
+                 metric: str | None = None, cache: Path | None = None, scale_loss: bool = False):
         self.name = data.name
         self.data = data
         self.label_names = data.label_names
@@ -33,6 +35,11 @@ class ClassificationTask:
                         for split, s in data.splits.items()}
         self.labels = {split: np.asarray(data.label_ids(split), dtype=np.int64) for split in data.splits}
         self._lengths = {split: e.lengths for split, e in self.encoded.items()}
+        if scale_loss and len(self.label_names) < 2:
+            raise TartanError(f"task {self.name!r} has one label in train: its loss cannot be scaled by "
+                              "log(number of classes)")
+        # MUPPET: divided by log(C), a uniform prediction costs 1 in every task, whatever its classes
+        self.loss_scale = 1 / math.log(len(self.label_names)) if scale_loss else 1.0
 
     @classmethod
     def from_config(cls, name: str, config, tokenizer, **options) -> "ClassificationTask":
@@ -42,7 +49,7 @@ class ClassificationTask:
         data = load_labelled_task(config.data_dir, name)
         return cls(data, tokenizer, max_length=config.data.max_length,
                    batch_size=options.pop("batch_size", config.train.batch_size),
-                   eval_batch_size=config.train.eval_batch_size, seed=config.seed,
+                   eval_batch_size=config.train.eval_batch_size, seed=options.pop("seed", config.seed),
                    bucket_batches=config.data.bucket_batches, head_dropout=config.train.head_dropout,
                    metric=config.metric if name == config.end_task else None, cache=cache_dir(), **options)
 
@@ -70,7 +77,7 @@ class ClassificationTask:
         return collate(self.encoded[split], indices, self.pad_id, self.labels[split])
 
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return F.cross_entropy(output.float(), batch["labels"])
+        return F.cross_entropy(output.float(), batch["labels"]) * self.loss_scale
 
     @torch.no_grad()
     def predict_logits(self, model: nn.Module, split: str, autocast) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,9 @@ from ..methods import Stage
 from ..rundir import RunLog
 from ..weighting import StepInputs, strategies
 from .checkpoint import best_weights, load_checkpoint, save_checkpoint
+from . import sampling
 from .distributed import average_gradients, shard_rows
+from .r3f import r3f_penalty
 
 
 @dataclass
@@ -72,11 +74,12 @@ class TaskBatches:
         self.per_epoch = len(task.train_batches(0))
         self._epoch, self._batches = -1, []
 
-    def at(self, step: int, device: torch.device) -> dict[str, torch.Tensor]:
-        epoch, offset = divmod(step, self.per_epoch)
+    def at(self, number: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """The task's `number`-th batch (its step, unless a schedule draws the task)."""
+        epoch, offset = divmod(number, self.per_epoch)
         if epoch != self._epoch:
             self._epoch, self._batches = epoch, self.task.train_batches(epoch)
-        batch = self.task.collate("train", self._batches[offset], draw=step)
+        batch = self.task.collate("train", self._batches[offset], draw=number)
         return to_device(shard_rows(batch, self.rank, self.world), device)
 
 
@@ -86,10 +89,15 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     end_task = tasks[stage.task_names[0]]
     sources = {name: TaskBatches(tasks[name], accelerator.process_index, accelerator.num_processes)
                for name in stage.task_names}
-    steps_per_epoch = sources[end_task.name].per_epoch  # an epoch is counted on the end task
+    per_epoch = {name: source.per_epoch for name, source in sources.items()}
+    steps_per_epoch = sampling.steps_per_epoch(stage.sampling, stage.task_names, per_epoch, stage.sampling_options)
     total_steps = train.epochs * steps_per_epoch
     if train.max_steps is not None:
         total_steps = min(total_steps, train.max_steps)
+    # train sizes, for the schemes that draw tasks in proportion to them
+    sizes = {name: tasks[name].num_examples("train") for name in stage.task_names} if stage.sampling != "all" else {}
+    schedule = sampling.Schedule(stage.sampling, stage.task_names, sizes, per_epoch, total_steps,
+                                 stage.sampling_options)
     eval_every = train.eval_every or steps_per_epoch
     strategy = strategies.get(stage.weighting)(stage.task_names, end_task.name, **stage.weighting_options)
     # heads of other stages get no gradient here: frozen, they stay out of the optimizer and DDP
@@ -102,7 +110,8 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     # backward (training/distributed.py says why)
     device = accelerator.device
     checkpoint = stage_dir / "last"
-    has_dev = "dev" in end_task.splits  # without held-out data the last weights are the result
+    # without held-out data the last weights are the result
+    has_dev = any("dev" in tasks[name].splits for name in _selecting(stage))
 
     state = LoopState()
     saved = load_checkpoint(checkpoint, model, optimizer, scheduler)
@@ -120,14 +129,22 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     window_steps = 0
     while state.step < total_steps:
         started = time.perf_counter()
-        batches = {name: source.at(state.step, device) for name, source in sources.items()}
-        losses, features = {}, {}
+        batches, losses, features, draws, tokens = {}, {}, {}, {}, 0
         with accelerator.autocast():
-            for name, batch in batches.items():
+            for name, number in schedule.at(state.step):
+                batch = sources[name].at(number, device)
                 hidden = model.encode(batch)
-                features[name] = hidden.detach()
-                losses[name] = tasks[name].loss(model.heads[name](hidden, batch), batch)
-        weights = strategy.backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator))
+                output = model.heads[name](hidden, batch)
+                loss = tasks[name].loss(output, batch)
+                if stage.r3f:
+                    loss = loss + r3f_penalty(model, name, batch, output, **stage.r3f)
+                # a task drawn twice in a step (MUPPET's sampling) adds its batches' losses
+                losses[name] = losses[name] + loss if name in losses else loss
+                batches[name], features[name] = batch, hidden.detach()
+                draws[name] = draws.get(name, 0) + 1
+                tokens += int(batch["attention_mask"].sum())
+        weights = strategy.backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator,
+                                                       draws))
         del features
         average_gradients(model, accelerator)
         if train.grad_clip > 0:
@@ -139,7 +156,6 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         state.step += 1
 
         seconds = time.perf_counter() - started
-        tokens = int(sum(int(b["attention_mask"].sum()) for b in batches.values()))
         state.train_tokens += tokens
         state.train_seconds += seconds
         state.wall_seconds += seconds
@@ -164,8 +180,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
 
         if state.step % eval_every == 0 or state.step == total_steps:
             eval_started = time.perf_counter()
-            dev = end_task.evaluate(model, "dev", accelerator.autocast) if has_dev else {}
-            value = dev.get(end_task.metric)
+            dev, value = evaluate_stage(stage, tasks, model, accelerator) if has_dev else ({}, None)
             improved = not has_dev or state.best_metric is None or value > state.best_metric
             if improved:
                 state.best_metric, state.best_step, state.stale_evals, state.best_dev = value, state.step, 0, dev
@@ -186,6 +201,23 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                 break
     bar.close()
     return _finish(model, checkpoint, state)
+
+
+def _selecting(stage: Stage) -> list[str]:
+    return stage.task_names[:1] if stage.select_on == "end_task" else stage.task_names
+
+
+def evaluate_stage(stage: Stage, tasks: dict, model: torch.nn.Module, accelerator) -> tuple[dict, float]:
+    """The dev metrics the stage selects on, and the value that decides: the end task's metric, or
+    (select_on: mean) the mean of every task's own metric over the tasks that have a dev split."""
+    if stage.select_on == "end_task":
+        end_task = tasks[stage.task_names[0]]
+        dev = end_task.evaluate(model, "dev", accelerator.autocast)
+        return dev, dev[end_task.metric]
+    per_task = {name: tasks[name].evaluate(model, "dev", accelerator.autocast)
+                for name in stage.task_names if "dev" in tasks[name].splits}
+    value = sum(metrics[tasks[name].metric] for name, metrics in per_task.items()) / len(per_task)
+    return {"mean": value, "tasks": per_task}, value
 
 
 def _finish(model: torch.nn.Module, checkpoint: Path, state: LoopState) -> LoopState:

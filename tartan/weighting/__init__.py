@@ -24,6 +24,8 @@ class StepInputs:
     # each task's body output for its batch, detached: a strategy can reuse the step's forward pass
     features: dict[str, torch.Tensor]
     accelerator: object
+    # batches each task drew this step (several for a task drawn more than once; its loss is their sum)
+    draws: dict[str, int] | None = None
 
 
 class WeightingStrategy:

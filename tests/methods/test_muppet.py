@@ -1,0 +1,104 @@
+"""The muppet method on tiny models: loss scaling, the summed heterogeneous update, pre-finetuning
+heads left out of the fine-tuned model, the stage reused across seeds, R3F through a run."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from conftest import tiny_overrides, write_task
+from tartan.config import load_config
+from tartan.errors import TartanError
+from tartan.run import train
+from tartan.tasks.classification import ClassificationTask
+from tartan.weighting import StepInputs, strategies
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def muppet_overrides(tiny_models, data_dir, run_dir, **extra):
+    values = {"muppet.tasks": "toy_pairs,three", "muppet.max_steps": 4, "muppet.batch_size": 4,
+              "muppet.eval_every": 2, "muppet.progress": "false", "muppet.precision": "fp32",
+              "train.max_steps": 3, **extra}
+    return tiny_overrides(tiny_models["bert"], data_dir, run_dir, **values)
+
+
+@pytest.fixture()
+def muppet_data(data_dir):
+    write_task(data_dir / "three", seed=3)  # a third labelled task, without pairs
+    return data_dir
+
+
+def test_loss_scaling_divides_by_log_of_the_number_of_classes(multitask_setup, tiny_models, data_dir):
+    task, model = multitask_setup
+    config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
+                                "data.max_length=32"])
+    from tartan.models.body import load_body
+
+    _, tokenizer = load_body(str(tiny_models["bert"]))
+    scaled = ClassificationTask.from_config("toy", config, tokenizer, scale_loss=True)
+    batch = task.collate("train", task.train_batches(0)[0])
+    logits = model.heads["toy"](model.encode(batch), batch)
+    classes = len(task.label_names)
+    assert classes == 3
+    assert scaled.loss(logits, batch).item() == pytest.approx(task.loss(logits, batch).item() / math.log(classes))
+    # a uniform prediction costs 1 whatever the number of classes
+    assert scaled.loss(torch.zeros_like(logits), batch).item() == pytest.approx(1.0)
+
+
+def test_heterogeneous_update_is_the_sum_of_the_batches_gradients(multitask_setup):
+    task, model = multitask_setup
+    body = list(model.body.parameters())
+    indices = task.train_batches(0)
+    batches = [task.collate("train", i) for i in indices[:3]]
+    loss = lambda b: task.loss(model.heads["toy"](model.encode(b), b), b)
+    expected = [sum(g) for g in zip(*(torch.autograd.grad(loss(b), body) for b in batches))]
+    # the loop sums a task's batches when it is drawn twice: "toy" twice, "other" once
+    losses = {"toy": loss(batches[0]) + loss(batches[1]), "other": loss(batches[2])}
+    strategy = strategies.get("sum")(["toy", "other"], "toy")
+    weights = strategy.backward(losses, StepInputs(0, model, {}, {}, {}, Accelerator(cpu=True), {"toy": 2, "other": 1}))
+    assert weights == pytest.approx({"toy": 2 / 3, "other": 1 / 3})
+    for p, g in zip(body, expected):
+        assert torch.allclose(p.grad, g, atol=1e-6)
+
+
+@pytest.mark.parametrize("batching", ["heterogeneous", "batch_homogeneous", "dataset_homogeneous"])
+def test_muppet_runs_drops_its_heads_and_reuses_the_stage(batching, tiny_models, muppet_data, tmp_path):
+    first = train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
+        tiny_models, muppet_data, tmp_path / "s0", **{"muppet.batching": batching})))
+    assert list(first["stages"]) == ["prefinetune", "finetune"] and first["stages"]["prefinetune"]["steps"] == 3  # train.max_steps caps every stage
+    assert set(first["stages"]["prefinetune"]["best_dev"]["tasks"]) == {"toy_pairs", "three"}
+    assert sorted(p.name for p in (tmp_path / "s0" / "heads").iterdir()) == ["toy.json", "toy.safetensors"]
+    second = train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
+        tiny_models, muppet_data, tmp_path / "s1", seed=1, **{"muppet.batching": batching})))
+    assert second["stages"]["prefinetune"]["reused"] and "reused" not in first["stages"]["prefinetune"]
+    assert sorted(p.name for p in (tmp_path / "s1" / "heads").iterdir()) == ["toy.json", "toy.safetensors"]
+
+
+def test_muppet_with_r3f_runs(tiny_models, muppet_data, tmp_path):
+    metrics = train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
+        tiny_models, muppet_data, tmp_path / "r", **{"muppet.r3f": "true", "muppet.r3f_eps": 0.1})))
+    assert metrics["stages"]["prefinetune"]["steps"] == 3
+
+
+@pytest.mark.parametrize("tasks, message", [("toy,three", "lists the end task 'toy'"), ("[]", "muppet.tasks is empty")])
+def test_muppet_bad_task_lists(tasks, message, tiny_models, muppet_data, tmp_path):
+    with pytest.raises(TartanError, match=message):
+        train(load_config(RECIPES / "muppet.yaml", muppet_overrides(tiny_models, muppet_data, tmp_path / "x",
+                                                                    **{"muppet.tasks": tasks})))
+    assert not (tmp_path / "x").exists()
+
+
+def test_labelled_auxiliary_task_inside_meta_tartan_with_loss_scaling(tiny_models, data_dir, tmp_path):
+    overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **{
+        "train.max_steps": 3, "multitask.auxiliary": "tapt,toy_pairs", "multitask.scale_loss": "true",
+        "multitask.auxiliary_batch_size": 4, "meta.dev_batch_size": 8, "train.log_every": 1})
+    metrics = train(load_config(RECIPES / "meta_tartan_supervised.yaml", overrides))
+    assert metrics["stages"]["multitask"]["steps"] == 3
+    header, *rows = (tmp_path / "run" / "task_weights.csv").read_text().splitlines()
+    assert {row.split(",")[1] for row in rows} == {"toy", "tapt", "toy_pairs"}
+    assert sorted(p.name for p in (tmp_path / "run" / "heads").glob("*.safetensors")) == [
+        "tapt.safetensors", "toy.safetensors", "toy_pairs.safetensors"]

@@ -1,0 +1,28 @@
+"""R3F on a tiny model: nothing with eps 0, positive with noise, and its gradient reaches the body."""
+from __future__ import annotations
+
+import torch
+
+from tartan.training.r3f import r3f_penalty, symmetric_kl
+
+
+def test_symmetric_kl_is_zero_for_equal_and_positive_for_different_predictions():
+    logits = torch.randn(4, 3)
+    assert symmetric_kl(logits, logits).item() == 0
+    assert symmetric_kl(logits, logits + torch.randn(4, 3)).item() > 0
+
+
+def test_r3f_penalty(multitask_setup):
+    task, model = multitask_setup
+    model.eval()  # no dropout: the clean and noisy passes differ by the noise alone
+    batch = task.collate("train", task.train_batches(0)[0])
+    clean = model.heads["toy"](model.encode(batch), batch)
+    assert r3f_penalty(model, "toy", batch, clean, eps=0.0).item() == 0
+    for noise in ("uniform", "normal"):
+        torch.manual_seed(0)
+        penalty = r3f_penalty(model, "toy", batch, clean, eps=0.5, noise=noise)
+        assert penalty.item() > 0
+    model.zero_grad()
+    penalty.backward()
+    grads = [p.grad for p in model.body.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)

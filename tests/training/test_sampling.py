@@ -1,0 +1,63 @@
+"""Batching schemes: which tasks each step draws, as a pure function of the seed."""
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from tartan.errors import TartanError
+from tartan.training.sampling import Schedule, steps_per_epoch
+
+SIZES = {"a": 100, "b": 300, "c": 600}
+PER_EPOCH = {"a": 7, "b": 19, "c": 38}
+
+
+def schedule(scheme, steps=20_000, **options):
+    return Schedule(scheme, list(SIZES), SIZES, PER_EPOCH, steps, {"tasks_per_update": 4, "seed": 0, **options})
+
+
+def test_natural_sampling_matches_the_sizes_on_a_large_draw():
+    plan = schedule("heterogeneous")
+    counts = Counter(name for step in range(20_000) for name, _ in plan.at(step))
+    total = sum(counts.values())
+    for name, size in SIZES.items():
+        assert counts[name] / total == pytest.approx(size / 1000, abs=0.01)
+
+
+def test_uniform_sampling_draws_tasks_equally():
+    plan = schedule("heterogeneous", sampling="uniform")
+    counts = Counter(name for step in range(20_000) for name, _ in plan.at(step))
+    assert max(counts.values()) / min(counts.values()) < 1.05
+
+
+def test_each_task_numbers_its_batches_in_order_and_the_seed_decides():
+    plan = schedule("heterogeneous", steps=500)
+    seen: dict[str, list[int]] = {}
+    for step in range(500):
+        draws = plan.at(step)
+        assert len(draws) == 4
+        for name, number in draws:
+            seen.setdefault(name, []).append(number)
+    assert all(numbers == list(range(len(numbers))) for numbers in seen.values())
+    assert [plan.at(s) for s in range(50)] == [schedule("heterogeneous", steps=500).at(s) for s in range(50)]
+    assert [plan.at(s) for s in range(50)] != [schedule("heterogeneous", steps=500, seed=1).at(s) for s in range(50)]
+
+
+def test_batch_homogeneous_steps_hold_one_task_and_dataset_homogeneous_goes_task_by_task():
+    plan = schedule("batch_homogeneous", steps=200)
+    assert all(len({name for name, _ in plan.at(s)}) == 1 for s in range(200))
+    plan = schedule("dataset_homogeneous", steps=40)
+    order = [name for s in range(40) for name, _ in plan.at(s)]
+    assert order[:7] == ["a"] * 7 and order[7:26] == ["b"] * 19 and order[26:64] == ["c"] * 38 and order[64] == "a"
+
+
+def test_all_gives_every_task_the_step_and_counts_epochs_on_the_first():
+    plan = Schedule("all", list(SIZES), {}, PER_EPOCH, 10, {})
+    assert plan.at(3) == [("a", 3), ("b", 3), ("c", 3)]
+    assert steps_per_epoch("all", list(SIZES), PER_EPOCH, {}) == 7
+    assert steps_per_epoch("heterogeneous", list(SIZES), PER_EPOCH, {"tasks_per_update": 4}) == 16  # ceil(64 / 4)
+
+
+def test_unknown_scheme_is_an_error():
+    with pytest.raises(TartanError, match="unknown batching scheme 'mixed'"):
+        schedule("mixed", steps=2)
