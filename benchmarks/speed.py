@@ -4,7 +4,7 @@ vocabulary projection gathered at the masked positions against full logits; and 
 step of MT-TARTAN (static weights) against META-TARTAN's (learned weights) on ACL-ARC with TAPT + DAPT
 auxiliary tasks, each in a process of its own so that its peak memory is its own.
 
-    python benchmarks/speed.py [--quick] [--data-dir ../shared/data] [--steps N] [--only multitask]
+    python benchmarks/speed.py [--quick] [--data-dir ../shared/data] [--steps N] [--only multitask|r3f]
 
 The last line printed is one JSON object (tokens_per_second_tartan, tokens_per_second_bare,
 tartan_vs_bare, the same per precision, mlm_tokens_per_second, mlm_gathered_vs_full,
@@ -59,7 +59,7 @@ def bare_loop(model, batches, train, precision: str, warmup: int) -> tuple[int, 
     return tokens, seconds
 
 
-def tartan_loop(model, task, config, precision: str, steps: int, warmup: int) -> tuple[int, float]:
+def tartan_loop(model, task, config, precision: str, steps: int, warmup: int, r3f: bool = False) -> tuple[int, float]:
     config.train.precision = precision
     config.train.max_steps = warmup + steps
     config.train.progress = False
@@ -67,7 +67,8 @@ def tartan_loop(model, task, config, precision: str, steps: int, warmup: int) ->
     accelerator = make_accelerator(precision)
     with tempfile.TemporaryDirectory() as tmp:
         log = RunLog(Path(tmp))
-        stage = Stage(name="speed", tasks=[(task.name, "classification", {})])
+        stage = Stage(name="speed", tasks=[(task.name, "classification", {})],
+                      r3f={"eps": 1e-5, "noise": "uniform", "weight": 1.0} if r3f else None)
         # warm-up steps are timed by the loop too: subtract them by running them as their own stage
         config.train.max_steps = warmup
         run_stage(stage, model, {task.name: task}, config.train, accelerator, Path(tmp) / "w", log, progress=False)
@@ -111,6 +112,24 @@ def multitask_step(recipe: str, data_dir: str, steps: int, warmup: int) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def compare_r3f(config, task, precision: str, steps: int, rounds: int, warmup: int) -> dict:
+    """A fine-tuning step with R3F (a second, noisy forward and the symmetric KL) against a plain one,
+    alternating over rounds on the same batches."""
+    totals = {"plain": [0, 0.0], "r3f": [0, 0.0]}
+    for round_ in range(rounds):
+        for name in (("plain", "r3f") if round_ % 2 == 0 else ("r3f", "plain")):
+            tokens, seconds = tartan_loop(fresh_model(config, task), task, config, precision, steps, warmup,
+                                          r3f=name == "r3f")
+            totals[name][0] += tokens
+            totals[name][1] += seconds
+    plain, r3f = (totals[n][1] / totals[n][0] for n in ("plain", "r3f"))  # seconds per token
+    result = {"r3f_seconds_per_1k_tokens": round(1000 * r3f, 3), "plain_seconds_per_1k_tokens": round(1000 * plain, 3),
+              "r3f_vs_plain": round(r3f / plain, 3)}
+    print(f"r3f ({precision}): {result['r3f_seconds_per_1k_tokens']} s per 1k tokens against "
+          f"{result['plain_seconds_per_1k_tokens']} plain, ratio {result['r3f_vs_plain']}", flush=True)
+    return result
+
+
 def compare_multitask(data_dir: str, steps: int, rounds: int, warmup: int) -> dict:
     """MT-TARTAN against META-TARTAN, alternating over rounds, each round a fresh process per method."""
     totals = {"mt_tartan": [0.0, 0, []], "meta_tartan": [0.0, 0, []]}
@@ -139,7 +158,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--task", default="citation_intent")
     parser.add_argument("--precisions", default="bf16,fp32")
-    parser.add_argument("--only", choices=("multitask",), help="run one part only")
+    parser.add_argument("--only", choices=("multitask", "r3f"), help="run one part only")
     parser.add_argument("--multitask-step", help=argparse.SUPPRESS)  # the child process of compare_multitask
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else 30)  # per round
@@ -155,6 +174,9 @@ def main() -> None:
                          [f"data_dir={args.data_dir}", f"end_task={args.task}"])
     _, tokenizer = load_body(config.model)
     task = build_task(args.task, "classification", {}, config, tokenizer)
+    if args.only == "r3f":
+        print(json.dumps(compare_r3f(config, task, args.precisions.split(",")[0], steps, rounds, warmup)))
+        return
     # the tartan side runs its warm-up as a stage of its own, which starts again at the first batch
     epoch = task.train_batches(0)
     batches = [(task, task.collate("train", i)) for i in list(epoch[:warmup]) + list(epoch[:steps])]
@@ -189,6 +211,7 @@ def main() -> None:
     print(f"mlm ({first}): gathered {gathered:.0f} tokens/s, full logits {full:.0f} tokens/s, "
           f"ratio {gathered / full:.3f}", flush=True)
     result.update(compare_multitask(args.data_dir, max(4, steps // 2), rounds, warmup))
+    result.update(compare_r3f(config, task, first, steps, rounds, warmup))
     result["tokens_per_second_tartan"] = result[f"{first}_tokens_per_second_tartan"]
     result["tokens_per_second_bare"] = result[f"{first}_tokens_per_second_bare"]
     result["tartan_vs_bare"] = result[f"{first}_tartan_vs_bare"]
