@@ -208,7 +208,7 @@ def to_markdown(report: dict, baseline: str) -> str:
             parts.append("| " + " | ".join(cells[c] for c in COLUMNS) + " |")
         if base:
             smallest = {len(r.group.test): _smallest_p(len(r.group.test), len(base.test)) for r in rows[1:]}
-            floor = ", ".join(f"{n} seeds: {p:.3g}" for n, p in sorted(smallest.items()))
+            floor = ", ".join(f"{n} seeds: {p:.3g}" for n, p in sorted(smallest.items()) if not math.isnan(p)) or "-"
             parts.append(f"\np: two-sided permutation test of the test {metric} against `{base.label}` "
                          f"(difference of means, {report['permutations']:,} permutations, exact when fewer "
                          f"distinct splits exist; the smallest p a row can reach: {floor}; no correction for "
