@@ -18,3 +18,15 @@ def test_every_recipe_loads_and_names_a_known_method(recipe):
     assert config.name == recipe.stem
     assert config.method in methods
     assert methods.get(config.method)(config)  # a method builds at least one stage
+
+
+SWEEPS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*/sweep.yaml"))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: p.parent.name)
+def test_every_benchmark_sweep_expands_to_valid_configs(sweep):
+    from tartan.sweep import load_sweep
+
+    _, runs = load_sweep(sweep)
+    assert runs and all(methods.get(r.config.method)(r.config) for r in runs)
+    assert len({r.id for r in runs}) == len(runs)
