@@ -21,10 +21,9 @@ import yaml
 from . import rundir
 from .errors import TartanError
 
-# config keys that do not change what a run computes: display settings of any section, where the
-# run and its data folder live (the same data may sit elsewhere on another machine), the seed
+# beside the display settings (rundir.defining drops those): where the run and its data folder
+# live (the same data may sit elsewhere on another machine), and the seed
 IGNORED_KEYS = ("seed", "output_dir", "data_dir")
-DISPLAY_KEYS = ("progress", "log_every")
 PERMUTATIONS = 10_000
 
 
@@ -70,16 +69,6 @@ def find_runs(roots: list[Path]) -> list[Path]:
     return sorted(set(runs))
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _read(run_dir: Path) -> tuple[dict, dict]:
     metrics_path, config_path = run_dir / rundir.METRICS, run_dir / rundir.CONFIG
     try:
@@ -103,8 +92,7 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run_dir in run_dirs:
         metrics, config = _read(run_dir)
-        flat = {k: v for k, v in flatten(config).items()
-                if k not in IGNORED_KEYS and k.rsplit(".", 1)[-1] not in DISPLAY_KEYS}
+        flat = {k: v for k, v in rundir.defining(config).items() if k not in IGNORED_KEYS}
         key = json.dumps(flat, sort_keys=True, default=str)
         if key not in groups:
             groups[key] = Group(metrics.get("end_task") or flat.get("end_task", "?"), metrics["metric"], "", flat)

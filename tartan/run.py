@@ -93,7 +93,7 @@ def train(config: Config, force: bool = False) -> dict:
     finished = run_dir / rundir.METRICS
     existing = run_dir / rundir.CONFIG
     if existing.is_file() and not force:
-        previous, current = _defining(yaml.safe_load(existing.read_text())), _defining(config.to_dict())
+        previous, current = rundir.defining(yaml.safe_load(existing.read_text())), rundir.defining(config.to_dict())
         if previous != current:
             changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
             raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}); "
@@ -228,7 +228,7 @@ def stage_key(config: Config, stage: Stage, tasks: dict, train_settings, previou
     """What a reusable stage's result depends on: the model it starts from (the previous stage's key
     included), its tasks and their data, the settings it trains with (train.max_steps included),
     masking and tokenisation settings."""
-    section = {k: v for k, v in dataclasses.asdict(train_settings).items() if k not in DISPLAY_KEYS}
+    section = {k: v for k, v in dataclasses.asdict(train_settings).items() if k not in rundir.DISPLAY_KEYS}
     described = {
         "format": 1, "model": _model_identity(config.model), "previous": previous_key, "stage": stage.name,
         "head_init": stage.head_init,
@@ -289,20 +289,6 @@ def _save_model(run_dir: Path, model: MultiTaskModel, tokenizer, tasks: dict) ->
         tmp.mkdir()
         write(tmp)
         rundir.replace_dir(tmp, run_dir / folder)
-
-
-DISPLAY_KEYS = ("progress", "log_every")  # in any section: they do not change what a run computes
-
-
-def _defining(config: dict, prefix: str = "") -> dict:
-    """The config as dotted keys, minus display settings."""
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_defining(value, f"{prefix}{key}."))
-        elif key not in DISPLAY_KEYS:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _read_json(path: Path) -> dict:

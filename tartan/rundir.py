@@ -17,6 +17,20 @@ HEADS = "heads"
 CHECKPOINT = "checkpoint"
 
 
+DISPLAY_KEYS = ("progress", "log_every")  # in any section: they do not change what a run computes
+
+
+def defining(config: dict, prefix: str = "") -> dict:
+    """A resolved config as dotted keys, minus display settings: what decides a run's result."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(defining(value, f"{prefix}{key}."))
+        elif key not in DISPLAY_KEYS:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

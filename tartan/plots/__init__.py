@@ -22,7 +22,8 @@ def pyplot():
     return plt
 
 
-def _config(run_dir: Path) -> dict:
+def read_config(run_dir: Path) -> dict:
+    """The run's resolved config.yaml ({} if it has none)."""
     import yaml
 
     from .. import rundir
@@ -33,7 +34,7 @@ def _config(run_dir: Path) -> dict:
 
 def run_name(run_dir: Path) -> str:
     """The recipe name in the run's config.yaml (what groups seeds), else the folder's name."""
-    return _config(run_dir).get("name") or Path(run_dir).name
+    return read_config(run_dir).get("name") or Path(run_dir).name
 
 
 def group_by_name(run_dirs: list[Path]) -> dict[str, list[Path]]:
@@ -42,9 +43,10 @@ def group_by_name(run_dirs: list[Path]) -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = {}
     end_tasks: dict[str, set] = {}
     for run_dir in run_dirs:
-        name = run_name(run_dir)
+        config = read_config(run_dir)
+        name = config.get("name") or Path(run_dir).name
         groups.setdefault(name, []).append(Path(run_dir))
-        end_tasks.setdefault(name, set()).add(_config(run_dir).get("end_task"))
+        end_tasks.setdefault(name, set()).add(config.get("end_task"))
     for name, tasks in end_tasks.items():
         if len(tasks) > 1:
             from ..errors import TartanError

@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from .. import rundir
 from ..data.readers import read_rows
 from ..errors import TartanError
-from . import group_by_name, plots, pyplot, save
+from . import group_by_name, plots, pyplot, read_config, save
 
 
 def size_multiple(config: dict, run_dir: Path) -> float:
@@ -47,7 +46,7 @@ def plot_efficiency(run_dirs: list[Path], output: Path) -> Path:
                 raise TartanError(f"no {rundir.METRICS} here: not a finished run", run_dir)
             metrics = json.loads(metrics_path.read_text())
             metric = metrics["metric"]
-            config = yaml.safe_load((run_dir / rundir.CONFIG).read_text())
+            config = read_config(run_dir)
             by_size.setdefault(size_multiple(config, run_dir), []).append(100 * metrics["test"][metric])
         sizes = sorted(by_size)
         mean = [np.mean(by_size[s]) for s in sizes]

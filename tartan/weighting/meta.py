@@ -36,7 +36,9 @@ class MetaWeighting(WeightingStrategy):
         task_gradients = self.task_gradients(losses, inputs, body)
         if inputs.step % self.update_every == 0:
             dev_gradient = self.dev_gradient(inputs, body)
-            cosines = torch.stack([_cosine(gradient, dev_gradient) for gradient in task_gradients])
+            dev_norm = _norm(dev_gradient)
+            cosines = torch.stack([_dot(gradient, dev_gradient) / (_norm(gradient) * dev_norm).clamp_min(1e-12)
+                                   for gradient in task_gradients])
             self.logits += self.lr * cosines.double()
             self.cosines = dict(zip(self.task_names, cosines.tolist()))
         mix = torch.softmax(self.logits, 0).tolist()
@@ -118,13 +120,13 @@ class MetaWeighting(WeightingStrategy):
             self.cosines = state.get("cosines", {})
 
 
-def _cosine(gradient: list[torch.Tensor], other: list[torch.Tensor]) -> torch.Tensor:
-    """Cosine between two gradients given as lists of per-parameter tensors, as if each were one
-    flat vector."""
-    dot = sum(torch.vdot(a.reshape(-1), b.reshape(-1)) for a, b in zip(gradient, other))
-    norms = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradient))) * \
-        torch.linalg.vector_norm(torch.stack(torch._foreach_norm(other)))
-    return dot / norms.clamp_min(1e-12)
+def _dot(gradient: list[torch.Tensor], other: list[torch.Tensor]) -> torch.Tensor:
+    """Dot product of two gradients given as per-parameter tensors, as if each were one flat vector."""
+    return sum(torch.vdot(a.reshape(-1), b.reshape(-1)) for a, b in zip(gradient, other))
+
+
+def _norm(gradient: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradient)))
 
 
 def _zeros_for_none(gradients, params: list) -> list[torch.Tensor]:
