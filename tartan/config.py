@@ -153,6 +153,10 @@ class Config:
     method: str = "finetune"
     # a Hugging Face model name or local path; `minilm` is the embedded MiniLM-L6-H384
     model: str = "minilm"
+    # numeric attributes of the model's Hugging Face config to override when loading it, such as
+    # {attention_probs_dropout_prob: 0.0}: on CPU, attention dropout sends PyTorch's attention to its
+    # slow unfused path
+    model_config: typing.Dict[str, float] = field(default_factory=dict)
     data_dir: typing.Optional[str] = None
     end_task: str = "citation_intent"
     # dev metric that selects checkpoints; null takes the end task's customary one

@@ -103,7 +103,7 @@ def train(config: Config, force: bool = False) -> dict:
             return _read_json(finished)
 
     stages: list[Stage] = methods.get(config.method)(config)
-    body, tokenizer = load_body(config.model)
+    body, tokenizer = load_body(config.model, config_overrides=config.model_config)
     limit = max_positions(body, tokenizer)
     if config.data.max_length > limit:
         raise TartanError(f"data.max_length={config.data.max_length} is longer than model {config.model!r} "
@@ -235,6 +235,8 @@ def stage_key(config: Config, stage: Stage, tasks: dict, train_settings, previou
         "tasks": [[name, kind, options, getattr(tasks[name], "digest", None)] for name, kind, options in stage.tasks],
         "section": section, "mlm": dataclasses.asdict(config.mlm), "data": dataclasses.asdict(config.data),
     }
+    if config.model_config:  # only when set, so that the keys of stages computed before it stay valid
+        described["model_config"] = config.model_config
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -26,24 +26,40 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def load_body(name: str, trust_remote_code: bool = False):
-    """(body, tokenizer) for a model name or path; the body is the bare encoder (AutoModel)."""
-    from transformers import AutoModel, AutoTokenizer
+def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict[str, float] | None = None):
+    """(body, tokenizer) for a model name or path; the body is the bare encoder (AutoModel).
+    `config_overrides` sets attributes of the model's config (each must exist there) before the
+    weights load, as `from_pretrained(..., attribute=value)` would."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     path = resolve_model_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        body = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TartanError(f"cannot load model {name!r}: {first_line}") from None
+        raise TartanError(f"cannot load model {name!r}: {_first_line(error)}") from None
+    for key, value in (config_overrides or {}).items():
+        if not hasattr(model_config, key):
+            raise TartanError(f"model_config.{key}: the config of model {name!r} ({model_config.model_type}) "
+                              f"has no attribute {key!r}")
+        # a number read from YAML is a float; integral settings stay integers
+        setattr(model_config, key, int(value) if float(value).is_integer() and isinstance(getattr(model_config, key), int)
+                else value)
+    try:
+        body = AutoModel.from_pretrained(path, config=model_config, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise TartanError(f"cannot load model {name!r}: {_first_line(error)}") from None
     # Some checkpoints (all-MiniLM's sentence-transformers export among them) keep a pooler that
     # classification never uses; it would only receive no gradient and confuse several processes.
     if getattr(body, "pooler", None) is not None:
         body.pooler = None
     return body, tokenizer
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def max_positions(body, tokenizer) -> int:
