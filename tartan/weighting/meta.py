@@ -26,6 +26,9 @@ class MetaWeighting(WeightingStrategy):
         self.dev_batch_size, self.seed = dev_batch_size, seed
         self.logits = torch.zeros(len(self.task_names), dtype=torch.float64)  # equal weights at the start
         self.cosines: dict[str, float] = {}
+        # how well the meta head fits: its loss on the end-task batch it trained on, after training,
+        # and the dev loss it passes the gradient of (log(classes) is chance)
+        self.meta_head_losses: dict[str, float] = {}
 
     @property
     def weights(self) -> dict[str, float]:
@@ -80,6 +83,7 @@ class MetaWeighting(WeightingStrategy):
             with accelerator.autocast():
                 loss = task.loss(head(model.encode(dev), dev), dev)
             gradients = torch.autograd.grad(loss, body, allow_unused=True)
+            self.meta_head_losses["dev"] = float(loss.detach())
         return average_list_across_processes(_zeros_for_none(gradients, body), accelerator)
 
     def train_meta_head(self, inputs: StepInputs) -> torch.nn.Module:
@@ -97,6 +101,8 @@ class MetaWeighting(WeightingStrategy):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        with torch.no_grad():
+            self.meta_head_losses["train"] = float(task.loss(meta_head(features, batch), batch))
         return meta_head
 
     def dev_batch(self, task, inputs: StepInputs) -> dict[str, torch.Tensor]:
@@ -112,12 +118,13 @@ class MetaWeighting(WeightingStrategy):
         return to_device(batch, accelerator.device)
 
     def state_dict(self) -> dict:
-        return {"logits": self.logits.tolist(), "cosines": self.cosines}
+        return {"logits": self.logits.tolist(), "cosines": self.cosines, "meta_head_losses": self.meta_head_losses}
 
     def load_state_dict(self, state: dict) -> None:
         if "logits" in state:
             self.logits = torch.tensor(state["logits"], dtype=torch.float64)
             self.cosines = state.get("cosines", {})
+            self.meta_head_losses = state.get("meta_head_losses", {})
 
 
 def _dot(gradient: list[torch.Tensor], other: list[torch.Tensor]) -> torch.Tensor:

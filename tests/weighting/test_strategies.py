@@ -120,3 +120,19 @@ def test_meta_updates_weights_every_k_steps_and_resumes_its_logits(setup):
     resumed = strategies.get("meta")(["toy", "aligned", "opposed"], "toy")
     resumed.load_state_dict(strategy.state_dict())
     assert resumed.weights == seen[3]
+
+
+def test_meta_reports_how_well_its_meta_head_fits(setup):
+    task, model, accelerator = setup
+    body = list(model.body.parameters())
+    _, inputs = step_inputs(task, model, accelerator)
+    untrained = strategies.get("meta")(["toy"], "toy", head_steps=0, dev_batch_size=16)
+    trained = strategies.get("meta")(["toy"], "toy", head_steps=30, head_lr=1e-2, dev_batch_size=16)
+    for strategy in (untrained, trained):
+        strategy.dev_gradient(inputs, body)
+        assert set(strategy.state_dict()["meta_head_losses"]) == {"train", "dev"}
+    # the head is fit on the step's train batch: its loss there falls with training
+    assert trained.meta_head_losses["train"] < untrained.meta_head_losses["train"]
+    same = strategies.get("meta")(["toy"], "toy", head="same", dev_batch_size=16)
+    same.dev_gradient(inputs, body)
+    assert set(same.meta_head_losses) == {"dev"}  # no meta head is trained
