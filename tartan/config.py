@@ -368,5 +368,20 @@ def _check(value: Any, spec: dataclasses.Field, dotted: str, source: str, line: 
     return value
 
 
+def with_defaults(saved: dict) -> dict:
+    """A run's saved config with the keys it predates filled in at today's defaults. A key added to
+    tartan later cannot have decided an older run, which trained as that key's default does (new
+    settings default to the old behaviour); without this, every new key would make every earlier
+    run directory look like another config."""
+    def merge(defaults: dict, values: dict) -> dict:
+        merged = dict(defaults)
+        for key, value in values.items():
+            merged[key] = merge(defaults[key], value) if isinstance(value, dict) and isinstance(
+                defaults.get(key), dict) and defaults[key] else value
+        return merged
+
+    return merge(Config().to_dict(), saved)
+
+
 def save_config(config: Config) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from . import rundir
+from .config import with_defaults
 from .errors import TartanError
 
 # beside the display settings (rundir.defining drops those): where the run and its data folder
@@ -92,7 +93,7 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run_dir in run_dirs:
         metrics, config = _read(run_dir)
-        flat = {k: v for k, v in rundir.defining(config).items() if k not in IGNORED_KEYS}
+        flat = {k: v for k, v in rundir.defining(with_defaults(config)).items() if k not in IGNORED_KEYS}
         key = json.dumps(flat, sort_keys=True, default=str)
         if key not in groups:
             groups[key] = Group(metrics.get("end_task") or flat.get("end_task", "?"), metrics["metric"], "", flat)

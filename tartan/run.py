@@ -17,7 +17,7 @@ from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from . import rundir
-from .config import Config, cache_dir, default_data_dir, load_config, save_config
+from .config import Config, cache_dir, default_data_dir, load_config, save_config, with_defaults
 from .errors import TartanError
 from .methods import Stage, methods
 from .models.body import (
@@ -93,7 +93,8 @@ def train(config: Config, force: bool = False) -> dict:
     finished = run_dir / rundir.METRICS
     existing = run_dir / rundir.CONFIG
     if existing.is_file() and not force:
-        previous, current = rundir.defining(yaml.safe_load(existing.read_text())), rundir.defining(config.to_dict())
+        previous = rundir.defining(with_defaults(yaml.safe_load(existing.read_text()) or {}))
+        current = rundir.defining(config.to_dict())
         if previous != current:
             changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
             raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}); "

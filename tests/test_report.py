@@ -117,3 +117,14 @@ def test_bad_input_is_one_line(damage, message, runs, capsys):
 def test_no_runs_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_a_run_saved_before_a_key_existed_groups_with_runs_at_its_default(tmp_path):
+    root = tmp_path / "root"
+    # seed 0 written by an older tartan: no model_config, no muppet section; seed 1 spells them out
+    write_run(root / "mt" / "seed0", "mt_tartan", 0, 0.70)
+    write_run(root / "mt" / "seed1", "mt_tartan", 1, 0.72, model_config={},
+              muppet={"tasks": [], "batching": "heterogeneous"})
+    write_run(root / "mt" / "seed2", "mt_tartan", 2, 0.71, muppet={"batching": "batch_homogeneous"})
+    rows = build_report([root], None)["tasks"]["citation_intent"][1]
+    assert sorted(sorted(row.group.seeds) for row in rows) == [[0, 1], [2]]

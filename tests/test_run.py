@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from transformers import AutoModel
 
 from tartan.cli import main
@@ -62,6 +63,19 @@ def test_another_config_in_the_same_run_directory_is_refused(tiny_models, data_d
     assert main(base) == 0
     assert main(base + ["seed=5"]) == 2
     assert "differs in: seed" in capsys.readouterr().err
+
+
+def test_a_run_saved_before_a_config_key_existed_is_still_the_same_run(tiny_models, data_dir, tmp_path, capsys):
+    base = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
+    assert main(base) == 0
+    saved = tmp_path / "run" / "config.yaml"
+    older = yaml.safe_load(saved.read_text())
+    del older["muppet"], older["model_config"]  # as a run from before these keys were added
+    saved.write_text(yaml.safe_dump(older))
+    assert main(base) == 0
+    assert "finished already" in capsys.readouterr().err
+    assert main(base + ["model_config={attention_probs_dropout_prob: 0}"]) == 2  # set, it decides the run
+    assert "differs in: model_config.attention_probs_dropout_prob" in capsys.readouterr().err
 
 
 def test_the_same_data_dir_spelled_another_way_is_the_same_run(tiny_models, data_dir, tmp_path, capsys):
