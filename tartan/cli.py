@@ -85,7 +85,7 @@ def cmd_sweep(args) -> int:
             print(run.id)
         print(f"{len(runs)} runs under {root}", file=sys.stderr)
         return 0
-    status = run_sweep(Path(args.sweep), args.overrides)
+    status = run_sweep(Path(args.sweep), args.overrides, jobs=args.jobs)
     failed = [run_id for run_id, entry in status.items() if entry["status"] == "failed"]
     print(f"{len(status) - len(failed)} runs done, {len(failed)} failed" + (": " + ", ".join(failed) if failed else ""))
     return 1 if failed else 0
@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", help="the sweep file (YAML)")
     sweep.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs, check every config, run nothing")
+    sweep.add_argument("--jobs", type=int, default=1,
+                       help="runs trained at once, each in its own process with CPU threads shared out (default 1)")
     sweep.set_defaults(func=cmd_sweep)
 
     report = commands.add_parser("report", help="tables of methods per end task, with p-values against a baseline",

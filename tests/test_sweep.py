@@ -91,3 +91,23 @@ def test_bad_sweep_is_one_line_and_runs_nothing(spec, message, tmp_path, tiny_mo
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
     assert not (tmp_path / "root").exists()
+
+
+def test_parallel_jobs_run_every_run_in_processes_of_their_own(tmp_path, tiny_models, data_dir):
+    path = write_sweep(tmp_path, tiny_models, data_dir, end_tasks=["missing", "toy"], recipes=["finetune"])
+    status = run_sweep(path, progress=False, jobs=2)
+    assert {k: v["status"] for k, v in status.items()} == {
+        "missing/finetune/seed0": "failed", "toy/finetune/seed0": "done",
+        "missing/finetune/seed1": "failed", "toy/finetune/seed1": "done"}
+    assert "missing" in status["missing/finetune/seed0"]["error"] and status["missing/finetune/seed0"]["seconds"] > 0
+    assert json.loads((tmp_path / "root" / STATUS).read_text()) == status
+    for seed in (0, 1):
+        metrics = json.loads((tmp_path / "root" / f"toy/finetune/seed{seed}/metrics.json").read_text())
+        assert metrics["seed"] == seed and status[f"toy/finetune/seed{seed}"]["test"] == metrics["test"]["macro_f1"]
+    # the same runs one at a time in this process compute the same results
+    (tmp_path / "serial").mkdir()
+    serial = run_sweep(write_sweep(tmp_path / "serial", tiny_models, data_dir, end_tasks=["toy"],
+                                   recipes=["finetune"], root=str(tmp_path / "serial_root")), progress=False)
+    # (up to the summation order of another thread count)
+    assert [serial[f"toy/finetune/seed{s}"]["test"] for s in (0, 1)] == \
+        pytest.approx([status[f"toy/finetune/seed{s}"]["test"] for s in (0, 1)], abs=1e-6)
