@@ -4,7 +4,8 @@ vocabulary projection gathered at the masked positions against full logits; and 
 step of MT-TARTAN (static weights) against META-TARTAN's (learned weights) on ACL-ARC with TAPT + DAPT
 auxiliary tasks, each in a process of its own so that its peak memory is its own.
 
-    python benchmarks/speed.py [--quick] [--data-dir ../shared/data] [--steps N] [--only multitask|r3f]
+    python benchmarks/speed.py [--quick] [--data-dir ../shared/data] [--steps N]
+                               [--only multitask|r3f|attention|processes]
 
 The last line printed is one JSON object (tokens_per_second_tartan, tokens_per_second_bare,
 tartan_vs_bare, the same per precision, mlm_tokens_per_second, mlm_gathered_vs_full,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -90,11 +92,11 @@ def mlm_loop(config, tokenizer, precision: str, steps: int, warmup: int, full_lo
     return tokens / seconds
 
 
-def multitask_step(recipe: str, data_dir: str, steps: int, warmup: int) -> dict:
+def multitask_step(recipe: str, data_dir: str, steps: int, warmup: int, overrides: list[str] = ()) -> dict:
     """Seconds per step of the multi-task stage of `recipe` (end task + TAPT + DAPT, a batch of 16
     each), after `warmup` untimed steps; peak resident memory of this process."""
     config = load_config(Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml",
-                         [f"data_dir={data_dir}", "train.progress=false", f"train.eval_every={10 ** 9}"])
+                         [f"data_dir={data_dir}", "train.progress=false", f"train.eval_every={10 ** 9}", *overrides])
     stage = methods.get(config.method)(config)[0]
     body, tokenizer = load_body(config.model, config_overrides=config.model_config)
     tasks = {name: build_task(name, kind, options, config, tokenizer) for name, kind, options in stage.tasks}
@@ -130,14 +132,27 @@ def compare_r3f(config, task, precision: str, steps: int, rounds: int, warmup: i
     return result
 
 
+def _step_child(recipe: str, data_dir: str, steps: int, overrides: list[str] = (), threads: int | None = None):
+    """A process timing `steps` multi-task steps of `recipe` (see multitask_step)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    command = [sys.executable, __file__, "--multitask-step", recipe, "--data-dir", data_dir, "--steps", str(steps)]
+    return subprocess.Popen(command + [f"--set={o}" for o in overrides], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+
+
+def _measured(child) -> dict:
+    out, _ = child.communicate()
+    if child.returncode:
+        raise RuntimeError(f"the timing process failed ({child.args})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def compare_multitask(data_dir: str, steps: int, rounds: int, warmup: int) -> dict:
     """MT-TARTAN against META-TARTAN, alternating over rounds, each round a fresh process per method."""
     totals = {"mt_tartan": [0.0, 0, []], "meta_tartan": [0.0, 0, []]}
     for round_ in range(rounds):
         for recipe in (("mt_tartan", "meta_tartan") if round_ % 2 == 0 else ("meta_tartan", "mt_tartan")):
-            out = subprocess.run([sys.executable, __file__, "--multitask-step", recipe, "--data-dir", data_dir,
-                                  "--steps", str(steps)], capture_output=True, text=True, check=True)
-            measured = json.loads(out.stdout.strip().splitlines()[-1])
+            measured = _measured(_step_child(recipe, data_dir, steps))
             totals[recipe][0] += measured["seconds"]
             totals[recipe][1] += measured["steps"]
             totals[recipe][2].append(measured["peak_rss_mib"])
@@ -151,6 +166,47 @@ def compare_multitask(data_dir: str, steps: int, rounds: int, warmup: int) -> di
     return result
 
 
+ATTENTION_DROPOUT_OFF = "model_config={attention_probs_dropout_prob: 0}"
+
+
+def compare_attention_dropout(data_dir: str, steps: int, rounds: int) -> dict:
+    """The MT-TARTAN step with the model's attention dropout (0.1) against none: on CPU, dropout on
+    the attention probabilities keeps PyTorch's attention on its unfused path."""
+    totals = {"default": [0.0, 0], "off": [0.0, 0]}
+    for round_ in range(rounds):
+        for name in (("default", "off") if round_ % 2 == 0 else ("off", "default")):
+            measured = _measured(_step_child("mt_tartan", data_dir, steps,
+                                             [ATTENTION_DROPOUT_OFF] if name == "off" else []))
+            totals[name][0] += measured["seconds"]
+            totals[name][1] += measured["steps"]
+    default, off = (totals[n][0] / totals[n][1] for n in ("default", "off"))
+    result = {"attention_dropout_seconds_per_step": round(default, 3), "no_attention_dropout_seconds_per_step":
+              round(off, 3), "no_attention_dropout_vs_default": round(off / default, 3)}
+    print(f"attention dropout: {default:.3f} s/step with, {off:.3f} without, ratio {off / default:.3f}", flush=True)
+    return result
+
+
+def compare_processes(data_dir: str, steps: int, rounds: int) -> dict:
+    """Throughput of one MT-TARTAN run using every core against two 1-thread runs at once (what
+    `tartan sweep --jobs 2` does), in steps per second summed over the runs."""
+    single, parallel = [0.0, 0], [0.0, 0]
+    for _ in range(rounds):
+        measured = _measured(_step_child("mt_tartan", data_dir, steps))
+        single[0] += measured["seconds"]
+        single[1] += measured["steps"]
+        children = [_step_child("mt_tartan", data_dir, steps, threads=1) for _ in range(2)]
+        for child in children:  # each one's own steps over its own time
+            measured = _measured(child)
+            parallel[0] += measured["seconds"] / 2
+            parallel[1] += measured["steps"] / 2
+    one, two = single[1] / single[0], 2 * parallel[1] / parallel[0]
+    result = {"one_run_steps_per_second": round(one, 3), "two_runs_steps_per_second": round(two, 3),
+              "two_runs_vs_one": round(two / one, 3)}
+    print(f"processes: one 2-thread run {one:.3f} steps/s, two 1-thread runs {two:.3f} steps/s together, "
+          f"ratio {two / one:.3f}", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps (under 2 minutes)")
@@ -158,14 +214,21 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--task", default="citation_intent")
     parser.add_argument("--precisions", default="bf16,fp32")
-    parser.add_argument("--only", choices=("multitask", "r3f"), help="run one part only")
+    parser.add_argument("--only", choices=("multitask", "r3f", "attention", "processes"), help="run one part only")
     parser.add_argument("--multitask-step", help=argparse.SUPPRESS)  # the child process of compare_multitask
+    parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # the child's overrides
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else 30)  # per round
     rounds = 2 if args.quick else 4
     warmup = 3
     if args.multitask_step:
-        print(json.dumps(multitask_step(args.multitask_step, args.data_dir, steps, warmup)))
+        print(json.dumps(multitask_step(args.multitask_step, args.data_dir, steps, warmup, args.set)))
+        return
+    if args.only == "attention":
+        print(json.dumps(compare_attention_dropout(args.data_dir, steps, rounds)))
+        return
+    if args.only == "processes":
+        print(json.dumps(compare_processes(args.data_dir, steps, rounds // 2)))
         return
     if args.only == "multitask":
         print(json.dumps(compare_multitask(args.data_dir, steps, rounds, warmup)))
