@@ -147,20 +147,33 @@ def _measured(child) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def alternate_children(variants: dict[str, tuple[str, list[str]]], data_dir: str, steps: int,
+                       rounds: int) -> dict[str, dict]:
+    """Two variants (name -> recipe, overrides) timed in fresh processes, their order swapped every
+    round (a single pair swings with the machine's state): per variant its seconds per step over all
+    rounds and its largest peak memory."""
+    totals = {name: [0.0, 0, []] for name in variants}
+    first, second = variants
+    for round_ in range(rounds):
+        for name in ((first, second) if round_ % 2 == 0 else (second, first)):
+            recipe, overrides = variants[name]
+            measured = _measured(_step_child(recipe, data_dir, steps, overrides))
+            totals[name][0] += measured["seconds"]
+            totals[name][1] += measured["steps"]
+            totals[name][2].append(measured["peak_rss_mib"])
+    return {name: {"seconds_per_step": seconds / count, "steps": count, "peak_rss_mib": max(rss)}
+            for name, (seconds, count, rss) in totals.items()}
+
+
 def compare_multitask(data_dir: str, steps: int, rounds: int, warmup: int) -> dict:
     """MT-TARTAN against META-TARTAN, alternating over rounds, each round a fresh process per method."""
-    totals = {"mt_tartan": [0.0, 0, []], "meta_tartan": [0.0, 0, []]}
-    for round_ in range(rounds):
-        for recipe in (("mt_tartan", "meta_tartan") if round_ % 2 == 0 else ("meta_tartan", "mt_tartan")):
-            measured = _measured(_step_child(recipe, data_dir, steps))
-            totals[recipe][0] += measured["seconds"]
-            totals[recipe][1] += measured["steps"]
-            totals[recipe][2].append(measured["peak_rss_mib"])
-    mt, meta = (totals[r][0] / totals[r][1] for r in ("mt_tartan", "meta_tartan"))
-    result = {"multitask_steps": totals["mt_tartan"][1], "mt_seconds_per_step": round(mt, 3),
+    timed = alternate_children({"mt_tartan": ("mt_tartan", []), "meta_tartan": ("meta_tartan", [])},
+                               data_dir, steps, rounds)
+    mt, meta = (timed[r]["seconds_per_step"] for r in ("mt_tartan", "meta_tartan"))
+    result = {"multitask_steps": timed["mt_tartan"]["steps"], "mt_seconds_per_step": round(mt, 3),
               "meta_seconds_per_step": round(meta, 3), "meta_vs_mt": round(meta / mt, 3),
-              "mt_peak_rss_mib": round(max(totals["mt_tartan"][2])),
-              "meta_peak_rss_mib": round(max(totals["meta_tartan"][2]))}
+              "mt_peak_rss_mib": round(timed["mt_tartan"]["peak_rss_mib"]),
+              "meta_peak_rss_mib": round(timed["meta_tartan"]["peak_rss_mib"])}
     print(f"multitask: mt_tartan {mt:.3f} s/step, meta_tartan {meta:.3f} s/step, ratio {meta / mt:.3f}; "
           f"peak memory {result['mt_peak_rss_mib']} MiB against {result['meta_peak_rss_mib']} MiB", flush=True)
     return result
@@ -172,14 +185,9 @@ ATTENTION_DROPOUT_OFF = "model_config={attention_probs_dropout_prob: 0}"
 def compare_attention_dropout(data_dir: str, steps: int, rounds: int) -> dict:
     """The MT-TARTAN step with the model's attention dropout (0.1) against none: on CPU, dropout on
     the attention probabilities keeps PyTorch's attention on its unfused path."""
-    totals = {"default": [0.0, 0], "off": [0.0, 0]}
-    for round_ in range(rounds):
-        for name in (("default", "off") if round_ % 2 == 0 else ("off", "default")):
-            measured = _measured(_step_child("mt_tartan", data_dir, steps,
-                                             [ATTENTION_DROPOUT_OFF] if name == "off" else []))
-            totals[name][0] += measured["seconds"]
-            totals[name][1] += measured["steps"]
-    default, off = (totals[n][0] / totals[n][1] for n in ("default", "off"))
+    timed = alternate_children({"default": ("mt_tartan", []), "off": ("mt_tartan", [ATTENTION_DROPOUT_OFF])},
+                               data_dir, steps, rounds)
+    default, off = (timed[n]["seconds_per_step"] for n in ("default", "off"))
     result = {"attention_dropout_seconds_per_step": round(default, 3), "no_attention_dropout_seconds_per_step":
               round(off, 3), "no_attention_dropout_vs_default": round(off / default, 3)}
     print(f"attention dropout: {default:.3f} s/step with, {off:.3f} without, ratio {off / default:.3f}", flush=True)
