@@ -8,17 +8,17 @@ results without model weights.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
+from tartan.rundir import RunLog
+
 
 def read_log(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "log.jsonl"
-    if not path.is_file():
-        raise SystemExit(f"{path}: no such file (is {run_dir} a run directory?)")
-    lines = path.read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    log = RunLog(Path(run_dir))
+    if not log.path.is_file():
+        raise SystemExit(f"{log.path}: no such file (is {run_dir} a run directory?)")
+    return log.records()
 
 
 def spread(values: list[float]) -> str:
