@@ -30,6 +30,9 @@ from .errors import TartanError
 from .rundir import write_json_atomic
 
 STATUS = "sweep_status.json"
+# one entry per `tartan sweep` invocation (started, seconds, jobs, runs trained or failed), updated as runs
+# finish: a grid run over several sittings, some killed, still adds up to a total wall time
+SESSIONS = "sweep_sessions.json"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 KEYS = ("root", "recipes", "end_tasks", "seeds", "grid", "overrides", "end_task_overrides")
 
@@ -119,6 +122,12 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
     finished = {r.id for r in runs if (Path(r.config.output_dir) / "metrics.json").is_file()}
     bar = tqdm(total=len(runs), initial=len(finished), desc="sweep", unit="run", disable=not progress,
                dynamic_ncols=True)
+    sessions_path = root / SESSIONS
+    sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
+    session = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": 0.0, "jobs": jobs,
+               "runs_attempted": 0}
+    sessions.append(session)
+    session_start = time.perf_counter()
 
     def record(run: SweepRun, metrics: dict | None, seconds: float, error: BaseException | None) -> None:
         previous = status.get(run.id, {})
@@ -135,6 +144,9 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
         write_json_atomic(root / STATUS, status)
         if run.id not in finished:
             bar.update(1)
+            session["runs_attempted"] += 1
+        session["seconds"] = round(time.perf_counter() - session_start, 1)
+        write_json_atomic(sessions_path, sessions)
 
     if jobs <= 1:
         for run in runs:

@@ -10,7 +10,7 @@ import yaml
 from tartan import run as run_module
 from tartan.cli import main
 from tartan.report import build_report
-from tartan.sweep import STATUS, load_sweep, run_sweep
+from tartan.sweep import SESSIONS, STATUS, load_sweep, run_sweep
 
 
 def write_sweep(tmp_path, tiny_models, data_dir, **spec):
@@ -61,6 +61,9 @@ def test_sweep_runs_resumes_and_records_a_failed_run(tmp_path, tiny_models, data
     status = run_sweep(path, progress=False, train_fn=counting_train)  # again: finished runs are read back
     assert finished.stat().st_mtime_ns == written and status["toy/finetune/seed0"]["status"] == "done"
     assert status["missing/finetune/seed0"]["status"] == "failed"  # tried again, failed again
+    # every invocation keeps its wall time, so that a grid run over several sittings adds up
+    sessions = json.loads((tmp_path / "root" / SESSIONS).read_text())
+    assert [s["runs_attempted"] for s in sessions] == [4, 2] and all(s["seconds"] > 0 for s in sessions)
 
     # a changed sweep does not pass a finished run with another config off as done
     path.write_text(path.read_text().replace("train.max_steps: 2", "train.max_steps: 3"))
