@@ -181,7 +181,7 @@ def _run_parallel(runs: list[SweepRun], jobs: int, record) -> None:
 
     def pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
-                                   initializer=_limit_threads, initargs=(threads,))
+                                   initializer=_init_worker, initargs=(threads, os.getpid()))
 
     executor, running = pool(), {}
     try:
@@ -208,10 +208,23 @@ def _run_parallel(runs: list[SweepRun], jobs: int, record) -> None:
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _limit_threads(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
+    import threading
+
     import torch
 
     torch.set_num_threads(threads)
+    # a sweep killed from outside (SIGTERM, SIGKILL) cannot stop its workers; without this they would
+    # train on, orphaned, and a restarted sweep would put a second process on the same run folders
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int, every: float = 2.0) -> None:
+    import os
+
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)  # run folders are written atomically: the run resumes from its last checkpoint
 
 
 def _train_timed(config: Config) -> tuple[dict, float]:

@@ -114,3 +114,40 @@ def test_parallel_jobs_run_every_run_in_processes_of_their_own(tmp_path, tiny_mo
     # (up to the summation order of another thread count)
     assert [serial[f"toy/finetune/seed{s}"]["test"] for s in (0, 1)] == \
         pytest.approx([status[f"toy/finetune/seed{s}"]["test"] for s in (0, 1)], abs=1e-6)
+
+
+def test_workers_exit_when_the_sweep_is_killed(tmp_path):
+    # a parent that starts a worker the way the sweep does, reports the worker's pid, then dies
+    # without any chance to clean up (SIGKILL): the worker must not train on, orphaned
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing, os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from tartan.sweep import _init_worker\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'),\n"
+        "                               initializer=_init_worker, initargs=(1, os.getpid()))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 600)\n"
+        "    time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(worker, 0)  # alive
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived its sweep by 30 s")
