@@ -94,7 +94,8 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     from .report import build_report, to_markdown, write_report
 
-    report = build_report([Path(r) for r in args.roots], args.baseline, args.permutations)
+    report = build_report([Path(r) for r in args.roots], args.baseline, args.permutations,
+                          Path(args.reference) if args.reference else None)
     print(to_markdown(report, args.baseline))
     paths = write_report(report, args.baseline, Path(args.output or args.roots[0]))
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
@@ -172,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--baseline", default="finetune", help="recipe name or method of the baseline (default: finetune)")
     report.add_argument("--permutations", type=int, default=10_000, help="permutations of the test (default: 10,000)")
     report.add_argument("--output", "-o", help="folder for report.{md,csv,tex} (default: the first ROOT)")
+    report.add_argument("--reference", metavar="FILE",
+                        help="published figures to print beside each row: YAML, end task -> recipe name -> figure")
     report.set_defaults(func=cmd_report)
     for sub in (train, evaluate, predict, download, plot, sweep, report):
         # SUPPRESS: `tartan --debug train` keeps working; `tartan train ... --debug` works too

@@ -52,6 +52,7 @@ class Group:
 class Row:
     group: Group
     p_value: float | None  # None for the baseline itself, or without a baseline
+    reference: float | None = None  # a published figure for this recipe name (--reference), if given
 
 
 def find_runs(roots: list[Path]) -> list[Path]:
@@ -151,20 +152,43 @@ def choose_baseline(groups: list[Group], baseline: str) -> Group | None:
     return best[0]
 
 
-def build_report(roots: list[Path], baseline: str = "finetune", permutations: int = PERMUTATIONS) -> dict:
-    """{"permutations": n, "tasks": {end task: (baseline group, rows)}}."""
+def read_reference(path: Path) -> dict[str, dict[str, float]]:
+    """Published figures to print beside the runs: YAML mapping end task -> recipe name -> figure
+    (x100, as the report prints)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TartanError("no such file", path)
+    try:
+        reference = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise TartanError("malformed YAML", path, mark.line + 1 if mark else None) from None
+    if not isinstance(reference, dict):
+        raise TartanError("expected a mapping of end task -> {recipe name: figure}", path)
+    for end_task, figures in reference.items():
+        if not isinstance(figures, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in figures.values()):
+            raise TartanError(f"{end_task}: expected a mapping of recipe name -> number", path)
+    return reference
+
+
+def build_report(roots: list[Path], baseline: str = "finetune", permutations: int = PERMUTATIONS,
+                 reference: Path | None = None) -> dict:
+    """{"permutations": n, "tasks": {end task: (baseline group, rows)}, "reference": its file or None}."""
     if permutations < 1:
         raise TartanError(f"--permutations must be positive, got {permutations}")
+    published = read_reference(reference) if reference is not None else {}
     groups = group_runs(find_runs(roots))
     report = {}
     for end_task in sorted({g.end_task for g in groups}):
         task_groups = [g for g in groups if g.end_task == end_task]
         base = choose_baseline(task_groups, baseline)
         task_groups.sort(key=lambda g: g is not base)  # the baseline first, the rest by label
-        rows = [Row(g, None if base is None or g is base else permutation_p_value(g.test, base.test, permutations))
-                for g in task_groups]
+        figures = published.get(end_task, {})
+        rows = [Row(g, None if base is None or g is base else permutation_p_value(g.test, base.test, permutations),
+                    figures.get(g.name)) for g in task_groups]
         report[end_task] = (base, rows)
-    return {"permutations": permutations, "tasks": report}
+    return {"permutations": permutations, "tasks": report, "reference": None if reference is None else str(reference)}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -180,21 +204,26 @@ def _cells(row: Row) -> dict[str, str]:
     return {"method": row.group.label, "seeds": str(len(row.group.test)),
             "test mean": number(test_mean), "test std": number(test_std),
             "dev mean": number(dev_mean), "dev std": number(dev_std),
-            "p": "-" if row.p_value is None or math.isnan(row.p_value) else f"{row.p_value:.3f}"}
+            "p": "-" if row.p_value is None or math.isnan(row.p_value) else f"{row.p_value:.3f}",
+            "reference": "-" if row.reference is None else f"{row.reference:.2f}"}
 
 
 COLUMNS = ("method", "seeds", "test mean", "test std", "dev mean", "dev std", "p")
 
 
+def _columns(report: dict) -> tuple[str, ...]:
+    return COLUMNS + ("reference",) if report.get("reference") else COLUMNS
+
+
 def to_markdown(report: dict, baseline: str) -> str:
-    parts = []
+    parts, columns = [], _columns(report)
     for end_task, (base, rows) in report["tasks"].items():
         metric = rows[0].group.metric
         parts.append(f"### {end_task} ({metric}, x100)\n")
-        parts.append("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+        parts.append("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
         for row in rows:
             cells = _cells(row)
-            parts.append("| " + " | ".join(cells[c] for c in COLUMNS) + " |")
+            parts.append("| " + " | ".join(cells[c] for c in columns) + " |")
         if base:
             smallest = {len(r.group.test): _smallest_p(len(r.group.test), len(base.test)) for r in rows[1:]}
             floor = ", ".join(f"{n} seeds: {p:.3g}" for n, p in sorted(smallest.items()) if not math.isnan(p)) or "-"
@@ -204,6 +233,8 @@ def to_markdown(report: dict, baseline: str) -> str:
                          "comparing several methods).\n")
         else:
             parts.append(f"\np: no `{baseline}` runs on {end_task}, so no p-values.\n")
+        if report.get("reference"):
+            parts.append(f"reference: the figure for the recipe name in {report['reference']}.\n")
     return "\n".join(parts)
 
 
@@ -213,13 +244,13 @@ def _smallest_p(a: int, b: int) -> float:
 
 
 def to_csv(report: dict) -> str:
-    out = io.StringIO()
+    out, columns = io.StringIO(), _columns(report)
     writer = csv.writer(out)
-    writer.writerow(("end_task", "metric", *COLUMNS, "baseline"))
+    writer.writerow(("end_task", "metric", *columns, "baseline"))
     for end_task, (base, rows) in report["tasks"].items():
         for row in rows:
             cells = _cells(row)
-            writer.writerow((end_task, row.group.metric, *(cells[c] for c in COLUMNS), base.label if base else ""))
+            writer.writerow((end_task, row.group.metric, *(cells[c] for c in columns), base.label if base else ""))
     return out.getvalue()
 
 
@@ -232,15 +263,18 @@ def _tex(text: str) -> str:
 
 
 def to_latex(report: dict) -> str:
-    parts = []
+    parts, with_reference = [], bool(report.get("reference"))
+    width = 6 if with_reference else 5
     for end_task, (base, rows) in report["tasks"].items():
-        parts += [r"\begin{tabular}{lrrrr}", r"\toprule",
-                  rf"\multicolumn{{5}}{{l}}{{{_tex(end_task)} ({_tex(rows[0].group.metric)})}} \\",
-                  r"method & seeds & test & dev & $p$ \\", r"\midrule"]
+        parts += [r"\begin{tabular}{l" + "r" * (width - 1) + "}", r"\toprule",
+                  rf"\multicolumn{{{width}}}{{l}}{{{_tex(end_task)} ({_tex(rows[0].group.metric)})}} \\",
+                  r"method & seeds & test & dev & $p$" + (" & reference" if with_reference else "") + r" \\",
+                  r"\midrule"]
         for row in rows:
             cells = _cells(row)
             parts.append(f"{_tex(cells['method'])} & {cells['seeds']} & {cells['test mean']} $\\pm$ {cells['test std']} "
-                         f"& {cells['dev mean']} $\\pm$ {cells['dev std']} & {cells['p']} \\\\")
+                         f"& {cells['dev mean']} $\\pm$ {cells['dev std']} & {cells['p']}"
+                         + (f" & {cells['reference']}" if with_reference else "") + " \\\\")
         parts += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(parts)
 

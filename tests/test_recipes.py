@@ -20,7 +20,7 @@ def test_every_recipe_loads_and_names_a_known_method(recipe):
     assert methods.get(config.method)(config)  # a method builds at least one stage
 
 
-SWEEPS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*/*.yaml"))
+SWEEPS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*/sweep*.yaml"))
 
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: f"{p.parent.name}/{p.stem}")

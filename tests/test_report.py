@@ -128,3 +128,28 @@ def test_a_run_saved_before_a_key_existed_groups_with_runs_at_its_default(tmp_pa
     write_run(root / "mt" / "seed2", "mt_tartan", 2, 0.71, muppet={"batching": "batch_homogeneous"})
     rows = build_report([root], None)["tasks"]["citation_intent"][1]
     assert sorted(sorted(row.group.seeds) for row in rows) == [[0, 1], [2]]
+
+
+def test_reference_figures_print_beside_their_recipe(runs, tmp_path, capsys):
+    reference = tmp_path / "research.yaml"
+    reference.write_text("citation_intent: {finetune: 66.03, mt_tartan: 71.58}\nchemprot: {tapt: 82.17}\n")
+    out = tmp_path / "out"
+    assert main(["report", str(runs), "-o", str(out), "--reference", str(reference)]) == 0
+    printed = capsys.readouterr().out
+    assert "| method | seeds | test mean | test std | dev mean | dev std | p | reference |" in printed
+    assert "| finetune | 3 | 64.00 | 2.00 | 64.00 | 2.00 | - | 66.03 |" in printed
+    assert "| 0.100 | 71.58 |" in printed  # by recipe name, whatever else sets a group apart
+    assert "| chemprot" not in printed and "| finetune | 1 | 80.00 | - | 80.00 | - | - | - |" in printed
+    assert "71.58" in (out / "report.csv").read_text()
+    assert r"& $p$ & reference \\" in (out / "report.tex").read_text()
+
+
+@pytest.mark.parametrize("text, message", [("citation_intent: {finetune: high}\n", "citation_intent: expected a mapping"),
+                                           ("- 1\n", "expected a mapping of end task"),
+                                           ("a: [1\n", "malformed YAML")])
+def test_bad_reference_file_is_one_line(text, message, runs, tmp_path, capsys):
+    reference = tmp_path / "research.yaml"
+    reference.write_text(text)
+    assert main(["report", str(runs), "-o", str(tmp_path / "out"), "--reference", str(reference)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and str(reference) in error and len(error.splitlines()) == 1
