@@ -25,7 +25,9 @@ def fit(run_dir: Path) -> tuple[str, str, list[float], list[tuple[int, float]]]:
     end_task, metric = metrics["end_task"], metrics["metric"]
     records = read_log(run_dir)
     stages = {r.get("stage") for r in records}
-    stage = next(s for s in END_TASK_STAGES if s in stages)
+    stage = next((s for s in END_TASK_STAGES if s in stages), None)
+    if stage is None:
+        raise SystemExit(f"{run_dir}: no {' or '.join(END_TASK_STAGES)} stage in its log")
     losses: dict[int, list[float]] = {}
     devs = []
     for record in records:

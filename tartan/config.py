@@ -206,25 +206,30 @@ def load_config(recipe: str | Path | None, overrides: list[str] = ()) -> Config:
     return config
 
 
-def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+def read_yaml(path: Path, what: str = "file"):
+    """A YAML file's value (None when empty); a missing, non-UTF-8 or malformed file is a one-line
+    error naming the file (and line)."""
+    path = Path(path)
     if not path.is_file():
-        raise TartanError("recipe not found", path)
+        raise TartanError(f"{what} not found", path)
     try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        values = yaml.safe_load(text)
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise TartanError("recipe is not UTF-8 text", path) from None
+        raise TartanError(f"{what} is not UTF-8 text", path) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error)
         raise TartanError(f"malformed YAML: {problem}", path, mark.line + 1 if mark else None) from None
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    values = read_yaml(path, "recipe")
     if values is None:
         return {}, {}
     if not isinstance(values, dict):
         raise TartanError("a recipe must be a mapping of keys to values", path, 1)
     lines: dict[str, int] = {}
-    _key_lines(node, "", lines)
+    _key_lines(yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader), "", lines)
     return values, lines
 
 

@@ -13,13 +13,13 @@ import io
 import json
 import math
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from . import rundir
-from .config import with_defaults
+from .config import read_yaml, with_defaults
 from .errors import TartanError
 
 # beside the display settings (rundir.defining drops those): where the run and its data folder
@@ -77,11 +77,7 @@ def _read(run_dir: Path) -> tuple[dict, dict]:
         metrics = json.loads(metrics_path.read_text())
     except json.JSONDecodeError as error:
         raise TartanError(f"malformed JSON ({error.msg})", metrics_path, error.lineno) from None
-    try:
-        config = yaml.safe_load(config_path.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        raise TartanError("malformed YAML", config_path, mark.line + 1 if mark else None) from None
+    config = read_yaml(config_path, "run config") or {}
     for key in ("metric", "test"):
         if key not in metrics:
             raise TartanError(f"no {key!r} key: not a tartan metrics file", metrics_path)
@@ -156,13 +152,7 @@ def read_reference(path: Path) -> dict[str, dict[str, float]]:
     """Published figures to print beside the runs: YAML mapping end task -> recipe name -> figure
     (x100, as the report prints)."""
     path = Path(path)
-    if not path.is_file():
-        raise TartanError("no such file", path)
-    try:
-        reference = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        raise TartanError("malformed YAML", path, mark.line + 1 if mark else None) from None
+    reference = read_yaml(path, "reference file") or {}
     if not isinstance(reference, dict):
         raise TartanError("expected a mapping of end task -> {recipe name: figure}", path)
     for end_task, figures in reference.items():
@@ -188,6 +178,10 @@ def build_report(roots: list[Path], baseline: str = "finetune", permutations: in
         rows = [Row(g, None if base is None or g is base else permutation_p_value(g.test, base.test, permutations),
                     figures.get(g.name)) for g in task_groups]
         report[end_task] = (base, rows)
+    unmatched = [f"{task}/{name}" for task, figures in published.items() for name in figures
+                 if not any(g.end_task == task and g.name == name for g in groups)]
+    if unmatched:  # most likely a misspelt recipe or end task name
+        print(f"tartan report: {reference}: no runs for " + ", ".join(unmatched), file=sys.stderr)
     return {"permutations": permutations, "tasks": report, "reference": None if reference is None else str(reference)}
 
 

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
+import threading
 import time
+import uuid
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
-from .config import Config, load_config
+from .config import Config, load_config, read_yaml
 from .errors import TartanError
 from .rundir import write_json_atomic
 
@@ -59,13 +61,7 @@ def _recipe_path(name: str, base: Path) -> Path:
 def load_sweep(path: Path, overrides: list[str] = ()) -> tuple[Path, list[SweepRun]]:
     """The sweep's root and its runs, every config loaded and checked before anything runs."""
     path = Path(path)
-    if not path.is_file():
-        raise TartanError("no such file", path)
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        raise TartanError("malformed YAML", path, mark.line + 1 if mark else None) from None
+    spec = read_yaml(path, "sweep file") or {}
     if not isinstance(spec, dict):
         raise TartanError("expected a mapping of sweep keys", path)
     unknown = sorted(set(spec) - set(KEYS))
@@ -120,14 +116,9 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
     # runs finished before this call count as done from the start, so that the time-left estimate
     # comes from runs trained now
     finished = {r.id for r in runs if (Path(r.config.output_dir) / "metrics.json").is_file()}
+    session = SessionLog(root, jobs)
     bar = tqdm(total=len(runs), initial=len(finished), desc="sweep", unit="run", disable=not progress,
                dynamic_ncols=True)
-    sessions_path = root / SESSIONS
-    sessions = json.loads(sessions_path.read_text()) if sessions_path.is_file() else []
-    session = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": 0.0, "jobs": jobs,
-               "runs_attempted": 0}
-    sessions.append(session)
-    session_start = time.perf_counter()
 
     def record(run: SweepRun, metrics: dict | None, seconds: float, error: BaseException | None) -> None:
         previous = status.get(run.id, {})
@@ -144,10 +135,18 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
         write_json_atomic(root / STATUS, status)
         if run.id not in finished:
             bar.update(1)
-            session["runs_attempted"] += 1
-        session["seconds"] = round(time.perf_counter() - session_start, 1)
-        write_json_atomic(sessions_path, sessions)
+        if run.id not in finished or error is not None:  # a finished run read back was not attempted
+            session.count_run()
 
+    try:
+        _run_all(runs, jobs, train_fn, record, bar)
+    finally:
+        session.close()
+        bar.close()
+    return {r.id: status[r.id] for r in runs}  # entries of runs no longer in the sweep stay in the file only
+
+
+def _run_all(runs: list[SweepRun], jobs: int, train_fn, record, bar) -> None:
     if jobs <= 1:
         for run in runs:
             bar.set_postfix_str(run.id)
@@ -163,15 +162,66 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
             record(run, metrics, time.perf_counter() - started, error)
     else:
         _run_parallel(runs, jobs, record)
-    bar.close()
-    return {r.id: status[r.id] for r in runs}  # entries of runs no longer in the sweep stay in the file only
+
+
+class SessionLog:
+    """This invocation's entry in ROOT/sweep_sessions.json: written when the sweep starts, then every
+    `every` seconds and after every run, so that a sweep killed mid-run loses at most that much of
+    its wall time. The file is read again before each write, so that another sweep on the same root
+    keeps its entries."""
+
+    def __init__(self, root: Path, jobs: int, every: float = 60.0):
+        self.path = Path(root) / SESSIONS
+        self.entry = {"id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "seconds": 0.0, "jobs": jobs, "runs_attempted": 0}
+        self._start = time.perf_counter()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.write()
+        threading.Thread(target=self._beat, args=(every,), daemon=True).start()
+
+    def _beat(self, every: float) -> None:
+        while not self._stopped.wait(every):
+            self.write()
+
+    def count_run(self) -> None:
+        with self._lock:
+            self.entry["runs_attempted"] += 1
+        self.write()
+
+    def write(self) -> None:
+        with self._lock:
+            self.entry["seconds"] = round(time.perf_counter() - self._start, 1)
+            sessions = read_sessions(self.path.parent)
+            mine = [i for i, s in enumerate(sessions) if s.get("id") == self.entry["id"]]
+            if mine:
+                sessions[mine[0]] = self.entry
+            else:
+                sessions.append(self.entry)
+            write_json_atomic(self.path, sessions)
+
+    def close(self) -> None:
+        self._stopped.set()
+        self.write()
+
+
+def read_sessions(root: Path) -> list[dict]:
+    path = Path(root) / SESSIONS
+    if not path.is_file():
+        return []
+    try:
+        sessions = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise TartanError(f"malformed JSON ({error.msg})", path, error.lineno) from None
+    if not isinstance(sessions, list):
+        raise TartanError("expected a list of sweep sessions", path)
+    return sessions
 
 
 def _run_parallel(runs: list[SweepRun], jobs: int, record) -> None:
     """`jobs` runs at a time, each in a process of its own (fresh per run, so that nothing one run
     allocates stays with the next), in the sweep's order."""
     import multiprocessing
-    import os
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
@@ -209,8 +259,6 @@ def _run_parallel(runs: list[SweepRun], jobs: int, record) -> None:
 
 
 def _init_worker(threads: int, parent: int) -> None:
-    import threading
-
     import torch
 
     torch.set_num_threads(threads)
@@ -220,8 +268,6 @@ def _init_worker(threads: int, parent: int) -> None:
 
 
 def _exit_when_orphaned(parent: int, every: float = 2.0) -> None:
-    import os
-
     while os.getppid() == parent:
         time.sleep(every)
     os._exit(1)  # run folders are written atomically: the run resumes from its last checkpoint

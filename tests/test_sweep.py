@@ -3,6 +3,7 @@ stopping the sweep, and the report grouping the sweep's runs."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import yaml
@@ -10,7 +11,7 @@ import yaml
 from tartan import run as run_module
 from tartan.cli import main
 from tartan.report import build_report
-from tartan.sweep import SESSIONS, STATUS, load_sweep, run_sweep
+from tartan.sweep import SESSIONS, STATUS, SessionLog, load_sweep, run_sweep
 
 
 def write_sweep(tmp_path, tiny_models, data_dir, **spec):
@@ -61,15 +62,37 @@ def test_sweep_runs_resumes_and_records_a_failed_run(tmp_path, tiny_models, data
     status = run_sweep(path, progress=False, train_fn=counting_train)  # again: finished runs are read back
     assert finished.stat().st_mtime_ns == written and status["toy/finetune/seed0"]["status"] == "done"
     assert status["missing/finetune/seed0"]["status"] == "failed"  # tried again, failed again
-    # every invocation keeps its wall time, so that a grid run over several sittings adds up
-    sessions = json.loads((tmp_path / "root" / SESSIONS).read_text())
-    assert [s["runs_attempted"] for s in sessions] == [4, 2] and all(s["seconds"] > 0 for s in sessions)
 
     # a changed sweep does not pass a finished run with another config off as done
     path.write_text(path.read_text().replace("train.max_steps: 2", "train.max_steps: 3"))
     status = run_sweep(path, progress=False, train_fn=counting_train)
     assert status["toy/finetune/seed0"]["status"] == "failed"
     assert "holds a run with another config" in status["toy/finetune/seed0"]["error"]
+
+    # every invocation keeps its wall time, so that a grid run over several sittings adds up; a
+    # finished run read back is not an attempt, one that fails is
+    sessions = json.loads((tmp_path / "root" / SESSIONS).read_text())
+    assert [s["runs_attempted"] for s in sessions] == [4, 2, 4] and all(s["seconds"] > 0 for s in sessions)
+
+
+def test_session_log_is_on_disk_while_the_sweep_runs(tmp_path):
+    (tmp_path / SESSIONS).write_text(json.dumps([{"id": "earlier", "seconds": 5.0}]))
+    session = SessionLog(tmp_path, jobs=2, every=0.05)
+    time.sleep(0.3)  # no run has finished: the heartbeat alone has written the time so far
+    on_disk = json.loads((tmp_path / SESSIONS).read_text())
+    assert on_disk[0]["seconds"] == 5.0 and len(on_disk) == 2 and on_disk[1]["seconds"] >= 0.2
+    session.count_run()
+    session.close()
+    assert json.loads((tmp_path / SESSIONS).read_text())[1]["runs_attempted"] == 1
+
+
+def test_malformed_sessions_file_is_one_line(tmp_path, tiny_models, data_dir, capsys):
+    path = write_sweep(tmp_path, tiny_models, data_dir)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / SESSIONS).write_text("[{")
+    assert main(["sweep", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"{SESSIONS}:1: malformed JSON" in error and len(error.splitlines()) == 1
 
 
 def test_sweep_command_shares_pretraining_and_reports(tmp_path, tiny_models, data_dir, capsys):
@@ -123,7 +146,6 @@ def test_workers_exit_when_the_sweep_is_killed(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     script = tmp_path / "parent.py"
     script.write_text(
@@ -143,11 +165,18 @@ def test_workers_exit_when_the_sweep_is_killed(tmp_path):
     parent.wait()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        try:
-            os.kill(worker, 0)
-        except ProcessLookupError:
+        if not _alive(worker):
             break
         time.sleep(0.2)
     else:
         os.kill(worker, signal.SIGKILL)
         pytest.fail("the worker outlived its sweep by 30 s")
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie that a non-reaping PID 1 (a container without init) left behind."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
