@@ -15,6 +15,8 @@ goes on. Pre-training stages shared between runs are computed once (the stage st
 Runs go seed by seed, so that a sweep stopped half-way has every method at its first seeds."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from .config import Config, load_config, read_yaml
 from .errors import TartanError
-from .rundir import write_json_atomic
+from .rundir import DISPLAY_KEYS, write_json_atomic
 
 STATUS = "sweep_status.json"
 # one entry per `tartan sweep` invocation (started, seconds, jobs, runs trained or failed), updated as runs
@@ -234,10 +236,11 @@ def _run_parallel(runs: list[SweepRun], jobs: int, record) -> None:
                                    initializer=_init_worker, initargs=(threads, os.getpid()))
 
     executor, running = pool(), {}
+    signatures = {run.id: stage_signatures(run.config) for run in runs}
     try:
         while pending or running:
             while pending and len(running) < jobs:
-                run = pending.pop(0)
+                run = pending.pop(next_run(pending, list(running.values()), signatures))
                 running[executor.submit(_train_timed, run.config)] = run
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
@@ -256,6 +259,36 @@ def _run_parallel(runs: list[SweepRun], jobs: int, record) -> None:
                     record(run, None, getattr(error, "seconds", 0.0), error)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def next_run(pending: list[SweepRun], running: list[SweepRun], signatures: dict[str, set[str]]) -> int:
+    """The index of the pending run to start: the first that computes no pre-training stage a
+    running run computes, so that it finds the stage stored later instead of computing it a second
+    time at once; the first of all when every pending run shares one."""
+    busy = set().union(*(signatures[r.id] for r in running))
+    return next((i for i, r in enumerate(pending) if not signatures[r.id] & busy), 0)
+
+
+def stage_signatures(config: Config) -> set[str]:
+    """Stand-ins for the keys of the reusable (pre-training) stages a run computes: run.stage_key
+    without the data digests, which would mean reading the data; the end task and data folder stand
+    in for them. Equal signatures mean the same stage; a stage shared across end tasks (MUPPET's)
+    gets one signature per end task, so it may still be computed twice at once."""
+    from .methods import methods
+
+    found, previous = set(), ""
+    for stage in methods.get(config.method)(config):
+        if not stage.reusable:
+            break
+        section = {k: v for k, v in dataclasses.asdict(getattr(config, stage.train_section)).items()
+                   if k not in DISPLAY_KEYS}
+        described = {"previous": previous, "stage": stage.name, "tasks": stage.tasks, "head_init": stage.head_init,
+                     "section": section, "model": config.model, "model_config": config.model_config,
+                     "mlm": dataclasses.asdict(config.mlm), "data": dataclasses.asdict(config.data),
+                     "end_task": config.end_task, "data_dir": str(config.data_dir)}
+        previous = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+        found.add(previous)
+    return found
 
 
 def _init_worker(threads: int, parent: int) -> None:

@@ -11,7 +11,7 @@ import yaml
 from tartan import run as run_module
 from tartan.cli import main
 from tartan.report import build_report
-from tartan.sweep import SESSIONS, STATUS, SessionLog, load_sweep, run_sweep
+from tartan.sweep import SESSIONS, STATUS, SessionLog, load_sweep, next_run, run_sweep, stage_signatures
 
 
 def write_sweep(tmp_path, tiny_models, data_dir, **spec):
@@ -180,3 +180,23 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_run_waits_while_another_computes_its_pretraining_stage(tmp_path, tiny_models, data_dir):
+    path = write_sweep(tmp_path, tiny_models, data_dir, recipes=["finetune", "dapt", "tapt", "dapt_tapt", "mt_tartan"],
+                       end_tasks=["toy"], seeds=[0])
+    _, runs = load_sweep(path)
+    signatures = {run.id: stage_signatures(run.config) for run in runs}
+    by_recipe = {run.id.split("/")[1]: run for run in runs}
+    dapt, tapt, dapt_tapt = (signatures[by_recipe[name].id] for name in ("dapt", "tapt", "dapt_tapt"))
+    assert len(dapt) == 1 and dapt < dapt_tapt and not tapt & dapt_tapt and not signatures[by_recipe["finetune"].id]
+    # dapt is training: dapt_tapt (its DAPT stage) is passed over for mt_tartan, which needs none
+    pending = [by_recipe["dapt_tapt"], by_recipe["mt_tartan"]]
+    assert next_run(pending, [by_recipe["dapt"]], signatures) == 1
+    assert next_run(pending, [by_recipe["tapt"]], signatures) == 0
+    assert next_run(pending[:1], [by_recipe["dapt"]], signatures) == 0  # nothing else to run: it goes
+    # a DAPT stage with another budget is another stage
+    other = load_sweep(write_sweep(tmp_path, tiny_models, data_dir, recipes=["dapt"], end_tasks=["toy"], seeds=[0],
+                                   overrides={**yaml.safe_load(path.read_text())["overrides"],
+                                              "pretrain.max_steps": 3}))[1][0]
+    assert not stage_signatures(other.config) & dapt
