@@ -23,19 +23,18 @@ import os
 import sys
 import threading
 import time
-import uuid
 import traceback
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
 
 from .config import Config, load_config, read_yaml
 from .errors import TartanError
 from .rundir import DISPLAY_KEYS, write_json_atomic
 
 STATUS = "sweep_status.json"
-# one entry per `tartan sweep` invocation (started, seconds, jobs, runs trained or failed), updated as runs
-# finish: a grid run over several sittings, some killed, still adds up to a total wall time
+# one entry per `tartan sweep` invocation (started, seconds, jobs, runs trained or failed), updated
+# every minute: a grid run over several sittings, some killed, still adds up to a total wall time
 SESSIONS = "sweep_sessions.json"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 KEYS = ("root", "recipes", "end_tasks", "seeds", "grid", "overrides", "end_task_overrides")
