@@ -192,7 +192,9 @@ class SessionLog:
 
     def write(self) -> None:
         with self._lock:
-            self.entry["seconds"] = round(time.perf_counter() - self._start, 1)
+            # milliseconds: a sitting that only reads finished runs back lasts well under 0.1 s, and
+            # rounding it to 0.0 would look like a sitting that never ran
+            self.entry["seconds"] = round(time.perf_counter() - self._start, 3)
             sessions = read_sessions(self.path.parent)
             mine = [i for i, s in enumerate(sessions) if s.get("id") == self.entry["id"]]
             if mine:
