@@ -272,10 +272,11 @@ def next_run(pending: list[SweepRun], running: list[SweepRun], signatures: dict[
 
 def stage_signatures(config: Config) -> set[str]:
     """Stand-ins for the keys of the reusable (pre-training) stages a run computes: run.stage_key
-    without the data digests, which would mean reading the data; the end task and data folder stand
-    in for them. Equal signatures mean the same stage; a stage shared across end tasks (MUPPET's)
-    gets one signature per end task, so it may still be computed twice at once."""
+    without the data digests, which would mean reading the data; the data folder stands in for them,
+    and the end task too where a task type reads it (MLM), so that a stage over other tasks only
+    (MUPPET's) has one signature across end tasks. Equal signatures mean the same stage."""
     from .methods import methods
+    from .tasks import task_types
 
     found, previous = set(), ""
     for stage in methods.get(config.method)(config):
@@ -286,7 +287,9 @@ def stage_signatures(config: Config) -> set[str]:
         described = {"previous": previous, "stage": stage.name, "tasks": stage.tasks, "head_init": stage.head_init,
                      "section": section, "model": config.model, "model_config": config.model_config,
                      "mlm": dataclasses.asdict(config.mlm), "data": dataclasses.asdict(config.data),
-                     "end_task": config.end_task, "data_dir": str(config.data_dir)}
+                     "data_dir": str(config.data_dir),
+                     "end_task": config.end_task if any(task_types.get(kind).reads_end_task
+                                                        for _, kind, _ in stage.tasks) else None}
         previous = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
         found.add(previous)
     return found

@@ -200,3 +200,20 @@ def test_a_run_waits_while_another_computes_its_pretraining_stage(tmp_path, tiny
                                    overrides={**yaml.safe_load(path.read_text())["overrides"],
                                               "pretrain.max_steps": 3}))[1][0]
     assert not stage_signatures(other.config) & dapt
+
+
+def test_a_stage_over_other_tasks_only_has_one_signature_across_end_tasks(tmp_path, tiny_models, data_dir):
+    # MUPPET's pre-finetuning reads only its own task folders: the same stage for every end task, so
+    # a run of one end task waits while another end task's run computes it; TAPT reads the end task
+    path = write_sweep(tmp_path, tiny_models, data_dir, recipes=["muppet", "tapt"], end_tasks=["toy", "other"],
+                       seeds=[0])
+    spec = yaml.safe_load(path.read_text())
+    spec["overrides"].update({"muppet.tasks": ["toy_pairs"], "muppet.max_steps": 2})
+    path.write_text(yaml.safe_dump(spec))
+    _, runs = load_sweep(path)
+    signatures = {run.id: stage_signatures(run.config) for run in runs}
+    assert signatures["toy/muppet/seed0"] == signatures["other/muppet/seed0"] != set()
+    assert not signatures["toy/tapt/seed0"] & signatures["other/tapt/seed0"]
+    by_id = {run.id: run for run in runs}
+    pending = [by_id["other/muppet/seed0"], by_id["other/tapt/seed0"]]
+    assert next_run(pending, [by_id["toy/muppet/seed0"]], signatures) == 1

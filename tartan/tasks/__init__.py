@@ -18,6 +18,9 @@ class Task(Protocol):
 
     name: str
     metric: str  # the dev metric that selects checkpoints when this is the end task
+    # class attribute: whether its data depends on the end task (MLM text sampled to a multiple of
+    # |Train|, or the end task's own text); a sweep tells shared pre-training stages apart by it
+    reads_end_task: bool
 
     def make_head(self, body: nn.Module) -> nn.Module: ...  # the body: a head may tie weights to it
     def train_batches(self, epoch: int) -> list[np.ndarray]: ...

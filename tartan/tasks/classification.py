@@ -21,6 +21,7 @@ from . import task_types
 
 @task_types.register("classification")
 class ClassificationTask:
+    reads_end_task = False  # the folder of its own name
     def __init__(self, data: LabelledTask, tokenizer, *, max_length: int, batch_size: int,
                  eval_batch_size: int, seed: int, bucket_batches: int = 50, head_dropout: float = 0.1,
                  metric: str | None = None, cache: Path | None = None, scale_loss: bool = False):

@@ -29,6 +29,7 @@ HELDOUT_SEED = 1234  # fixed held-out masks: MLM evaluations are comparable acro
 @task_types.register("mlm")
 class MaskedLMTask:
     metric = "accuracy"  # masked-token accuracy on the held-out lines
+    reads_end_task = True  # source: task, and sizes given as multiples of the end task's train set
 
     def __init__(self, name: str, texts: list[str], digest: str, tokenizer, *, max_length: int, batch_size: int,
                  eval_batch_size: int, seed: int, bucket_batches: int = 50, probability: float = 0.15,
