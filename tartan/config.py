@@ -144,6 +144,10 @@ class MetaConfig:
     head_weight_decay: float = checked(0.1, minimum=0)
     # end-task dev examples per weight update
     dev_batch_size: int = checked(16, minimum=1)
+    # the end-task train batch the meta head is fit on: the step's own (its features come free
+    # with the step's forward pass) or another one (one extra forward pass without gradients; the
+    # step's own biased the end task's cosine negative: benchmarks/meta_head_probe.py)
+    head_batch: str = checked("step", choices=("step", "other"))
 
 
 @dataclass

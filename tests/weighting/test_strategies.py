@@ -136,3 +136,21 @@ def test_meta_reports_how_well_its_meta_head_fits(setup):
     same = strategies.get("meta")(["toy"], "toy", head="same", dev_batch_size=16)
     same.dev_gradient(inputs, body)
     assert set(same.meta_head_losses) == {"dev"}  # no meta head is trained
+
+
+def test_meta_head_fit_on_another_train_batch_ignores_the_steps_batch(setup):
+    # head_batch=other: the meta head is fit on a train batch drawn by (seed, step), not on the
+    # features of the step's batch, whose gradient the dev gradient is compared with
+    task, model, accelerator = setup
+    body = list(model.body.parameters())
+
+    def dev_gradient(head_batch: str, step: int, scramble: bool) -> torch.Tensor:
+        strategy = strategies.get("meta")(["toy"], "toy", head_batch=head_batch, dev_batch_size=16, seed=3)
+        _, inputs = step_inputs(task, model, accelerator, step)
+        if scramble:
+            inputs.features["toy"] = torch.randn_like(inputs.features["toy"]) * 10
+        return torch.cat([g.reshape(-1) for g in strategy.dev_gradient(inputs, body)])
+
+    assert torch.allclose(dev_gradient("other", 0, False), dev_gradient("other", 0, True))
+    assert not torch.allclose(dev_gradient("step", 0, False), dev_gradient("step", 0, True), atol=1e-4)
+    assert not torch.allclose(dev_gradient("other", 0, False), dev_gradient("other", 1, False), atol=1e-4)
