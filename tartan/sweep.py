@@ -162,7 +162,7 @@ def _run_all(runs: list[SweepRun], jobs: int, train_fn, record, bar) -> None:
                 metrics, error = None, raised
             record(run, metrics, time.perf_counter() - started, error)
     else:
-        _run_parallel(runs, jobs, record)
+        _run_parallel(runs, jobs, train_fn, record)
 
 
 class SessionLog:
@@ -221,9 +221,10 @@ def read_sessions(root: Path) -> list[dict]:
     return sessions
 
 
-def _run_parallel(runs: list[SweepRun], jobs: int, record) -> None:
+def _run_parallel(runs: list[SweepRun], jobs: int, train_fn, record) -> None:
     """`jobs` runs at a time, each in a process of its own (fresh per run, so that nothing one run
-    allocates stays with the next), in the sweep's order."""
+    allocates stays with the next), in the sweep's order. `train_fn` must pickle (a module-level
+    function)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -231,6 +232,9 @@ def _run_parallel(runs: list[SweepRun], jobs: int, record) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // jobs)
     pending = list(runs)
+    # runs that were training when a worker died: the pool cannot say whose worker it was, so each
+    # suspect trains again alone (from its checkpoint), and only a run that breaks the pool alone fails
+    suspects: set[str] = set()
 
     def pool() -> ProcessPoolExecutor:
         return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
@@ -240,9 +244,12 @@ def _run_parallel(runs: list[SweepRun], jobs: int, record) -> None:
     signatures = {run.id: stage_signatures(run.config) for run in runs}
     try:
         while pending or running:
-            while pending and len(running) < jobs:
-                run = pending.pop(next_run(pending, list(running.values()), signatures))
-                running[executor.submit(_train_timed, run.config)] = run
+            while pending and len(running) < jobs and not suspects & {r.id for r in running.values()}:
+                index = next_run(pending, list(running.values()), signatures)
+                if pending[index].id in suspects and running:
+                    break  # a suspect waits for the others to finish
+                run = pending.pop(index)
+                running[executor.submit(_train_timed, train_fn, run.config)] = run
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 if future not in running:  # handed back to pending when the pool broke
@@ -250,13 +257,20 @@ def _run_parallel(runs: list[SweepRun], jobs: int, record) -> None:
                 run = running.pop(future)
                 try:
                     metrics, seconds = future.result()
+                    suspects.discard(run.id)
                     record(run, metrics, seconds, None)
                 except BrokenProcessPool as error:  # a worker died (killed, out of memory): a new pool
-                    record(run, None, 0.0, error)
+                    broken = [run] + [running.pop(f) for f in list(running)]
                     executor.shutdown(wait=False, cancel_futures=True)
                     executor = pool()
-                    pending = [running.pop(f) for f in list(running)] + pending
+                    if len(broken) == 1:
+                        suspects.discard(run.id)
+                        record(run, None, 0.0, error)
+                    else:
+                        suspects.update(r.id for r in broken)
+                        pending = broken + pending
                 except Exception as error:
+                    suspects.discard(run.id)
                     record(run, None, getattr(error, "seconds", 0.0), error)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
@@ -310,12 +324,10 @@ def _exit_when_orphaned(parent: int, every: float = 2.0) -> None:
     os._exit(1)  # run folders are written atomically: the run resumes from its last checkpoint
 
 
-def _train_timed(config: Config) -> tuple[dict, float]:
-    from .run import train
-
+def _train_timed(train_fn, config: Config) -> tuple[dict, float]:
     started = time.perf_counter()
     try:
-        return train(config), time.perf_counter() - started
+        return train_fn(config), time.perf_counter() - started
     except Exception as error:
         error.seconds = time.perf_counter() - started  # travels back with the pickled exception
         raise

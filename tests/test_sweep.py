@@ -139,6 +139,28 @@ def test_parallel_jobs_run_every_run_in_processes_of_their_own(tmp_path, tiny_mo
         pytest.approx([status[f"toy/finetune/seed{s}"]["test"] for s in (0, 1)], abs=1e-6)
 
 
+def die_on_seed_1(config):
+    """A worker that dies the way an out-of-memory kill ends it, while the other run still trains."""
+    import os
+
+    time.sleep(1.0)
+    if config.seed == 1:
+        os._exit(1)
+    time.sleep(2.0)  # seed 0 is still training when seed 1's worker dies
+    return run_module.train(config)
+
+
+def test_a_dead_worker_fails_its_own_run_only(tmp_path, tiny_models, data_dir):
+    # when a worker dies the pool breaks under both running runs; the sweep cannot tell whose worker
+    # it was, so both train again alone and only the run that kills its worker alone is failed
+    path = write_sweep(tmp_path, tiny_models, data_dir, end_tasks=["toy"], recipes=["finetune"])
+    status = run_sweep(path, progress=False, jobs=2, train_fn=die_on_seed_1)
+    assert status["toy/finetune/seed0"]["status"] == "done"
+    assert status["toy/finetune/seed1"]["status"] == "failed"
+    assert "BrokenProcessPool" in status["toy/finetune/seed1"]["error"]
+    assert (tmp_path / "root" / "toy/finetune/seed0/metrics.json").is_file()
+
+
 def test_workers_exit_when_the_sweep_is_killed(tmp_path):
     # a parent that starts a worker the way the sweep does, reports the worker's pid, then dies
     # without any chance to clean up (SIGKILL): the worker must not train on, orphaned
