@@ -221,13 +221,15 @@ def write_task_weights(run_dir: Path, records: list[dict], stages: set[str]) -> 
 
 
 def _cap(steps: int | None, cap: int | None) -> int | None:
-    """train.max_steps bounds every stage of a method."""
-    return steps if cap is None else cap if steps is None else min(steps, cap)
+    """train.max_steps bounds every stage that sets no max_steps of its own (a quick run of any
+    method); a stage's own max_steps stands, so that a sweep can cap the end task's steps without
+    cutting a pre-finetuning stage short."""
+    return cap if steps is None else steps
 
 
 def stage_key(config: Config, stage: Stage, tasks: dict, train_settings, previous_key: str) -> str:
     """What a reusable stage's result depends on: the model it starts from (the previous stage's key
-    included), its tasks and their data, the settings it trains with (train.max_steps included),
+    included), its tasks and their data, the settings it trains with (its step cap included),
     masking and tokenisation settings."""
     section = {k: v for k, v in dataclasses.asdict(train_settings).items() if k not in rundir.DISPLAY_KEYS}
     described = {

@@ -17,7 +17,8 @@ def prefinetune_stage(config: Config) -> Stage:
     if config.end_task in settings.tasks:
         raise TartanError(f"muppet.tasks lists the end task {config.end_task!r}: pre-finetuning must not see it")
     # the stage's own seed orders the batches: runs that differ in the fine-tuning seed share the stage
-    options = {"batch_size": settings.batch_size, "scale_loss": settings.scale_loss, "seed": settings.seed}
+    options = {"batch_size": settings.batch_size, "eval_batch_size": settings.eval_batch_size,
+               "head_dropout": settings.head_dropout, "scale_loss": settings.scale_loss, "seed": settings.seed}
     return Stage(name="prefinetune", tasks=[(name, "classification", dict(options)) for name in dict.fromkeys(settings.tasks)],
                  weighting="sum", train_section="muppet", reusable=True, select_on="mean", drop_heads=True,
                  sampling=settings.batching,

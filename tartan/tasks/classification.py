@@ -1,6 +1,7 @@
 """Single-label classification of a text (or text pair) from a labelled task folder."""
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -34,6 +35,9 @@ class ClassificationTask:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.encoded = {split: encode(tokenizer, s.texts, s.text_pairs, max_length, s.digest, cache)
                         for split, s in data.splits.items()}
+        # keys a reusable stage trained on this task (MUPPET's): changed files are another stage
+        self.digest = hashlib.sha256("|".join(f"{split}:{s.digest}" for split, s in sorted(data.splits.items()))
+                                     .encode()).hexdigest()
         self.labels = {split: np.asarray(data.label_ids(split), dtype=np.int64) for split in data.splits}
         self._lengths = {split: e.lengths for split, e in self.encoded.items()}
         if scale_loss and len(self.label_names) < 2:
@@ -44,14 +48,16 @@ class ClassificationTask:
 
     @classmethod
     def from_config(cls, name: str, config, tokenizer, **options) -> "ClassificationTask":
-        """The task folder `name` of config.data_dir, read, checked and tokenised (cached)."""
+        """The task folder `name` of config.data_dir, read, checked and tokenised (cached); `options`
+        (a stage's) override the train section's batch sizes, seed and head dropout."""
         from ..config import cache_dir
 
         data = load_labelled_task(config.data_dir, name)
         return cls(data, tokenizer, max_length=config.data.max_length,
                    batch_size=options.pop("batch_size", config.train.batch_size),
-                   eval_batch_size=config.train.eval_batch_size, seed=options.pop("seed", config.seed),
-                   bucket_batches=config.data.bucket_batches, head_dropout=config.train.head_dropout,
+                   eval_batch_size=options.pop("eval_batch_size", config.train.eval_batch_size),
+                   seed=options.pop("seed", config.seed), bucket_batches=config.data.bucket_batches,
+                   head_dropout=options.pop("head_dropout", config.train.head_dropout),
                    metric=config.metric if name == config.end_task else None, cache=cache_dir(), **options)
 
     @property

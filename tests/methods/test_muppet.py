@@ -2,6 +2,7 @@
 heads left out of the fine-tuned model, the stage reused across seeds, R3F through a run."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def test_heterogeneous_update_is_the_sum_of_the_batches_gradients(multitask_setu
 def test_muppet_runs_drops_its_heads_and_reuses_the_stage(batching, tiny_models, muppet_data, tmp_path):
     first = train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
         tiny_models, muppet_data, tmp_path / "s0", **{"muppet.batching": batching})))
-    assert list(first["stages"]) == ["prefinetune", "finetune"] and first["stages"]["prefinetune"]["steps"] == 3  # train.max_steps caps every stage
+    # train.max_steps caps the fine-tuning; pre-finetuning keeps its own muppet.max_steps
+    assert list(first["stages"]) == ["prefinetune", "finetune"]
+    assert first["stages"]["prefinetune"]["steps"] == 4 and first["stages"]["finetune"]["steps"] == 3
     assert set(first["stages"]["prefinetune"]["best_dev"]["tasks"]) == {"toy_pairs", "three"}
     assert sorted(p.name for p in (tmp_path / "s0" / "heads").iterdir()) == ["toy.json", "toy.safetensors"]
     second = train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
@@ -81,7 +84,40 @@ def test_muppet_runs_drops_its_heads_and_reuses_the_stage(batching, tiny_models,
 def test_muppet_with_r3f_runs(tiny_models, muppet_data, tmp_path):
     metrics = train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
         tiny_models, muppet_data, tmp_path / "r", **{"muppet.r3f": "true", "muppet.r3f_eps": 0.1})))
-    assert metrics["stages"]["prefinetune"]["steps"] == 3
+    assert metrics["stages"]["prefinetune"]["steps"] == 4
+
+
+def test_prefinetuning_is_recomputed_when_its_data_or_heads_change(tiny_models, muppet_data, tmp_path):
+    # the stage's key covers the labelled files and the pre-finetuning heads' own dropout; the
+    # fine-tuning's head dropout is no part of it
+    def run(name, **extra):
+        return train(load_config(RECIPES / "muppet.yaml", muppet_overrides(tiny_models, muppet_data, tmp_path / name,
+                                                                           **extra)))["stages"]["prefinetune"]
+
+    assert "reused" not in run("first", **{"muppet.head_dropout": 0.3})
+    stored = list((tmp_path / "cache" / "stages").glob("prefinetune-*"))
+    assert len(stored) == 1 and json.loads((stored[0] / "heads" / "three.json").read_text())["dropout"] == 0.3
+    assert run("finetune_dropout", **{"muppet.head_dropout": 0.3, "train.head_dropout": 0.0})["reused"]
+    assert "reused" not in run("default_dropout")
+    train_file = muppet_data / "three" / "train.jsonl"
+    lines = train_file.read_text().splitlines()
+    train_file.write_text("\n".join(lines[:-1]) + "\n")  # one example fewer
+    assert "reused" not in run("changed_data", **{"muppet.head_dropout": 0.3})
+
+
+def test_loss_scaling_through_a_muppet_run(tiny_models, muppet_data, tmp_path):
+    # the first step's losses come from the same batches and weights: scaled = unscaled / log(C)
+    def first_losses(name, scale):
+        train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
+            tiny_models, muppet_data, tmp_path / name, **{"muppet.scale_loss": scale, "muppet.log_every": 1})))
+        records = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        return next(r["loss"] for r in records if r.get("stage") == "prefinetune" and r.get("step") == 1)
+
+    scaled, unscaled = first_losses("scaled", "true"), first_losses("unscaled", "false")
+    assert set(scaled) == set(unscaled) and scaled
+    for name, loss in scaled.items():
+        classes = len({json.loads(line)["label"] for line in (muppet_data / name / "train.jsonl").read_text().splitlines()})
+        assert classes > 1 and loss == pytest.approx(unscaled[name] / math.log(classes), rel=1e-4)
 
 
 @pytest.mark.parametrize("tasks, message", [("toy,three", "lists the end task 'toy'"), ("[]", "muppet.tasks is empty")])

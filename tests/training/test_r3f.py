@@ -1,6 +1,7 @@
 """R3F on a tiny model: nothing with eps 0, positive with noise, and its gradient reaches the body."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tartan.training.r3f import r3f_penalty, symmetric_kl
@@ -10,6 +11,15 @@ def test_symmetric_kl_is_zero_for_equal_and_positive_for_different_predictions()
     logits = torch.randn(4, 3)
     assert symmetric_kl(logits, logits).item() == 0
     assert symmetric_kl(logits, logits + torch.randn(4, 3)).item() > 0
+
+
+def test_symmetric_kl_is_both_directions_summed():
+    clean, noisy = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.5]])
+    p, q = clean.softmax(-1), noisy.softmax(-1)
+    both = (p * (p / q).log()).sum() + (q * (q / p).log()).sum()
+    assert symmetric_kl(clean, noisy).item() == pytest.approx(both.item(), rel=1e-5)
+    assert symmetric_kl(noisy, clean).item() == pytest.approx(both.item(), rel=1e-5)
+    assert (p * (p / q).log()).sum().item() != pytest.approx(both.item(), rel=1e-2)  # one direction is not enough
 
 
 def test_r3f_penalty(multitask_setup):
