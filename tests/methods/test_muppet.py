@@ -89,7 +89,7 @@ def test_muppet_with_r3f_runs(tiny_models, muppet_data, tmp_path):
 
 def test_prefinetuning_is_recomputed_when_its_data_or_heads_change(tiny_models, muppet_data, tmp_path):
     # the stage's key covers the labelled files and the pre-finetuning heads' own dropout; the
-    # fine-tuning's head dropout is no part of it
+    # fine-tuning's head dropout and the end task are no part of it
     def run(name, **extra):
         return train(load_config(RECIPES / "muppet.yaml", muppet_overrides(tiny_models, muppet_data, tmp_path / name,
                                                                            **extra)))["stages"]["prefinetune"]
@@ -98,6 +98,8 @@ def test_prefinetuning_is_recomputed_when_its_data_or_heads_change(tiny_models, 
     stored = list((tmp_path / "cache" / "stages").glob("prefinetune-*"))
     assert len(stored) == 1 and json.loads((stored[0] / "heads" / "three.json").read_text())["dropout"] == 0.3
     assert run("finetune_dropout", **{"muppet.head_dropout": 0.3, "train.head_dropout": 0.0})["reused"]
+    write_task(muppet_data / "four", seed=4)
+    assert run("another_end_task", **{"muppet.head_dropout": 0.3, "end_task": "four"})["reused"]
     assert "reused" not in run("default_dropout")
     train_file = muppet_data / "three" / "train.jsonl"
     lines = train_file.read_text().splitlines()
