@@ -81,11 +81,9 @@ def probe(run_dir: Path, draws: int, data_dir: str | None) -> list[str]:
         train = task.collate("train", train_batches[draw % len(train_batches)])
         dev = task.collate("dev", dev_batches[draw % len(dev_batches)])
         end_gradient, _ = gradient(own_head, train)
-        with torch.no_grad():
-            features = model.encode(train).float()
         other = task.collate("train", train_batches[(draw + 1) % len(train_batches)])
         with torch.no_grad():
-            other_features = model.encode(other).float()
+            features, other_features = model.encode(train).float(), model.encode(other).float()
         heads = {"meta head, 1 batch": fit_head(task, model.body, features, train, steps=10, batch_size=None, seed=draw),
                  "meta head, another batch": fit_head(task, model.body, other_features, other, steps=10,
                                                       batch_size=None, seed=draw),
@@ -94,10 +92,10 @@ def probe(run_dir: Path, draws: int, data_dir: str | None) -> list[str]:
         for name, head in heads.items():
             dev_gradients[name], loss = gradient(head, dev)
             dev_losses[name].append(loss)
+        own = dev_gradients["own head"]
         for name in names:
             g = dev_gradients[name]
             cosines[name].append(float(_dot(end_gradient, g) / (_norm(end_gradient) * _norm(g))))
-            own = dev_gradients["own head"]
             with_own[name].append(float(_dot(own, g) / (_norm(own) * _norm(g))))
     lines = [f"{run_dir}: {draws} draws of a train and a dev batch of 16 ({config.end_task}, best step of the run)",
              "| dev gradient through | cos with end-task train gradient | cos with own head's dev gradient | dev batch loss |",

@@ -255,22 +255,20 @@ def _run_parallel(runs: list[SweepRun], jobs: int, train_fn, record) -> None:
                 if future not in running:  # handed back to pending when the pool broke
                     continue
                 run = running.pop(future)
+                suspects.discard(run.id)  # settled now, unless the pool broke under it with others
                 try:
                     metrics, seconds = future.result()
-                    suspects.discard(run.id)
                     record(run, metrics, seconds, None)
                 except BrokenProcessPool as error:  # a worker died (killed, out of memory): a new pool
                     broken = [run] + [running.pop(f) for f in list(running)]
                     executor.shutdown(wait=False, cancel_futures=True)
                     executor = pool()
                     if len(broken) == 1:
-                        suspects.discard(run.id)
                         record(run, None, 0.0, error)
                     else:
                         suspects.update(r.id for r in broken)
                         pending = broken + pending
                 except Exception as error:
-                    suspects.discard(run.id)
                     record(run, None, getattr(error, "seconds", 0.0), error)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
