@@ -53,6 +53,9 @@ class TrainConfig:
     head_dropout: float = checked(0.1, minimum=0, below=1)
     log_every: int = checked(20, minimum=1)
     progress: bool = True
+    # also save the resume checkpoint whenever this many minutes have passed since the last one, so
+    # that a kill between evaluations of a long stage loses at most that much; null: at evaluations only
+    checkpoint_minutes: typing.Optional[float] = checked(10.0, minimum=0)
 
 
 @dataclass

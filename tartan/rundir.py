@@ -17,7 +17,7 @@ HEADS = "heads"
 CHECKPOINT = "checkpoint"
 
 
-DISPLAY_KEYS = ("progress", "log_every")  # in any section: they do not change what a run computes
+DISPLAY_KEYS = ("progress", "log_every", "checkpoint_minutes")  # in any section: they do not change what a run computes
 
 
 def defining(config: dict, prefix: str = "") -> dict:

@@ -107,9 +107,12 @@ def _cli(args: list[str], **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
-@pytest.mark.parametrize("recipe, stage", [("finetune", "finetune"), ("meta_tartan", "multitask")])
-def test_killed_run_resumes_to_the_same_result(recipe, stage, tiny_models, data_dir, tmp_path):
+@pytest.mark.parametrize("recipe, stage, timed", [("finetune", "finetune", False), ("meta_tartan", "multitask", False),
+                                                  ("finetune", "finetune", True)])
+def test_killed_run_resumes_to_the_same_result(recipe, stage, timed, tiny_models, data_dir, tmp_path):
     extra = {"train.epochs": 12, "train.eval_every": 3, "train.patience": 0}
+    if timed:  # no evaluation before the end: only the timed checkpoints (here after every step) resume it
+        extra.update({"train.eval_every": 1000, "train.checkpoint_minutes": 0})
     if recipe == "meta_tartan":  # learned weights, MLM masks and meta heads resume exactly too
         extra.update({"train.epochs": 4, "domain.path": "toy_pairs/train.jsonl", "multitask.auxiliary_batch_size": 4,
                       "meta.dev_batch_size": 8})
@@ -128,6 +131,8 @@ def test_killed_run_resumes_to_the_same_result(recipe, stage, tiny_models, data_
         time.sleep(0.02)
     assert killed.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (killed_dir / "metrics.json").exists()
+    if timed:  # killed before any evaluation: it resumes from a checkpoint that holds no best weights yet
+        assert state.is_file() and not (state.parent / "best.safetensors").exists()
 
     resumed = _cli([recipe] + tiny_overrides(tiny_models["bert"], data_dir, killed_dir, **extra))
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()

@@ -19,15 +19,16 @@ BEST = "best.safetensors"
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, best_is_current: bool) -> None:
     """Write the resume state and the best weights so far (the current ones, or those of the
-    previous checkpoint) as one folder that replaces the previous one atomically."""
+    previous checkpoint, if any) as one folder that replaces the previous one atomically."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     previous = existing_dir(folder)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     save_model(model, str(tmp / "model.safetensors"))
     if best_is_current:
         os.link(tmp / "model.safetensors", tmp / BEST)
-    else:
+    elif previous is not None and (previous / BEST).is_file():
         os.link(previous / BEST, tmp / BEST)  # a hard link: no copy of the weights
+    # else a timed checkpoint before the first evaluation: no best weights yet
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")

@@ -127,6 +127,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     model.train()
     window_tokens, window_seconds, window_loss = 0, 0.0, {name: 0.0 for name in stage.task_names}
     window_steps = 0
+    last_saved = time.monotonic()
     while state.step < total_steps:
         started = time.perf_counter()
         batches, losses, features, draws, tokens = {}, {}, {}, {}, 0
@@ -197,10 +198,22 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                                 {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()},
                                 best_is_current=improved)
             accelerator.wait_for_everyone()
+            last_saved = time.monotonic()
             if state.stopped_early:
                 break
+        elif _checkpoint_due(last_saved, train.checkpoint_minutes) and accelerator.is_main_process:
+            # between evaluations: only the resume state moves on, the best weights stay those chosen on
+            # dev; no barrier, since each process's clock decides for itself and only the main one writes
+            save_checkpoint(checkpoint, model, optimizer, scheduler,
+                            {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()},
+                            best_is_current=False)
+            last_saved = time.monotonic()
     bar.close()
     return _finish(model, checkpoint, state)
+
+
+def _checkpoint_due(last_saved: float, minutes: float | None) -> bool:
+    return minutes is not None and time.monotonic() - last_saved >= 60 * minutes
 
 
 def _selecting(stage: Stage) -> list[str]:
