@@ -37,6 +37,7 @@ class Group:
     seeds: list[int] = field(default_factory=list)
     test: list[float] = field(default_factory=list)
     dev: list[float] = field(default_factory=list)
+    minutes: list[float] = field(default_factory=list)  # training time of each run that recorded it
     run_dirs: list[Path] = field(default_factory=list)
 
     @property
@@ -103,6 +104,11 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
         group.test.append(100 * metrics["test"][metric])
         if metric in (metrics.get("dev") or {}):
             group.dev.append(100 * metrics["dev"][metric])
+        stages = metrics.get("stages") or {}
+        if stages:
+            # a stage loaded from the store counts at the time it took where it was trained: what
+            # the run costs on its own, not what this run waited
+            group.minutes.append(sum(stage.get("train_seconds", 0.0) for stage in stages.values()) / 60)
         group.run_dirs.append(run_dir)
     _label(list(groups.values()))
     return sorted(groups.values(), key=lambda g: (g.end_task, g.label))
@@ -199,10 +205,11 @@ def _cells(row: Row) -> dict[str, str]:
             "test mean": number(test_mean), "test std": number(test_std),
             "dev mean": number(dev_mean), "dev std": number(dev_std),
             "p": "-" if row.p_value is None or math.isnan(row.p_value) else f"{row.p_value:.3f}",
+            "train min": "-" if not row.group.minutes else f"{statistics.mean(row.group.minutes):.1f}",
             "reference": "-" if row.reference is None else f"{row.reference:.2f}"}
 
 
-COLUMNS = ("method", "seeds", "test mean", "test std", "dev mean", "dev std", "p")
+COLUMNS = ("method", "seeds", "test mean", "test std", "dev mean", "dev std", "p", "train min")
 
 
 def _columns(report: dict) -> tuple[str, ...]:
@@ -227,6 +234,8 @@ def to_markdown(report: dict, baseline: str) -> str:
                          "comparing several methods).\n")
         else:
             parts.append(f"\np: no `{baseline}` runs on {end_task}, so no p-values.\n")
+        parts.append("train min: minutes of training per run, summed over its stages (a pre-training stage "
+                     "reused from another run counted at the time it took there), mean over seeds.\n")
         if report.get("reference"):
             parts.append(f"reference: the figure for the recipe name in {report['reference']}.\n")
     return "\n".join(parts)

@@ -86,7 +86,7 @@ def test_report_command_prints_and_writes_three_formats(runs, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["report", str(runs), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| mt_tartan [train.lr_body=0.0001] | 3 | 70.00 | 1.00 | 71.00 | 1.00 | 0.100 |" in printed
+    assert "| mt_tartan [train.lr_body=0.0001] | 3 | 70.00 | 1.00 | 71.00 | 1.00 | 0.100 | - |" in printed
     assert "two-sided" in printed and "3 seeds: 0.1" in printed  # 2 of the C(6, 3) = 20 splits
     assert (out / "report.md").read_text().strip() == printed.strip()
     table = list(csv.DictReader(io.StringIO((out / "report.csv").read_text())))
@@ -94,6 +94,24 @@ def test_report_command_prints_and_writes_three_formats(runs, tmp_path, capsys):
     assert all(row["baseline"] == "finetune" for row in table)
     tex = (out / "report.tex").read_text()
     assert tex.count(r"\begin{tabular}") == 2 and r"mt\_tartan" in tex and "70.00 $\\pm$ 1.00" in tex
+
+
+def test_training_minutes_sum_the_stages_of_a_run_and_average_over_seeds(tmp_path, capsys):
+    root = tmp_path / "root"
+    # seed 1 loaded its DAPT stage from the store: it counts at the 600 s it took in seed 0
+    for seed, finetune_seconds in enumerate([300.0, 420.0]):
+        folder = write_run(root / "dapt" / f"seed{seed}", "dapt", seed, 0.6 + seed / 100)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["stages"] = {"dapt": {"train_seconds": 600.0, **({"reused": "store/dapt-1"} if seed else {})},
+                             "finetune": {"train_seconds": finetune_seconds}}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    write_run(root / "finetune" / "seed0", "finetune", 0, 0.5)  # written before stages were recorded
+    assert main(["report", str(root), "-o", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "| dapt | 2 | 60.50 | 0.71 | 60.50 | 0.71 | - | 16.0 |" in printed  # (900 + 1020) / 2 s
+    assert "| finetune | 1 | 50.00 | - | 50.00 | - | - | - |" in printed
+    table = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
+    assert {row["method"]: row["train min"] for row in table} == {"dapt": "16.0", "finetune": "-"}
 
 
 def test_missing_baseline_leaves_p_values_out(runs, capsys):
@@ -136,11 +154,11 @@ def test_reference_figures_print_beside_their_recipe(runs, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["report", str(runs), "-o", str(out), "--reference", str(reference)]) == 0
     printed, warned = capsys.readouterr()
-    assert "| method | seeds | test mean | test std | dev mean | dev std | p | reference |" in printed
-    assert "| finetune | 3 | 64.00 | 2.00 | 64.00 | 2.00 | - | 66.03 |" in printed
-    assert "| 0.100 | 71.58 |" in printed  # by recipe name, whatever else sets a group apart
+    assert "| method | seeds | test mean | test std | dev mean | dev std | p | train min | reference |" in printed
+    assert "| finetune | 3 | 64.00 | 2.00 | 64.00 | 2.00 | - | - | 66.03 |" in printed
+    assert "| 0.100 | - | 71.58 |" in printed  # by recipe name, whatever else sets a group apart
     # chemprot has no tapt runs: no row for the figure, and a warning naming it
-    assert "82.17" not in printed and "| finetune | 1 | 80.00 | - | 80.00 | - | - | - |" in printed
+    assert "82.17" not in printed and "| finetune | 1 | 80.00 | - | 80.00 | - | - | - | - |" in printed
     assert "no runs for chemprot/tapt" in warned and "finetune" not in warned
     assert "71.58" in (out / "report.csv").read_text()
     assert r"& $p$ & reference \\" in (out / "report.tex").read_text()
