@@ -77,13 +77,20 @@ def cmd_plot(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import load_sweep, run_sweep
+    from .sweep import load_sweep, read_sessions, run_sweep, run_states
 
     if args.dry_run:
         root, runs = load_sweep(Path(args.sweep), args.overrides)
-        for run in runs:
-            print(run.id)
-        print(f"{len(runs)} runs under {root}", file=sys.stderr)
+        states = run_states(root, runs)
+        for run, (kind, detail) in zip(runs, states):
+            print(f"{run.id}  {kind}" + (f" ({detail})" if detail else ""))
+        kinds = {"done": "done", "failed": "failed", "checkpoint": "at a checkpoint", "begun": "begun (no checkpoint)",
+                 "to do": "to do"}
+        counts = ", ".join(f"{sum(k == kind for k, _ in states)} {words}" for kind, words in kinds.items())
+        sessions = read_sessions(root)
+        seconds = sum(float(s.get("seconds", 0.0)) for s in sessions)
+        print(f"{len(runs)} runs under {root}: {counts}; the sweep has run {seconds:,.0f} s ({seconds / 3600:.2f} h) "
+              f"over {len(sessions)} recorded sittings", file=sys.stderr)
         return 0
     status = run_sweep(Path(args.sweep), args.overrides, jobs=args.jobs)
     failed = [run_id for run_id, entry in status.items() if entry["status"] == "failed"]
@@ -158,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "goes on (exit code 1 if any failed). Overrides apply to every run.")
     sweep.add_argument("sweep", help="the sweep file (YAML)")
     sweep.add_argument("overrides", nargs="*", help="key=value overrides for every run")
-    sweep.add_argument("--dry-run", action="store_true", help="list the runs, check every config, run nothing")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs and where each stands, check every config, run nothing")
     sweep.add_argument("--jobs", type=int, default=1,
                        help="runs trained at once, each in its own process with CPU threads shared out (default 1)")
     sweep.set_defaults(func=cmd_sweep)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .config import Config, load_config, read_yaml
 from .errors import TartanError
-from .rundir import DISPLAY_KEYS, write_json_atomic
+from .rundir import CHECKPOINT, DISPLAY_KEYS, METRICS, existing_dir, write_json_atomic
 
 STATUS = "sweep_status.json"
 # one entry per `tartan sweep` invocation (started, seconds, jobs, runs trained or failed), updated
@@ -100,6 +100,29 @@ def load_sweep(path: Path, overrides: list[str] = ()) -> tuple[Path, list[SweepR
 def read_status(root: Path) -> dict:
     path = Path(root) / STATUS
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_states(root: Path, runs: list[SweepRun]) -> list[tuple[str, str]]:
+    """Where each run stands, as (kind, detail): done, failed, checkpoint (stage and step it resumes
+    from), begun (no checkpoint yet: it starts over) or to do."""
+    status, states = read_status(root), []
+    for run in runs:
+        run_dir, entry = Path(run.config.output_dir), status.get(run.id, {})
+        checkpoints = [(last.stat().st_mtime, stage.name, last) for stage in (run_dir / CHECKPOINT).glob("*")
+                       if (last := existing_dir(stage / "last")) is not None and (last / "state.json").is_file()]
+        if (run_dir / METRICS).is_file():
+            seconds = entry.get("seconds") if entry.get("status") == "done" else None
+            states.append(("done", f"{seconds:,.0f} s" if seconds is not None else ""))
+        elif entry.get("status") == "failed":
+            states.append(("failed", entry.get("error", "?")))
+        elif checkpoints:
+            _, stage, last = max(checkpoints)
+            states.append(("checkpoint", f"{stage} step {json.loads((last / 'state.json').read_text())['loop']['step']}"))
+        elif run_dir.is_dir():
+            states.append(("begun", ""))
+        else:
+            states.append(("to do", ""))
+    return states
 
 
 def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, train_fn=None, jobs: int = 1) -> dict:

@@ -75,6 +75,28 @@ def test_sweep_runs_resumes_and_records_a_failed_run(tmp_path, tiny_models, data
     assert [s["runs_attempted"] for s in sessions] == [4, 2, 4] and all(s["seconds"] > 0 for s in sessions)
 
 
+def test_dry_run_says_where_each_run_stands_and_how_long_the_sweep_has_run(tmp_path, tiny_models, data_dir, capsys):
+    path = write_sweep(tmp_path, tiny_models, data_dir, seeds=[0, 1, 2])
+    root = tmp_path / "root"
+    (root / "toy/finetune/seed0").mkdir(parents=True)
+    (root / "toy/finetune/seed0/metrics.json").write_text("{}")
+    last = root / "toy/tapt/seed0/checkpoint/finetune/last"  # the checkpoint of the run's second stage
+    last.mkdir(parents=True)
+    (last / "state.json").write_text(json.dumps({"loop": {"step": 150}, "strategy": {}}))
+    (root / "toy/finetune/seed1").mkdir(parents=True)  # begun, killed before its first checkpoint
+    (root / STATUS).write_text(json.dumps({"toy/finetune/seed0": {"status": "done", "seconds": 1234.4},
+                                           "toy/tapt/seed1": {"status": "failed", "error": "ValueError: bad"}}))
+    (root / SESSIONS).write_text(json.dumps([{"seconds": 3600.0}, {"seconds": 1800.5}]))
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["toy/finetune/seed0  done (1,234 s)", "toy/tapt/seed0  checkpoint (finetune step 150)",
+                                "toy/finetune/seed1  begun", "toy/tapt/seed1  failed (ValueError: bad)",
+                                "toy/finetune/seed2  to do", "toy/tapt/seed2  to do"]
+    assert ("6 runs under " in err and "1 done, 1 failed, 1 at a checkpoint, 1 begun (no checkpoint), 2 to do; "
+            "the sweep has run 5,400 s (1.50 h) over 2 recorded sittings" in err)
+    assert not (root / "toy/finetune/seed2").exists()  # it ran nothing
+
+
 def test_session_log_is_on_disk_while_the_sweep_runs(tmp_path):
     (tmp_path / SESSIONS).write_text(json.dumps([{"id": "earlier", "seconds": 5.0}]))
     session = SessionLog(tmp_path, jobs=2, every=0.05)
