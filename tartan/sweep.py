@@ -108,21 +108,26 @@ def run_states(root: Path, runs: list[SweepRun]) -> list[tuple[str, str]]:
     status, states = read_status(root), []
     for run in runs:
         run_dir, entry = Path(run.config.output_dir), status.get(run.id, {})
-        checkpoints = [(last.stat().st_mtime, stage.name, last) for stage in (run_dir / CHECKPOINT).glob("*")
-                       if (last := existing_dir(stage / "last")) is not None and (last / "state.json").is_file()]
         if (run_dir / METRICS).is_file():
             seconds = entry.get("seconds") if entry.get("status") == "done" else None
             states.append(("done", f"{seconds:,.0f} s" if seconds is not None else ""))
         elif entry.get("status") == "failed":
             states.append(("failed", entry.get("error", "?")))
-        elif checkpoints:
-            _, stage, last = max(checkpoints)
+        elif (resumes_from := _latest_checkpoint(run_dir)) is not None:
+            stage, last = resumes_from
             states.append(("checkpoint", f"{stage} step {json.loads((last / 'state.json').read_text())['loop']['step']}"))
         elif run_dir.is_dir():
             states.append(("begun", ""))
         else:
             states.append(("to do", ""))
     return states
+
+
+def _latest_checkpoint(run_dir: Path) -> tuple[str, Path] | None:
+    """(stage, folder) of the checkpoint written last in a run directory, if it has one."""
+    found = [(last.stat().st_mtime, stage.name, last) for stage in (run_dir / CHECKPOINT).glob("*")
+             if (last := existing_dir(stage / "last")) is not None and (last / "state.json").is_file()]
+    return max(found)[1:] if found else None
 
 
 def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, train_fn=None, jobs: int = 1) -> dict:

@@ -127,6 +127,13 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     model.train()
     window_tokens, window_seconds, window_loss = 0, 0.0, {name: 0.0 for name in stage.task_names}
     window_steps = 0
+
+    def save(best_is_current: bool) -> float:
+        save_checkpoint(checkpoint, model, optimizer, scheduler,
+                        {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()},
+                        best_is_current=best_is_current)
+        return time.monotonic()
+
     last_saved = time.monotonic()
     while state.step < total_steps:
         started = time.perf_counter()
@@ -194,9 +201,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
             if accelerator.is_main_process:
                 # the best weights live inside the checkpoint folder, so that both change in one
                 # atomic replace: a kill can never leave best weights of one step beside state of another
-                save_checkpoint(checkpoint, model, optimizer, scheduler,
-                                {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()},
-                                best_is_current=improved)
+                save(best_is_current=improved)
             accelerator.wait_for_everyone()
             last_saved = time.monotonic()
             if state.stopped_early:
@@ -204,10 +209,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         elif _checkpoint_due(last_saved, train.checkpoint_minutes) and accelerator.is_main_process:
             # between evaluations: only the resume state moves on, the best weights stay those chosen on
             # dev; no barrier, since each process's clock decides for itself and only the main one writes
-            save_checkpoint(checkpoint, model, optimizer, scheduler,
-                            {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()},
-                            best_is_current=False)
-            last_saved = time.monotonic()
+            last_saved = save(best_is_current=False)
     bar.close()
     return _finish(model, checkpoint, state)
 
