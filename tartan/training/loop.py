@@ -128,11 +128,10 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     window_tokens, window_seconds, window_loss = 0, 0.0, {name: 0.0 for name in stage.task_names}
     window_steps = 0
 
-    def save(best_is_current: bool) -> float:
+    def save(best_is_current: bool) -> None:
         save_checkpoint(checkpoint, model, optimizer, scheduler,
                         {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()},
                         best_is_current=best_is_current)
-        return time.monotonic()
 
     last_saved = time.monotonic()
     while state.step < total_steps:
@@ -209,7 +208,8 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         elif _checkpoint_due(last_saved, train.checkpoint_minutes) and accelerator.is_main_process:
             # between evaluations: only the resume state moves on, the best weights stay those chosen on
             # dev; no barrier, since each process's clock decides for itself and only the main one writes
-            last_saved = save(best_is_current=False)
+            save(best_is_current=False)
+            last_saved = time.monotonic()
     bar.close()
     return _finish(model, checkpoint, state)
 
