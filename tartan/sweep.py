@@ -8,6 +8,9 @@ another, each in a run directory of its own under the sweep's root.
     grid: {domain.size: [1x, 10x]}    # optional: more axes, any config key
     overrides: {data_dir: ../shared/data, train.epochs: 10}           # every run
     end_task_overrides: {chemprot: {train.epochs: 5}}                 # runs of one end task
+    include: sweep.yaml               # optional: another sweep file (beside this one) to start from;
+                                      # this file's keys replace its keys, its mappings are merged
+
 
 Resumable: every run goes through `run.train`, which reads a finished run back, resumes a killed
 one from its checkpoint and refuses a folder holding a run of another config; a run that raises is recorded with its error in ROOT/sweep_status.json and the sweep
@@ -37,7 +40,8 @@ STATUS = "sweep_status.json"
 # every minute: a grid run over several sittings, some killed, still adds up to a total wall time
 SESSIONS = "sweep_sessions.json"
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-KEYS = ("root", "recipes", "end_tasks", "seeds", "grid", "overrides", "end_task_overrides")
+KEYS = ("root", "recipes", "end_tasks", "seeds", "grid", "overrides", "end_task_overrides", "include")
+MERGED = ("grid", "overrides", "end_task_overrides")  # an including file adds to these rather than replacing them
 
 
 @dataclass
@@ -62,12 +66,7 @@ def _recipe_path(name: str, base: Path) -> Path:
 def load_sweep(path: Path, overrides: list[str] = ()) -> tuple[Path, list[SweepRun]]:
     """The sweep's root and its runs, every config loaded and checked before anything runs."""
     path = Path(path)
-    spec = read_yaml(path, "sweep file") or {}
-    if not isinstance(spec, dict):
-        raise TartanError("expected a mapping of sweep keys", path)
-    unknown = sorted(set(spec) - set(KEYS))
-    if unknown:
-        raise TartanError(f"unknown sweep key(s) {', '.join(unknown)} (known: {', '.join(KEYS)})", path)
+    spec = read_spec(path)
     for key in ("recipes", "end_tasks", "seeds"):
         if not isinstance(spec.get(key), list) or not spec[key]:
             raise TartanError(f"{key} must be a non-empty list", path)
@@ -95,6 +94,29 @@ def load_sweep(path: Path, overrides: list[str] = ()) -> tuple[Path, list[SweepR
                               f"seed={seed}", f"output_dir={root / run_id}"])
         runs.append(SweepRun(run_id, config))
     return root, runs
+
+
+def read_spec(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The sweep file's keys, those of the file it includes (and so on) underneath: sweeps that vary
+    one thing of another sweep (its batching, R3F) say only what they change, so their shared
+    budget cannot drift apart."""
+    spec = read_yaml(path, "sweep file") or {}
+    if not isinstance(spec, dict):
+        raise TartanError("expected a mapping of sweep keys", path)
+    unknown = sorted(set(spec) - set(KEYS))
+    if unknown:
+        raise TartanError(f"unknown sweep key(s) {', '.join(unknown)} (known: {', '.join(KEYS)})", path)
+    if "include" not in spec:
+        return spec
+    included = (path.parent / str(spec.pop("include"))).resolve()
+    if included in seen or included == path.resolve():
+        raise TartanError(f"includes {included.name} in a cycle", path)
+    merged = read_spec(included, (*seen, path.resolve()))
+    for key, value in spec.items():
+        if key in MERGED and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = {**merged[key], **value}
+        merged[key] = value
+    return merged
 
 
 def read_status(root: Path) -> dict:

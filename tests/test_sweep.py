@@ -39,6 +39,28 @@ def test_grid_expands_every_axis_seed_by_seed(tmp_path, tiny_models, data_dir):
     assert {r.config.train.lr_body for r in runs} == {1e-4, 3e-4}
 
 
+def test_an_included_sweep_is_the_base_its_includer_changes(tmp_path, tiny_models, data_dir):
+    base = write_sweep(tmp_path, tiny_models, data_dir, grid={"train.lr_body": [1e-4]})
+    (tmp_path / "variant").mkdir()
+    variant = tmp_path / "variant" / "r3f.yaml"
+    variant.write_text(yaml.safe_dump({"include": "../sweep.yaml", "root": str(tmp_path / "variant_root"),
+                                       "recipes": ["finetune"], "overrides": {"train.patience": 1}}))
+    root, runs = load_sweep(variant)
+    assert root == tmp_path / "variant_root" and len(runs) == 2  # recipes replaced, seeds inherited
+    assert [r.id for r in runs] == ["toy/finetune/train.lr_body=0.0001/seed0", "toy/finetune/train.lr_body=0.0001/seed1"]
+    # overrides merged: the base's budget kept, the variant's key added
+    assert runs[0].config.train.patience == 1 and runs[0].config.train.max_steps == 2
+    _, base_runs = load_sweep(base)
+    assert base_runs[0].config.train.patience != 1
+
+
+def test_a_sweep_including_itself_is_one_line(tmp_path, tiny_models, data_dir, capsys):
+    path = write_sweep(tmp_path, tiny_models, data_dir, include="sweep.yaml")
+    assert main(["sweep", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "in a cycle" in error and len(error.splitlines()) == 1
+
+
 def test_sweep_runs_resumes_and_records_a_failed_run(tmp_path, tiny_models, data_dir, monkeypatch):
     # end task `missing` has no folder: its runs fail, the others still run
     path = write_sweep(tmp_path, tiny_models, data_dir, end_tasks=["missing", "toy"], recipes=["finetune"])
