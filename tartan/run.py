@@ -155,24 +155,29 @@ def train(config: Config, force: bool = False) -> dict:
         if stage.reusable:
             previous_key = stage_key(config, stage, tasks, train_settings, previous_key)
             stored = cache_dir() / "stages" / f"{stage.name}-{previous_key[:24]}"
-            if (stored / "stage.json").is_file():
+        # a run that needs a stage another run (another sweep worker, another command) is computing
+        # waits for it and reuses it, rather than computing it a second time beside it
+        with rundir.exclusive(stored.with_name(f".{stored.name}.lock") if stored else None,
+                              enabled=stored is not None and processes.is_main_process):
+            processes.wait_for_everyone()
+            if stored is not None and (stored / "stage.json").is_file():
                 load_stage(stored, model, stage)
                 stage_results[stage.name] = {**_read_json(stored / "stage.json"), "reused": str(stored)}
                 log.drop_after(stage.name, -1)
                 log.write({"stage": stage.name, "reused": str(stored)})
                 _drop_heads(model, stage)
                 continue
-        state = run_stage(stage, model, tasks, train_settings, accelerator, run_dir / rundir.CHECKPOINT / stage.name,
-                          log, progress=config.train.progress)
-        stage_results[stage.name] = {"best_step": state.best_step, "steps": state.step,
-                                     "train_seconds": state.wall_seconds, "stopped_early": state.stopped_early,
-                                     "tokens_per_second": state.train_tokens / max(state.train_seconds, 1e-9),
-                                     "best_dev": state.best_dev}
-        if stage.keep_if_better:
-            kept = keep_if_better(model, stage_results, stage, stages, run_dir / rundir.CHECKPOINT, end_task.metric)
-            stage_results[stage.name]["kept"] = kept
-        if stored is not None and accelerator.is_main_process:
-            save_stage(stored, model, tokenizer, stage, tasks, stage_results[stage.name])
+            state = run_stage(stage, model, tasks, train_settings, accelerator, run_dir / rundir.CHECKPOINT / stage.name,
+                              log, progress=config.train.progress)
+            stage_results[stage.name] = {"best_step": state.best_step, "steps": state.step,
+                                         "train_seconds": state.wall_seconds, "stopped_early": state.stopped_early,
+                                         "tokens_per_second": state.train_tokens / max(state.train_seconds, 1e-9),
+                                         "best_dev": state.best_dev}
+            if stage.keep_if_better:
+                kept = keep_if_better(model, stage_results, stage, stages, run_dir / rundir.CHECKPOINT, end_task.metric)
+                stage_results[stage.name]["kept"] = kept
+            if stored is not None and accelerator.is_main_process:
+                save_stage(stored, model, tokenizer, stage, tasks, stage_results[stage.name])
         _drop_heads(model, stage)
 
     metrics = {"name": config.name, "method": config.method, "end_task": config.end_task, "seed": config.seed,

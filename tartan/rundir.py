@@ -2,11 +2,17 @@
 rename), so that a killed run never leaves half a file behind."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs that share a stage then may compute it twice
+    fcntl = None
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -41,6 +47,23 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, value) -> None:
     write_text_atomic(path, json.dumps(value, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path | None, enabled: bool = True):
+    """Hold an exclusive lock on `lock_file` while the block runs; whoever else asks for it (another
+    process, or another thread through its own open) waits. The OS drops the lock when its holder
+    dies, so a killed run leaves no stale lock behind."""
+    if not enabled or fcntl is None:
+        yield
+        return
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:

@@ -327,7 +327,8 @@ def _run_parallel(runs: list[SweepRun], jobs: int, train_fn, record) -> None:
 def next_run(pending: list[SweepRun], running: list[SweepRun], signatures: dict[str, set[str]]) -> int:
     """The index of the pending run to start: the first that computes no pre-training stage a
     running run computes, so that it finds the stage stored later instead of computing it a second
-    time at once; the first of all when every pending run shares one."""
+    time at once; the first of all when every pending run shares one (it then waits on the stage's
+    lock in run.train, and reuses the stage once stored)."""
     busy = set().union(*(signatures[r.id] for r in running))
     return next((i for i, r in enumerate(pending) if not signatures[r.id] & busy), 0)
 

@@ -1,10 +1,13 @@
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from transformers import AutoModel
 
 from tartan.config import cache_dir, load_config
+from tartan import run as run_module
 from tartan.run import train
 
 from conftest import tiny_overrides
@@ -26,6 +29,36 @@ def test_every_method_runs_on_tiny_models(method, kind, tiny_models, data_dir, t
         assert metrics["stages"][stage]["steps"] == 3  # train.max_steps bounds every stage
         assert set(metrics["stages"][stage]["best_dev"]) == {"loss", "perplexity", "accuracy"}
     assert AutoModel.from_pretrained(run_dir / "model").config.model_type == kind
+
+
+def test_runs_started_together_compute_a_shared_stage_once(tiny_models, data_dir, tmp_path, monkeypatch):
+    # two runs (as two sweep workers) need the same TAPT stage at once: one computes it while the
+    # other waits, then reuses it; the pause keeps the first inside the stage while the second arrives
+    computed = []
+    real_run_stage = run_module.run_stage
+
+    def slow_run_stage(stage, *args, **kwargs):
+        computed.append(stage.name)
+        if stage.name == "tapt":
+            time.sleep(2)
+        return real_run_stage(stage, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "run_stage", slow_run_stage)
+    results = {}
+
+    def run(seed):
+        overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / f"run{seed}", seed=seed, **SHORT)
+        results[seed] = train(load_config(RECIPES / "tapt.yaml", overrides))
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in (0, 1)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.5)
+    for thread in threads:
+        thread.join()
+    assert computed.count("tapt") == 1 and computed.count("finetune") == 2
+    assert sorted("reused" in results[seed]["stages"]["tapt"] for seed in (0, 1)) == [False, True]
+    assert len(list((cache_dir() / "stages").glob("tapt-*"))) == 1
 
 
 def test_a_pretraining_stage_is_reused_across_fine_tuning_seeds(tiny_models, data_dir, tmp_path):
