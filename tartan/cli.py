@@ -80,7 +80,7 @@ def cmd_sweep(args) -> int:
     from .sweep import load_sweep, read_sessions, run_sweep, run_states
 
     if args.dry_run:
-        root, runs = load_sweep(Path(args.sweep), args.overrides)
+        root, runs = load_sweep(Path(args.sweep), args.overrides, args.only)
         states = run_states(root, runs)
         for run, (kind, detail) in zip(runs, states):
             print(f"{run.id}  {kind}" + (f" ({detail})" if detail else ""))
@@ -92,7 +92,7 @@ def cmd_sweep(args) -> int:
         print(f"{len(runs)} runs under {root}: {counts}; the sweep has run {seconds:,.0f} s ({seconds / 3600:.2f} h) "
               f"over {len(sessions)} recorded sittings", file=sys.stderr)
         return 0
-    status = run_sweep(Path(args.sweep), args.overrides, jobs=args.jobs)
+    status = run_sweep(Path(args.sweep), args.overrides, jobs=args.jobs, only=args.only)
     failed = [run_id for run_id, entry in status.items() if entry["status"] == "failed"]
     print(f"{len(status) - len(failed)} runs done, {len(failed)} failed" + (": " + ", ".join(failed) if failed else ""))
     return 1 if failed else 0
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="list the runs and where each stands, check every config, run nothing")
     sweep.add_argument("--jobs", type=int, default=1,
                        help="runs trained at once, each in its own process with CPU threads shared out (default 1)")
+    sweep.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                       help="only the runs whose id (END_TASK/RECIPE[/key=value]/seedS) matches this shell pattern; "
+                            "repeatable (e.g. --only '*/domain.size=1x/*')")
     sweep.set_defaults(func=cmd_sweep)
 
     report = commands.add_parser("report", help="tables of methods per end task, with p-values against a baseline",

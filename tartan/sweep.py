@@ -19,6 +19,7 @@ Runs go seed by seed, so that a sweep stopped half-way has every method at its f
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -63,8 +64,11 @@ def _recipe_path(name: str, base: Path) -> Path:
                       + ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml"))) + ")")
 
 
-def load_sweep(path: Path, overrides: list[str] = ()) -> tuple[Path, list[SweepRun]]:
-    """The sweep's root and its runs, every config loaded and checked before anything runs."""
+def load_sweep(path: Path, overrides: list[str] = (), only: list[str] = ()) -> tuple[Path, list[SweepRun]]:
+    """The sweep's root and its runs, every config loaded and checked before anything runs. `only`:
+    shell patterns of run ids (`*/domain.size=1x/*`); a run is kept if it matches any, so a part of a
+    grid (its cheap sizes, one seed) can go first without a second sweep file whose runs could drift
+    from the first's."""
     path = Path(path)
     spec = read_spec(path)
     for key in ("recipes", "end_tasks", "seeds"):
@@ -93,6 +97,11 @@ def load_sweep(path: Path, overrides: list[str] = ()) -> tuple[Path, list[SweepR
                              [*common, f"end_task={end_task}", *task_overrides, *chosen, *overrides,
                               f"seed={seed}", f"output_dir={root / run_id}"])
         runs.append(SweepRun(run_id, config))
+    if only:
+        unmatched = [p for p in only if not any(fnmatch.fnmatchcase(r.id, p) for r in runs)]
+        if unmatched:
+            raise TartanError(f"--only {unmatched[0]!r} matches no run of the sweep (run ids look like {runs[0].id})", path)
+        runs = [r for r in runs if any(fnmatch.fnmatchcase(r.id, p) for p in only)]
     return root, runs
 
 
@@ -152,7 +161,8 @@ def _latest_checkpoint(run_dir: Path) -> tuple[str, Path] | None:
     return max(found)[1:] if found else None
 
 
-def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, train_fn=None, jobs: int = 1) -> dict:
+def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, train_fn=None, jobs: int = 1,
+              only: list[str] = ()) -> dict:
     """Run every run of the sweep not finished yet; returns the status of every run. With jobs > 1,
     that many runs train at once, each in a fresh process with its share of the CPU threads (on 2
     cores two 1-thread runs get through ~1.2x the steps of one 2-thread run: small matrices do not
@@ -162,7 +172,7 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
     from .run import train
 
     train_fn = train_fn or train
-    root, runs = load_sweep(path, overrides)
+    root, runs = load_sweep(path, overrides, only)
     status = read_status(root)
     # runs finished before this call count as done from the start, so that the time-left estimate
     # comes from runs trained now

@@ -54,6 +54,19 @@ def test_an_included_sweep_is_the_base_its_includer_changes(tmp_path, tiny_model
     assert base_runs[0].config.train.patience != 1
 
 
+def test_only_keeps_the_runs_a_pattern_matches(tmp_path, tiny_models, data_dir, capsys):
+    path = write_sweep(tmp_path, tiny_models, data_dir, grid={"domain.size": ["1x", "10x"]})
+    _, runs = load_sweep(path, only=["*/domain.size=1x/*", "toy/tapt/*/seed1"])
+    assert [r.id for r in runs] == ["toy/finetune/domain.size=1x/seed0", "toy/tapt/domain.size=1x/seed0",
+                                    "toy/finetune/domain.size=1x/seed1", "toy/tapt/domain.size=1x/seed1",
+                                    "toy/tapt/domain.size=10x/seed1"]
+    # a pattern that matches nothing is a typo: one line, nothing run
+    assert main(["sweep", str(path), "--only", "*/domain.size=2x/*"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "matches no run" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "root").exists()
+
+
 def test_a_sweep_including_itself_is_one_line(tmp_path, tiny_models, data_dir, capsys):
     path = write_sweep(tmp_path, tiny_models, data_dir, include="sweep.yaml")
     assert main(["sweep", str(path)]) == 2
