@@ -91,7 +91,7 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run_dir in run_dirs:
         metrics, config = _read(run_dir)
-        flat = {k: v for k, v in rundir.defining(with_defaults(config)).items() if k not in IGNORED_KEYS}
+        flat = setting_of(config)
         key = json.dumps(flat, sort_keys=True, default=str)
         if key not in groups:
             groups[key] = Group(metrics.get("end_task") or flat.get("end_task", "?"), metrics["metric"], "", flat)
@@ -114,17 +114,31 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: (g.end_task, g.label))
 
 
+def setting_of(config: dict, ignore: tuple[str, ...] = ()) -> dict:
+    """A run's saved config as the dotted keys that decide its result, minus the seed, where it lives
+    and `ignore` (a plot's x axis): runs with equal settings are seeds of one another."""
+    return {k: v for k, v in rundir.defining(with_defaults(config)).items() if k not in IGNORED_KEYS + tuple(ignore)}
+
+
+def setting_labels(settings: list[tuple[str, str, dict]]) -> list[str]:
+    """A label for each (end task, recipe name, setting): the name, plus the keys that tell it from
+    the same-named settings of its end task (`meta_tartan [meta.head_batch=other]`)."""
+    by_name: dict[tuple[str, str], list[int]] = {}
+    for index, (end_task, name, _) in enumerate(settings):
+        by_name.setdefault((end_task, name), []).append(index)
+    labels = [""] * len(settings)
+    for (_, name), indices in by_name.items():
+        same = [settings[i][2] for i in indices]
+        differing = sorted({k for c in same for k in c if any(other.get(k) != c.get(k) for other in same)})
+        for index in indices:
+            extra = ", ".join(f"{k}={settings[index][2].get(k)}" for k in differing)
+            labels[index] = f"{name} [{extra}]" if extra else name
+    return labels
+
+
 def _label(groups: list[Group]) -> None:
-    """Name each group by its recipe name; same-named groups get the keys that set them apart."""
-    by_name: dict[tuple[str, str], list[Group]] = {}
-    for group in groups:
-        by_name.setdefault((group.end_task, group.name), []).append(group)
-    for (_, name), same in by_name.items():
-        differing = sorted({k for g in same for k in set(g.config) | set(same[0].config)
-                            if any(g.config.get(k) != same[0].config.get(k) for g in same)})
-        for group in same:
-            extra = ", ".join(f"{k}={group.config.get(k)}" for k in differing)
-            group.label = f"{name} [{extra}]" if extra else name
+    for group, label in zip(groups, setting_labels([(g.end_task, g.name, g.config) for g in groups])):
+        group.label = label
 
 
 def permutation_p_value(a: list[float], b: list[float], permutations: int = PERMUTATIONS, seed: int = 0) -> float:

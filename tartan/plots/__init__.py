@@ -37,15 +37,23 @@ def run_name(run_dir: Path) -> str:
     return read_config(run_dir).get("name") or Path(run_dir).name
 
 
-def group_by_name(run_dirs: list[Path]) -> dict[str, list[Path]]:
-    """Runs by recipe name; the runs of a name are taken as seeds of one setting, so a name spread
-    over several end tasks is refused rather than averaged."""
-    groups: dict[str, list[Path]] = {}
+def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = ()) -> dict[str, list[Path]]:
+    """Runs whose configs are equal but for the seed (and the `axis` keys, a plot's x axis) are seeds
+    of one setting, one line or panel, labelled as `tartan report` labels its rows: the recipe name,
+    plus the keys that tell it from a same-named setting (two variants of one recipe are never
+    averaged together). A name spread over several end tasks is refused rather than drawn twice."""
+    import json
+
+    from ..report import setting_of, setting_labels
+
+    groups: dict[str, tuple[str, str, dict, list[Path]]] = {}
     end_tasks: dict[str, set] = {}
     for run_dir in run_dirs:
         config = read_config(run_dir)
         name = config.get("name") or Path(run_dir).name
-        groups.setdefault(name, []).append(Path(run_dir))
+        setting = setting_of(config, axis)
+        key = json.dumps([name, setting], sort_keys=True, default=str)
+        groups.setdefault(key, (str(config.get("end_task")), name, setting, []))[3].append(Path(run_dir))
         end_tasks.setdefault(name, set()).add(config.get("end_task"))
     for name, tasks in end_tasks.items():
         if len(tasks) > 1:
@@ -53,7 +61,8 @@ def group_by_name(run_dirs: list[Path]) -> dict[str, list[Path]]:
 
             raise TartanError(f"runs named {name!r} have several end tasks ({', '.join(sorted(map(str, tasks)))}): "
                               "plot one end task at a time")
-    return groups
+    labels = setting_labels([(end_task, name, setting) for end_task, name, setting, _ in groups.values()])
+    return {label: dirs for label, (*_, dirs) in zip(labels, groups.values())}
 
 
 def save(figure, output: Path) -> Path:

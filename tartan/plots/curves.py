@@ -1,5 +1,5 @@
-"""The end task's dev metric over training, one line per recipe name, seeds averaged with a band of
-one standard deviation. Read from log.jsonl: every evaluation of a stage that reports the run's
+"""The end task's dev metric over training, one line per setting (the recipe name, plus the keys
+that tell same-named runs apart), seeds averaged with a band of one standard deviation. Read from log.jsonl: every evaluation of a stage that reports the run's
 metric; the x axis is end-task epochs, counted on through consecutive stages (a final fine-tuning
 continues where the multi-task stage stopped)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import rundir
 from ..errors import TartanError
-from . import group_by_name, plots, pyplot, save
+from . import group_by_setting, plots, pyplot, save
 
 
 def read_dev_curve(run_dir: Path) -> tuple[str, dict[float, float]]:
@@ -42,7 +42,7 @@ def plot_curves(run_dirs: list[Path], output: Path) -> Path:
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(6.5, 4.2))
     metric = None
-    for name, dirs in group_by_name(run_dirs).items():
+    for name, dirs in group_by_setting(run_dirs).items():
         curves = []
         for run_dir in dirs:
             metric, curve = read_dev_curve(run_dir)

@@ -1,6 +1,6 @@
 """Data efficiency (the research's Figure 2): the end task's test metric against the auxiliary data
-size as a multiple of |Train| (log axis), one line per recipe name, error bars of one standard
-deviation over seeds. The size is the run's `domain.size`: `Nx`, or a line count divided by the
+size as a multiple of |Train| (log axis), one line per setting (the recipe name, plus the keys that
+tell same-named runs apart), error bars of one standard deviation over seeds. The size is the run's `domain.size`: `Nx`, or a line count divided by the
 number of train examples of the end task."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from .. import rundir
 from ..data.readers import read_rows
 from ..errors import TartanError
-from . import group_by_name, plots, pyplot, read_config, save
+from . import group_by_setting, plots, pyplot, read_config, save
 
 
 def size_multiple(config: dict, run_dir: Path) -> float:
@@ -38,7 +38,7 @@ def plot_efficiency(run_dirs: list[Path], output: Path) -> Path:
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(6.5, 4.2))
     metric = None
-    for name, dirs in group_by_name(run_dirs).items():
+    for name, dirs in group_by_setting(run_dirs, axis=("domain.size",)).items():
         by_size: dict[float, list[float]] = {}
         for run_dir in dirs:
             metrics_path = run_dir / rundir.METRICS

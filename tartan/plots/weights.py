@@ -1,5 +1,6 @@
-"""The task weights over training (the research's Figures 3-4): one panel per recipe name, one line
-per task, seeds averaged with a band of one standard deviation when several runs share a name."""
+"""The task weights over training (the research's Figures 3-4): one panel per setting (the recipe
+name, plus the keys that tell same-named runs apart), one line per task, seeds averaged with a band
+of one standard deviation when several runs share a setting."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +11,7 @@ import numpy as np
 
 from .. import rundir
 from ..errors import TartanError
-from . import group_by_name, plots, pyplot, save
+from . import group_by_setting, plots, pyplot, save
 
 
 def read_task_weights(run_dir: Path) -> dict[str, dict[int, float]]:
@@ -30,7 +31,7 @@ def read_task_weights(run_dir: Path) -> dict[str, dict[int, float]]:
 
 @plots.register("weights")
 def plot_weights(run_dirs: list[Path], output: Path) -> Path:
-    groups = {name: [read_task_weights(d) for d in dirs] for name, dirs in group_by_name(run_dirs).items()}
+    groups = {name: [read_task_weights(d) for d in dirs] for name, dirs in group_by_setting(run_dirs).items()}
     plt = pyplot()
     figure, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), sharey=True, squeeze=False)
     for ax, (name, runs) in zip(axes[0], groups.items()):

@@ -1,0 +1,36 @@
+"""Which runs a plot draws as one setting: seeds of equal configs together, same-named variants apart."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tartan.errors import TartanError
+from tartan.plots import group_by_setting
+
+
+def write_config(folder, **config):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def test_seeds_share_a_setting_and_same_named_variants_do_not(tmp_path):
+    runs = {(batch, seed): write_config(tmp_path / f"{batch}{seed}", name="meta_tartan", end_task="toy", seed=seed,
+                                        output_dir=str(tmp_path / f"{batch}{seed}"), meta={"head_batch": batch})
+            for batch in ("step", "other") for seed in (0, 1)}
+    groups = group_by_setting(list(runs.values()))
+    assert groups == {"meta_tartan [meta.head_batch=step]": [runs["step", 0], runs["step", 1]],
+                      "meta_tartan [meta.head_batch=other]": [runs["other", 0], runs["other", 1]]}
+
+
+def test_an_axis_key_is_one_line_not_several(tmp_path):
+    runs = [write_config(tmp_path / f"{size}{seed}", name="dapt", end_task="toy", seed=seed, domain={"size": size})
+            for size in ("1x", "10x") for seed in (0, 1)]
+    assert list(group_by_setting(runs, axis=("domain.size",))) == ["dapt"]
+    assert sorted(group_by_setting(runs)) == ["dapt [domain.size=10x]", "dapt [domain.size=1x]"]
+
+
+def test_one_name_over_several_end_tasks_is_refused(tmp_path):
+    runs = [write_config(tmp_path / task, name="finetune", end_task=task) for task in ("a", "b")]
+    with pytest.raises(TartanError, match="several end tasks"):
+        group_by_setting(runs)
