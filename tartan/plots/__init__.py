@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from pathlib import Path
 from typing import Callable
@@ -32,18 +33,11 @@ def read_config(run_dir: Path) -> dict:
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
-def run_name(run_dir: Path) -> str:
-    """The recipe name in the run's config.yaml (what groups seeds), else the folder's name."""
-    return read_config(run_dir).get("name") or Path(run_dir).name
-
-
 def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = ()) -> dict[str, list[Path]]:
     """Runs whose configs are equal but for the seed (and the `axis` keys, a plot's x axis) are seeds
     of one setting, one line or panel, labelled as `tartan report` labels its rows: the recipe name,
     plus the keys that tell it from a same-named setting (two variants of one recipe are never
     averaged together). A name spread over several end tasks is refused rather than drawn twice."""
-    import json
-
     from ..report import setting_of, setting_labels
 
     groups: dict[str, tuple[str, str, dict, list[Path]]] = {}

@@ -1,7 +1,8 @@
 """The end task's dev metric over training, one line per setting (the recipe name, plus the keys
-that tell same-named runs apart), seeds averaged with a band of one standard deviation. Read from log.jsonl: every evaluation of a stage that reports the run's
-metric; the x axis is end-task epochs, counted on through consecutive stages (a final fine-tuning
-continues where the multi-task stage stopped)."""
+that tell same-named runs apart), seeds averaged with a band of one standard deviation. Read from
+log.jsonl: every evaluation of a stage that reports the run's metric; the x axis is end-task
+epochs, counted on through consecutive stages (a final fine-tuning continues where the multi-task
+stage stopped)."""
 from __future__ import annotations
 
 import json

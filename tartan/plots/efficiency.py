@@ -1,7 +1,7 @@
 """Data efficiency (the research's Figure 2): the end task's test metric against the auxiliary data
 size as a multiple of |Train| (log axis), one line per setting (the recipe name, plus the keys that
-tell same-named runs apart), error bars of one standard deviation over seeds. The size is the run's `domain.size`: `Nx`, or a line count divided by the
-number of train examples of the end task."""
+tell same-named runs apart), error bars of one standard deviation over seeds. The size is the run's
+`domain.size`: `Nx`, or a line count divided by the number of train examples of the end task."""
 from __future__ import annotations
 
 import json
