@@ -38,6 +38,7 @@ def plot_efficiency(run_dirs: list[Path], output: Path) -> Path:
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(6.5, 4.2))
     metric = None
+    points: list[tuple[float, float, int, str]] = []
     for name, dirs in group_by_setting(run_dirs, axis=("domain.size",)).items():
         by_size: dict[float, list[float]] = {}
         for run_dir in dirs:
@@ -51,7 +52,15 @@ def plot_efficiency(run_dirs: list[Path], output: Path) -> Path:
         sizes = sorted(by_size)
         mean = [np.mean(by_size[s]) for s in sizes]
         spread = [np.std(by_size[s], ddof=1) if len(by_size[s]) > 1 else 0.0 for s in sizes]
-        ax.errorbar(sizes, mean, yerr=spread, marker="o", capsize=3, label=name)
+        drawn = ax.errorbar(sizes, mean, yerr=spread, marker="o", capsize=3, label=name)
+        colour = drawn.lines[0].get_color()
+        points += [(size, m, len(by_size[size]), colour) for size, m in zip(sizes, mean)]
+    # a sweep plotted half-way has points of fewer seeds (a single seed shows no error bar, which
+    # reads as "no spread"): then every point says how many seeds it averages
+    if len({seeds for _, _, seeds, _ in points}) > 1:
+        for size, m, seeds, colour in points:
+            ax.annotate(f"n={seeds}", (size, m), textcoords="offset points", xytext=(5, 5), fontsize=7,
+                        color=colour)
     ax.set_xscale("log")
     ax.set_xlabel("auxiliary data size (multiple of |Train|)")
     ax.set_ylabel(f"test {metric} (x100)")

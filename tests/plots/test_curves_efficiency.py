@@ -47,6 +47,24 @@ def test_curves_and_efficiency_plots_write_pngs(tmp_path, capsys):
         assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 10_000
 
 
+def seed_labels(run_dirs, tmp_path, monkeypatch) -> list[str]:
+    import tartan.plots.efficiency as efficiency
+
+    drawn = []
+    monkeypatch.setattr(efficiency, "save", lambda figure, output: drawn.append(figure) or output)
+    efficiency.plot_efficiency(run_dirs, tmp_path / "e.png")
+    labels = sorted(text.get_text() for ax in drawn[0].axes for text in ax.texts)
+    efficiency.pyplot().close(drawn[0])
+    return labels
+
+
+def test_efficiency_says_how_many_seeds_only_when_points_differ(tmp_path, monkeypatch):
+    runs = [write_run(tmp_path / f"d{size}{seed}", "dapt", 0.6, size) for size in ("1x", "10x") for seed in range(2)]
+    assert seed_labels(runs, tmp_path, monkeypatch) == []
+    runs.append(write_run(tmp_path / "m1x0", "mt_tartan", 0.62, "1x"))
+    assert seed_labels(runs, tmp_path, monkeypatch) == ["n=1", "n=2", "n=2"]
+
+
 def test_size_multiple_from_nx_or_a_line_count(tmp_path):
     (tmp_path / "toy").mkdir()
     (tmp_path / "toy" / "train.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": "a"}) + "\n"
