@@ -125,8 +125,9 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     bar = tqdm(total=total_steps, initial=state.step, desc=stage.name, unit="step", dynamic_ncols=True,
                disable=not (progress and accelerator.is_main_process), mininterval=1.0)
     model.train()
-    window_tokens, window_seconds, window_loss = 0, 0.0, {name: 0.0 for name in stage.task_names}
-    window_steps = 0
+    # losses summed per task with the number of batches behind them: under MUPPET's sampling a task
+    # may be drawn twice in a step or not at all, and its logged loss is the mean over its own batches
+    window_tokens, window_seconds, window_loss, window_batches = 0, 0.0, {}, {}
 
     def save(best_is_current: bool) -> None:
         save_checkpoint(checkpoint, model, optimizer, scheduler,
@@ -168,11 +169,12 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         state.wall_seconds += seconds
         window_tokens += tokens
         window_seconds += seconds
-        window_steps += 1
         for name, loss in losses.items():
-            window_loss[name] += float(loss.detach())
+            window_loss[name] = window_loss.get(name, 0.0) + float(loss.detach())
+            window_batches[name] = window_batches.get(name, 0) + draws[name]
         if state.step % train.log_every == 0 or state.step == total_steps:
-            mean_loss = {name: value / window_steps for name, value in window_loss.items()}
+            mean_loss = {name: window_loss[name] / window_batches[name] for name in stage.task_names
+                         if name in window_loss}
             record = {"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
                       "loss": mean_loss, "weights": weights, "lr": lr,
                       "tokens_per_second": window_tokens / max(window_seconds, 1e-9)}
@@ -181,8 +183,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
             log.write(record)
             bar.set_postfix(loss=f"{sum(mean_loss.values()):.3f}",
                             tok_s=f"{window_tokens / max(window_seconds, 1e-9):.0f}", refresh=False)
-            window_tokens, window_seconds, window_steps = 0, 0.0, 0
-            window_loss = {name: 0.0 for name in stage.task_names}
+            window_tokens, window_seconds, window_loss, window_batches = 0, 0.0, {}, {}
         bar.update(1)
 
         if state.step % eval_every == 0 or state.step == total_steps:

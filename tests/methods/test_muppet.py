@@ -122,6 +122,21 @@ def test_loss_scaling_through_a_muppet_run(tiny_models, muppet_data, tmp_path):
         assert classes > 1 and loss == pytest.approx(unscaled[name] / math.log(classes), rel=1e-4)
 
 
+def test_logged_loss_is_a_mean_over_the_tasks_own_batches(tiny_models, muppet_data, tmp_path):
+    # 4 batches an update from 2 tasks: some task is drawn at least twice in every step. Scaled, a
+    # near-uniform prediction of the fresh heads costs about 1 a batch; a sum over a task's batches, or
+    # a mean over steps that counts the steps a task was not drawn in, would stray from 1.
+    train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
+        tiny_models, muppet_data, tmp_path / "run", **{"muppet.scale_loss": "true", "muppet.log_every": 2,
+                                                       "muppet.tasks_per_update": 4})))
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    logged = [r["loss"] for r in records if r.get("stage") == "prefinetune" and "loss" in r]
+    assert [r["step"] for r in records if r.get("stage") == "prefinetune" and "loss" in r] == [2, 4]
+    for losses in logged:
+        assert losses and set(losses) <= {"toy_pairs", "three"}
+        assert all(0.5 < value < 1.5 for value in losses.values()), losses
+
+
 @pytest.mark.parametrize("tasks, message", [("toy,three", "lists the end task 'toy'"), ("[]", "muppet.tasks is empty")])
 def test_muppet_bad_task_lists(tasks, message, tiny_models, muppet_data, tmp_path):
     with pytest.raises(TartanError, match=message):
