@@ -14,6 +14,7 @@ from conftest import tiny_overrides, write_task
 from tartan.config import load_config
 from tartan.errors import TartanError
 from tartan.run import train
+from tartan.rundir import RunLog
 from tartan.tasks.classification import ClassificationTask
 from tartan.weighting import StepInputs, strategies
 
@@ -25,6 +26,11 @@ def muppet_overrides(tiny_models, data_dir, run_dir, **extra):
               "muppet.eval_every": 2, "muppet.progress": "false", "muppet.precision": "fp32",
               "train.max_steps": 3, **extra}
     return tiny_overrides(tiny_models["bert"], data_dir, run_dir, **values)
+
+
+def prefinetune_steps(run_dir: Path) -> list[dict]:
+    """The pre-finetuning stage's logged training steps (evaluations left out)."""
+    return [r for r in RunLog(run_dir).records() if r.get("stage") == "prefinetune" and "loss" in r]
 
 
 @pytest.fixture()
@@ -112,8 +118,7 @@ def test_loss_scaling_through_a_muppet_run(tiny_models, muppet_data, tmp_path):
     def first_losses(name, scale):
         train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
             tiny_models, muppet_data, tmp_path / name, **{"muppet.scale_loss": scale, "muppet.log_every": 1})))
-        records = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
-        return next(r["loss"] for r in records if r.get("stage") == "prefinetune" and r.get("step") == 1)
+        return next(r["loss"] for r in prefinetune_steps(tmp_path / name) if r["step"] == 1)
 
     scaled, unscaled = first_losses("scaled", "true"), first_losses("unscaled", "false")
     assert set(scaled) == set(unscaled) and scaled
@@ -129,10 +134,9 @@ def test_logged_loss_is_a_mean_over_the_tasks_own_batches(tiny_models, muppet_da
     train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
         tiny_models, muppet_data, tmp_path / "run", **{"muppet.scale_loss": "true", "muppet.log_every": 2,
                                                        "muppet.tasks_per_update": 4})))
-    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    logged = [r["loss"] for r in records if r.get("stage") == "prefinetune" and "loss" in r]
-    assert [r["step"] for r in records if r.get("stage") == "prefinetune" and "loss" in r] == [2, 4]
-    for losses in logged:
+    logged = prefinetune_steps(tmp_path / "run")
+    assert [r["step"] for r in logged] == [2, 4]
+    for losses in (r["loss"] for r in logged):
         assert losses and set(losses) <= {"toy_pairs", "three"}
         assert all(0.5 < value < 1.5 for value in losses.values()), losses
 
