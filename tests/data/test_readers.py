@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tartan.data.readers import decoded_lines, extensions, read_rows
+from tartan.data.readers import decoded_lines, read_rows, readers
 from tartan.errors import TartanError
 
 
@@ -22,7 +22,7 @@ def error_of(path: Path) -> TartanError:
 
 
 def test_every_labelled_format_has_a_reader():
-    assert {"jsonl", "csv", "tsv", "txt"} <= set(extensions())
+    assert {"jsonl", "csv", "tsv", "txt"} <= set(readers.names())
 
 
 # --- jsonl -------------------------------------------------------------------------------------------
@@ -128,6 +128,25 @@ def test_csv_crlf_line_endings(tmp_path):
     path = tmp_path / "train.csv"
     path.write_bytes(b"text,label\r\nhello,a\r\nworld,b\r\n")
     assert rows_of(path) == [(2, {"text": "hello", "label": "a"}), (3, {"text": "world", "label": "b"})]
+
+
+def test_csv_quoted_field_keeps_its_line_break_and_the_record_is_named_by_its_first_line(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('text,label\n"line one\nline two",x\nplain,y\n')
+    assert rows_of(path) == [(2, {"text": "line one\nline two", "label": "x"}), (4, {"text": "plain", "label": "y"})]
+
+
+def test_csv_unclosed_quote_is_reported_where_its_record_starts(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('text,label\na,x\n"never closed,y\nb,x\n')
+    error = error_of(path)
+    assert (error.path, error.line) == (str(path), 3)
+
+
+def test_tsv_quotation_marks_are_text(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text('text\tlabel\n"Hello" she said\tx\nan "open quote\ty\n')
+    assert [row["text"] for _, row in rows_of(path)] == ['"Hello" she said', 'an "open quote']
 
 
 def test_tsv_reads_tabs_and_keeps_commas(tmp_path):

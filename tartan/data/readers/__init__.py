@@ -33,9 +33,9 @@ def read_rows(path: Path) -> Iterator[tuple[int, Row]]:
         raise TartanError("file is empty (no rows)", path)
 
 
-def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without newline), decoding UTF-8 strictly line by line so that bad
-    bytes are reported at their line."""
+def decoded_lines(path: Path, keep_newline: bool = False) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without newline unless `keep_newline`), decoding UTF-8 strictly
+    line by line so that bad bytes are reported at their line."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -45,11 +45,7 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
             except UnicodeDecodeError as error:
                 raise TartanError(f"undecodable bytes (not UTF-8) at byte {error.start} of the line",
                                   path, number) from None
-            yield number, text.rstrip("\r\n")
-
-
-def extensions() -> list[str]:
-    return readers.names()
+            yield number, text if keep_newline else text.rstrip("\r\n")
 
 
 for _module in pkgutil.iter_modules(__path__):

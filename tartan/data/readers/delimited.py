@@ -8,14 +8,18 @@ from ...errors import TartanError
 from . import decoded_lines, readers
 
 
-def _read_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict]]:
+def _read_delimited(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, dict]]:
     header: list[str] | None = None
-    # decoded_lines checks the encoding line by line; _track keeps the number of the line csv is on
+    # decoded_lines checks the encoding line by line; _track keeps the number of the line csv is on.
+    # The lines keep their newlines: csv needs them to keep a quoted field's line breaks.
     position = [0]
-    reader = csv.reader(_track(decoded_lines(path), position), delimiter=delimiter)
+    reader = csv.reader(_track(decoded_lines(path, keep_newline=True), position), delimiter=delimiter,
+                        quoting=quoting)
+    record_end = 0
     try:
         for fields in reader:
-            number = position[0]
+            # a record (a quoted field may span lines) is named by the line it starts on
+            number, record_end = record_end + 1, position[0]
             if header is None:
                 header = [name.strip() for name in fields]
                 if not any(header):
@@ -27,7 +31,8 @@ def _read_delimited(path: Path, delimiter: str) -> Iterator[tuple[int, dict]]:
                 raise TartanError(f"{len(fields)} fields where the header has {len(header)}", path, number)
             yield number, dict(zip(header, fields))
     except csv.Error as error:
-        raise TartanError(f"malformed {path.suffix.lstrip('.')} ({error})", path, position[0]) from None
+        raise TartanError(f"malformed {path.suffix.lstrip('.')} ({error}) in the record starting here", path,
+                          record_end + 1) from None
 
 
 def _track(numbered, position: list[int]):
@@ -38,9 +43,10 @@ def _track(numbered, position: list[int]):
 
 @readers.register("csv")
 def read_csv(path: Path) -> Iterator[tuple[int, dict]]:
-    return _read_delimited(path, ",")
+    return _read_delimited(path, ",", csv.QUOTE_MINIMAL)
 
 
 @readers.register("tsv")
 def read_tsv(path: Path) -> Iterator[tuple[int, dict]]:
-    return _read_delimited(path, "\t")
+    # tab-separated sets (GLUE and the like) do not quote: a quotation mark is text
+    return _read_delimited(path, "\t", csv.QUOTE_NONE)
