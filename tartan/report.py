@@ -5,7 +5,8 @@ minus the seed (and minus what cannot change a result: the output folder, progre
 never mixes runs that differ in anything else. Each row: mean, standard deviation and number of seeds
 of the task's metric on test and dev, and a two-sided permutation-test p-value of the test metric
 against the baseline row (difference of means, 10,000 permutations through scipy, exact when the
-groups have fewer distinct splits than that)."""
+groups have fewer distinct splits than that). An end task without a test split is compared on dev,
+and the table says so."""
 from __future__ import annotations
 
 import csv
@@ -54,6 +55,7 @@ class Row:
     group: Group
     p_value: float | None  # None for the baseline itself, or without a baseline
     reference: float | None = None  # a published figure for this recipe name (--reference), if given
+    split: str = "test"  # the split the p-value compares: dev only when some run has no test split
 
 
 def find_runs(roots: list[Path]) -> list[Path]:
@@ -73,17 +75,16 @@ def find_runs(roots: list[Path]) -> list[Path]:
 
 
 def _read(run_dir: Path) -> tuple[dict, dict]:
-    metrics_path, config_path = run_dir / rundir.METRICS, run_dir / rundir.CONFIG
-    try:
-        metrics = json.loads(metrics_path.read_text())
-    except json.JSONDecodeError as error:
-        raise TartanError(f"malformed JSON ({error.msg})", metrics_path, error.lineno) from None
-    config = read_yaml(config_path, "run config") or {}
+    metrics_path = run_dir / rundir.METRICS
+    metrics, config = rundir.read_metrics(run_dir), rundir.read_config(run_dir)
     for key in ("metric", "test"):
         if key not in metrics:
             raise TartanError(f"no {key!r} key: not a tartan metrics file", metrics_path)
-    if metrics["metric"] not in (metrics["test"] or {}):
-        raise TartanError(f"test has no {metrics['metric']!r}", metrics_path)
+    for split in ("test", "dev"):  # either may be null (an end task without that split), not half-written
+        if metrics.get(split) is not None and metrics["metric"] not in metrics[split]:
+            raise TartanError(f"{split} has no {metrics['metric']!r}", metrics_path)
+    if metrics["test"] is None and metrics.get("dev") is None:
+        raise TartanError("neither test nor dev figures", metrics_path)
     return metrics, config
 
 
@@ -101,8 +102,9 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
             raise TartanError(f"seed {seed} twice in one group (also in {group.run_dirs[group.seeds.index(seed)]})",
                               run_dir / rundir.METRICS)
         group.seeds.append(seed)
-        group.test.append(100 * metrics["test"][metric])
-        if metric in (metrics.get("dev") or {}):
+        if metrics["test"] is not None:
+            group.test.append(100 * metrics["test"][metric])
+        if metrics.get("dev") is not None:
             group.dev.append(100 * metrics["dev"][metric])
         stages = metrics.get("stages") or {}
         if stages:
@@ -160,8 +162,8 @@ def choose_baseline(groups: list[Group], baseline: str) -> Group | None:
     matches = [g for g in groups if g.name == baseline] or [g for g in groups if g.method == baseline]
     if not matches:
         return None
-    most = max(len(g.test) for g in matches)
-    best = [g for g in matches if len(g.test) == most]
+    most = max(len(g.seeds) for g in matches)
+    best = [g for g in matches if len(g.seeds) == most]
     if len(best) > 1:
         raise TartanError(f"baseline {baseline!r} is ambiguous on {best[0].end_task}: "
                           + "; ".join(g.label for g in best) + " (report fewer roots, or name one by its recipe name)")
@@ -195,8 +197,10 @@ def build_report(roots: list[Path], baseline: str = "finetune", permutations: in
         base = choose_baseline(task_groups, baseline)
         task_groups.sort(key=lambda g: g is not base)  # the baseline first, the rest by label
         figures = published.get(end_task, {})
-        rows = [Row(g, None if base is None or g is base else permutation_p_value(g.test, base.test, permutations),
-                    figures.get(g.name)) for g in task_groups]
+        split = "test" if all(len(g.test) == len(g.seeds) for g in task_groups) else "dev"
+        compared = (lambda g: g.test) if split == "test" else (lambda g: g.dev)
+        rows = [Row(g, None if base is None or g is base else permutation_p_value(compared(g), compared(base), permutations),
+                    figures.get(g.name), split) for g in task_groups]
         report[end_task] = (base, rows)
     unmatched = [f"{task}/{name}" for task, figures in published.items() for name in figures
                  if not any(g.end_task == task and g.name == name for g in groups)]
@@ -215,7 +219,7 @@ def _cells(row: Row) -> dict[str, str]:
     test_mean, test_std = _mean_std(row.group.test)
     dev_mean, dev_std = _mean_std(row.group.dev)
     number = lambda v: "-" if math.isnan(v) else f"{v:.2f}"
-    return {"method": row.group.label, "seeds": str(len(row.group.test)),
+    return {"method": row.group.label, "seeds": str(len(row.group.seeds)),
             "test mean": number(test_mean), "test std": number(test_std),
             "dev mean": number(dev_mean), "dev std": number(dev_std),
             "p": "-" if row.p_value is None or math.isnan(row.p_value) else f"{row.p_value:.3f}",
@@ -240,9 +244,10 @@ def to_markdown(report: dict, baseline: str) -> str:
             cells = _cells(row)
             parts.append("| " + " | ".join(cells[c] for c in columns) + " |")
         if base:
-            smallest = {len(r.group.test): _smallest_p(len(r.group.test), len(base.test)) for r in rows[1:]}
+            smallest = {len(r.group.seeds): _smallest_p(len(r.group.seeds), len(base.seeds)) for r in rows[1:]}
             floor = ", ".join(f"{n} seeds: {p:.3g}" for n, p in sorted(smallest.items()) if not math.isnan(p)) or "-"
-            parts.append(f"\np: two-sided permutation test of the test {metric} against `{base.label}` "
+            split = rows[0].split if rows[0].split == "test" else "dev (some runs have no test split)"
+            parts.append(f"\np: two-sided permutation test of the {split} {metric} against `{base.label}` "
                          f"(difference of means, {report['permutations']:,} permutations, exact when fewer "
                          f"distinct splits exist; the smallest p a row can reach: {floor}; no correction for "
                          "comparing several methods).\n")

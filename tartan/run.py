@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from accelerate import PartialState
 from accelerate.utils import set_seed
 
@@ -93,7 +92,7 @@ def train(config: Config, force: bool = False) -> dict:
     finished = run_dir / rundir.METRICS
     existing = run_dir / rundir.CONFIG
     if existing.is_file() and not force:
-        previous = rundir.defining(with_defaults(yaml.safe_load(existing.read_text()) or {}))
+        previous = rundir.defining(with_defaults(rundir.read_config(run_dir)))
         current = rundir.defining(config.to_dict())
         if previous != current:
             changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
@@ -101,7 +100,7 @@ def train(config: Config, force: bool = False) -> dict:
                               "pass --force to retrain, or choose another output_dir", run_dir)
         if finished.is_file():
             print(f"{run_dir}: finished already (--force retrains)", file=sys.stderr)
-            return _read_json(finished)
+            return rundir.read_metrics(run_dir)
 
     stages: list[Stage] = methods.get(config.method)(config)
     body, tokenizer = load_body(config.model, config_overrides=config.model_config)

@@ -9,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import TartanError
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; runs that share a stage then may compute it twice
@@ -35,6 +37,24 @@ def defining(config: dict, prefix: str = "") -> dict:
         elif key not in DISPLAY_KEYS:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """A finished run's metrics.json; missing or malformed is a one-line error naming the file."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        raise TartanError(f"no {METRICS} here: not a finished run", run_dir)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise TartanError(f"malformed JSON ({error.msg})", path, error.lineno) from None
+
+
+def read_config(run_dir: Path) -> dict:
+    """A run's resolved config.yaml as a plain mapping; missing or malformed is a one-line error."""
+    from .config import read_yaml  # config builds on this module's contract, not the reverse
+
+    return read_yaml(Path(run_dir) / CONFIG, "run config") or {}
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -186,7 +186,7 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
         if error is None:
             if run.id in finished and previous.get("status") == "done" and previous.get("seconds") is not None:
                 seconds = previous["seconds"]  # read back: the time it took when it trained
-            status[run.id] = {"status": "done", "test": metrics.get("test", {}).get(metrics.get("metric")),
+            status[run.id] = {"status": "done", "test": (metrics.get("test") or {}).get(metrics.get("metric")),
                               "seconds": round(seconds, 1)}
         else:  # a failed run is recorded; the rest of the grid still runs
             status[run.id] = {"status": "failed", "seconds": round(seconds, 1),

@@ -114,6 +114,19 @@ def test_training_minutes_sum_the_stages_of_a_run_and_average_over_seeds(tmp_pat
     assert {row["method"]: row["train min"] for row in table} == {"dapt": "16.0", "finetune": "-"}
 
 
+def test_an_end_task_without_a_test_split_is_compared_on_dev_and_says_so(tmp_path, capsys):
+    root = tmp_path / "root"
+    for seed, (base, mt) in enumerate([(0.60, 0.70), (0.61, 0.71), (0.62, 0.72)]):
+        for method, dev in (("finetune", base), ("mt_tartan", mt)):
+            folder = write_run(root / method / f"seed{seed}", method, seed, 0.0, dev=dev)
+            metrics = json.loads((folder / "metrics.json").read_text())
+            (folder / "metrics.json").write_text(json.dumps({**metrics, "test": None}))
+    assert main(["report", str(root), "-o", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "| mt_tartan | 3 | - | - | 71.00 | 1.00 | 0.100 | - |" in printed
+    assert "permutation test of the dev (some runs have no test split) macro_f1" in printed
+
+
 def test_missing_baseline_leaves_p_values_out(runs, capsys):
     assert main(["report", str(runs / "mt_tartan"), "-o", str(runs / "x")]) == 0
     assert "no `finetune` runs on citation_intent" in capsys.readouterr().out

@@ -110,6 +110,14 @@ def test_sweep_runs_resumes_and_records_a_failed_run(tmp_path, tiny_models, data
     assert [s["runs_attempted"] for s in sessions] == [4, 2, 4] and all(s["seconds"] > 0 for s in sessions)
 
 
+def test_a_run_without_test_figures_is_done_not_a_crash(tmp_path, tiny_models, data_dir):
+    # an end task without a test split: metrics.json holds "test": null
+    path = write_sweep(tmp_path, tiny_models, data_dir, recipes=["finetune"], seeds=[0])
+    no_test = lambda config, **kwargs: {"metric": "macro_f1", "dev": {"macro_f1": 0.5}, "test": None}
+    status = run_sweep(path, progress=False, train_fn=no_test)
+    assert status["toy/finetune/seed0"]["status"] == "done" and status["toy/finetune/seed0"]["test"] is None
+
+
 def test_dry_run_says_where_each_run_stands_and_how_long_the_sweep_has_run(tmp_path, tiny_models, data_dir, capsys):
     path = write_sweep(tmp_path, tiny_models, data_dir, seeds=[0, 1, 2])
     root = tmp_path / "root"

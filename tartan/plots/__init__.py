@@ -25,12 +25,9 @@ def pyplot():
 
 def read_config(run_dir: Path) -> dict:
     """The run's resolved config.yaml ({} if it has none)."""
-    import yaml
-
     from .. import rundir
 
-    path = Path(run_dir) / rundir.CONFIG
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return rundir.read_config(run_dir) if (Path(run_dir) / rundir.CONFIG).is_file() else {}
 
 
 def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = ()) -> dict[str, list[Path]]:

@@ -1,11 +1,11 @@
 """The end task's dev metric over training, one line per setting (the recipe name, plus the keys
 that tell same-named runs apart), seeds averaged with a band of one standard deviation. Read from
-log.jsonl: every evaluation of a stage that reports the run's metric; the x axis is end-task
+log.jsonl: every evaluation of the end task (not a masked-LM stage's held-out accuracy, which
+shares a name with the accuracy metric); the x axis is end-task
 epochs, counted on through consecutive stages (a final fine-tuning continues where the multi-task
 stage stopped)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +17,16 @@ from . import group_by_setting, plots, pyplot, save
 
 def read_dev_curve(run_dir: Path) -> tuple[str, dict[float, float]]:
     """(metric, end-task epoch -> dev metric x100) of a finished run."""
-    metrics_path, log_path = Path(run_dir) / rundir.METRICS, Path(run_dir) / rundir.LOG
-    for path in (metrics_path, log_path):
-        if not path.is_file():
-            raise TartanError(f"no {path.name} here: not a finished run", run_dir)
-    metric = json.loads(metrics_path.read_text())["metric"]
+    log_path = Path(run_dir) / rundir.LOG
+    metrics = rundir.read_metrics(run_dir)
+    if not log_path.is_file():
+        raise TartanError(f"no {log_path.name} here: not a finished run", run_dir)
+    metric, end_task = metrics["metric"], metrics.get("end_task")
     curve, offset, stage, last_epoch = {}, 0.0, None, 0.0
-    for line in log_path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
+    for record in rundir.RunLog(Path(run_dir)).records():
         dev = record.get("dev") or {}
-        if metric not in dev:
+        # logs written before evaluations named their task hold no "task": the metric key decides
+        if metric not in dev or record.get("task", end_task) != end_task:
             continue
         if record.get("stage") != stage:
             offset, stage = offset + last_epoch, record.get("stage")

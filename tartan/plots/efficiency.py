@@ -4,7 +4,6 @@ tell same-named runs apart), error bars of one standard deviation over seeds. Th
 `domain.size`: `Nx`, or a line count divided by the number of train examples of the end task."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +41,11 @@ def plot_efficiency(run_dirs: list[Path], output: Path) -> Path:
     for name, dirs in group_by_setting(run_dirs, axis=("domain.size",)).items():
         by_size: dict[float, list[float]] = {}
         for run_dir in dirs:
-            metrics_path = run_dir / rundir.METRICS
-            if not metrics_path.is_file():
-                raise TartanError(f"no {rundir.METRICS} here: not a finished run", run_dir)
-            metrics = json.loads(metrics_path.read_text())
+            metrics = rundir.read_metrics(run_dir)
             metric = metrics["metric"]
+            if metrics.get("test") is None:
+                raise TartanError("no test figures (the end task has no test split): the efficiency plot "
+                                  "draws the test metric", run_dir / rundir.METRICS)
             config = read_config(run_dir)
             by_size.setdefault(size_multiple(config, run_dir), []).append(100 * metrics["test"][metric])
         sizes = sorted(by_size)

@@ -196,7 +196,9 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                 state.stale_evals += 1
             state.stopped_early = bool(train.patience) and state.stale_evals >= train.patience
             state.wall_seconds += time.perf_counter() - eval_started
+            # "task": whose metrics `dev` holds (a masked-LM stage's accuracy is not the end task's)
             log.write({"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
+                       "task": _selecting(stage)[0] if stage.select_on == "end_task" else "mean",
                        "dev": dev, "best": improved})
             if accelerator.is_main_process:
                 # the best weights live inside the checkpoint folder, so that both change in one

@@ -34,6 +34,15 @@ def test_dev_curve_skips_mlm_stages_and_continues_epochs_across_stages(tmp_path)
     assert read_dev_curve(run) == ("macro_f1", {1.0: 50.0, 2.0: 60.0, 3.0: 65.0})
 
 
+def test_dev_curve_of_an_accuracy_task_skips_the_masked_lm_accuracy(tmp_path):
+    log = [{**evaluation("dapt", 1.0, 0.07, metric="accuracy"), "task": "dapt"},
+           {**evaluation("finetune", 1.0, 0.8, metric="accuracy"), "task": "toy"}]
+    run = write_run(tmp_path / "r", "dapt", 0.8, log=log)
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "metric": "accuracy", "end_task": "toy"}))
+    assert read_dev_curve(run) == ("accuracy", {1.0: 80.0})  # epochs of the end task only
+
+
 def test_curves_and_efficiency_plots_write_pngs(tmp_path, capsys):
     runs = []
     for name, base in (("dapt", 0.6), ("meta_tartan", 0.65)):
