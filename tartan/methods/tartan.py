@@ -15,10 +15,14 @@ def auxiliary_task(config: Config, name: str) -> tuple[str, str, dict]:
     """`tapt` and `dapt` are masked-LM objectives (as in the continued pre-training baselines, but
     trained beside the end task); any other name is a labelled task folder of data_dir."""
     options = {"batch_size": config.multitask.auxiliary_batch_size or config.train.batch_size}
+    # the run's seed orders and masks the masked-LM batches, as it orders the end task's: seeds of
+    # a multi-task run differ in their auxiliary batches too (which lines, and the held-out share,
+    # stay those of pretrain.seed)
+    mlm_options = {**options, "seed": config.seed}
     if name == "tapt":
-        return name, "mlm", {"source": "task", **options}
+        return name, "mlm", {"source": "task", **mlm_options}
     if name == "dapt":
-        return name, "mlm", {"path": config.domain.path, "size": config.domain.size, **options}
+        return name, "mlm", {"path": config.domain.path, "size": config.domain.size, **mlm_options}
     return name, "classification", {**options, "scale_loss": config.multitask.scale_loss}
 
 

@@ -32,12 +32,15 @@ class MaskedLMTask:
     reads_end_task = True  # source: task, and sizes given as multiples of the end task's train set
 
     def __init__(self, name: str, texts: list[str], digest: str, tokenizer, *, max_length: int, batch_size: int,
-                 eval_batch_size: int, seed: int, bucket_batches: int = 50, probability: float = 0.15,
+                 eval_batch_size: int, seed: int, data_seed: int | None = None, bucket_batches: int = 50, probability: float = 0.15,
                  whole_word: bool = False, heldout: float = 0.05, model_path: str | None = None,
                  cache: Path | None = None):
         if tokenizer.mask_token_id is None:
             raise TartanError("the tokenizer has no mask token: it cannot train a masked-LM objective")
+        # seed: batch order and training masks; data_seed: which lines are held out and their masks,
+        # so that the held-out figures of runs with different seeds measure the same thing
         self.name, self.seed = name, seed
+        self.data_seed = seed if data_seed is None else data_seed
         self.batch_size, self.eval_batch_size, self.bucket_batches = batch_size, eval_batch_size, bucket_batches
         self.probability, self.whole_word, self.model_path = probability, whole_word, model_path
         self.mask_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
@@ -45,7 +48,7 @@ class MaskedLMTask:
         self.special = torch.zeros(max(self.vocab_size, max(tokenizer.all_special_ids) + 1), dtype=torch.bool)
         self.special[tokenizer.all_special_ids] = True
         encoded = encode(tokenizer, texts, None, max_length, digest, cache, words=whole_word)
-        order = np.random.default_rng([seed, 7]).permutation(len(encoded))
+        order = np.random.default_rng([self.data_seed, 7]).permutation(len(encoded))
         n_heldout = min(len(order) - 1, max(1, int(round(heldout * len(order))))) if heldout > 0 else 0
         self.rows = {"dev": np.sort(order[:n_heldout]), "train": np.sort(order[n_heldout:])}
         self.encoded, self.digest = encoded, digest
@@ -71,9 +74,12 @@ class MaskedLMTask:
         if count is not None:
             digest = f"{digest}:{count}:{config.pretrain.seed}"
         mlm = config.mlm
+        # a pre-training stage orders and masks by the pre-training seed (seeds share the stage); an
+        # auxiliary objective of the multi-task stage passes the run's seed
         return cls(name, texts, digest, tokenizer, max_length=config.data.max_length,
                    batch_size=options.pop("batch_size", config.pretrain.batch_size),
-                   eval_batch_size=config.pretrain.eval_batch_size, seed=config.pretrain.seed,
+                   eval_batch_size=config.pretrain.eval_batch_size, seed=options.pop("seed", config.pretrain.seed),
+                   data_seed=config.pretrain.seed,
                    bucket_batches=config.data.bucket_batches, probability=mlm.probability,
                    whole_word=mlm.whole_word, heldout=mlm.heldout, model_path=resolve_model_path(config.model),
                    cache=_cache(), **options)
@@ -108,7 +114,8 @@ class MaskedLMTask:
             word_ids = torch.full(ids.shape, -1, dtype=torch.long)
             for j, i in enumerate(indices):
                 word_ids[j, :len(self.encoded.word_ids[i])] = torch.from_numpy(self.encoded.word_ids[i].astype(np.int64))
-        generator = torch.Generator().manual_seed(stable_seed(self.seed, draw, split))
+        seed = self.data_seed if split == "heldout" else self.seed
+        generator = torch.Generator().manual_seed(stable_seed(seed, draw, split))
         masked, labels = mask_tokens(ids, maskable, self.mask_id, self.vocab_size, generator, self.probability, word_ids)
         if not (labels != IGNORE).any() and maskable.any():  # a short batch may draw none: score one
             position = int(maskable.flatten().nonzero()[0])

@@ -2,6 +2,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoModel
 
 from tartan.config import load_config
@@ -77,3 +78,27 @@ def test_final_fine_tuning_is_kept_only_if_dev_improves(lr_head, kept, tiny_mode
     # the reported dev metric is that of the weights kept
     kept_stage = "finetune" if stages["finetune"]["kept"] else "multitask"
     assert metrics["dev"]["macro_f1"] == pytest.approx(stages[kept_stage]["best_dev"]["macro_f1"], abs=1e-6)
+
+
+def test_masked_lm_auxiliary_batches_follow_the_run_seed_and_the_held_out_lines_do_not(tiny_models, data_dir):
+    from transformers import AutoTokenizer
+
+    from tartan.methods.tartan import auxiliary_task
+    from tartan.tasks import task_types
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+
+    def tapt_of(seed: int):
+        config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
+                                    "data.max_length=32", f"seed={seed}", "multitask.auxiliary_batch_size=4"])
+        name, kind, options = auxiliary_task(config, "tapt")
+        return task_types.get(kind).from_config(name, config, tokenizer, **options)
+
+    first, second = tapt_of(0), tapt_of(1)
+    assert [b.tolist() for b in first.train_batches(0)] != [b.tolist() for b in second.train_batches(0)]
+    rows = first.rows["train"][:4]
+    assert not torch.equal(first.collate("train", rows, draw=3)["input_ids"], second.collate("train", rows, draw=3)["input_ids"])
+    assert first.rows["dev"].tolist() == second.rows["dev"].tolist()
+    held_out = first.rows["dev"]
+    assert torch.equal(first.collate("heldout", held_out, draw=1)["input_ids"],
+                       second.collate("heldout", held_out, draw=1)["input_ids"])
