@@ -29,7 +29,7 @@ from .models.heads import load_head_weights, save_head
 from .models.multitask import MultiTaskModel
 from .rundir import RunLog, write_json_atomic, write_text_atomic
 from .tasks import task_types
-from .training.checkpoint import best_weights
+from .training.checkpoint import best_weights, checkpoint_state
 from .training.loop import run_stage
 from .weighting import strategies
 
@@ -161,9 +161,15 @@ def train(config: Config, force: bool = False) -> dict:
             processes.wait_for_everyone()
             if stored is not None and (stored / "stage.json").is_file():
                 load_stage(stored, model, stage)
-                stage_results[stage.name] = {**_read_json(stored / "stage.json"), "reused": str(stored)}
-                log.drop_after(stage.name, -1)
-                log.write({"stage": stage.name, "reused": str(stored)})
+                result = _read_json(stored / "stage.json")
+                own = checkpoint_state(run_dir / rundir.CHECKPOINT / stage.name / "last")
+                if own is not None and own["loop"]["step"] == result["steps"]:
+                    # this run computed and stored the stage, then was killed: its log and its time stand
+                    stage_results[stage.name] = result
+                else:
+                    stage_results[stage.name] = {**result, "reused": str(stored)}
+                    log.drop_after(stage.name, -1)
+                    log.write({"stage": stage.name, "reused": str(stored)})
                 _drop_heads(model, stage)
                 continue
             state = run_stage(stage, model, tasks, train_settings, accelerator, run_dir / rundir.CHECKPOINT / stage.name,

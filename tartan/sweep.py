@@ -145,8 +145,10 @@ def run_states(root: Path, runs: list[SweepRun]) -> list[tuple[str, str]]:
         elif entry.get("status") == "failed":
             states.append(("failed", entry.get("error", "?")))
         elif (resumes_from := _latest_checkpoint(run_dir)) is not None:
+            from .training.checkpoint import checkpoint_state  # torch: only when a run has a checkpoint
+
             stage, last = resumes_from
-            states.append(("checkpoint", f"{stage} step {json.loads((last / 'state.json').read_text())['loop']['step']}"))
+            states.append(("checkpoint", f"{stage} step {checkpoint_state(last)['loop']['step']}"))
         elif run_dir.is_dir():
             states.append(("begun", ""))
         else:

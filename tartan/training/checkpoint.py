@@ -43,13 +43,22 @@ def best_weights(folder: Path) -> Path:
     return found / BEST
 
 
-def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict | None:
-    """Restore what save_checkpoint wrote; the loop state, or None when there is no checkpoint."""
+def checkpoint_state(folder: Path) -> dict | None:
+    """The state save_checkpoint wrote (loop and strategy), or None when there is no checkpoint."""
     found = existing_dir(folder)
     if found is None or not (found / "state.json").is_file():
         return None
+    return json.loads((found / "state.json").read_text())
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict | None:
+    """Restore what save_checkpoint wrote; the loop state, or None when there is no checkpoint."""
+    state = checkpoint_state(folder)
+    if state is None:
+        return None
+    found = existing_dir(folder)
     load_model(model, str(found / "model.safetensors"))
     optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(found / "scheduler.pt", weights_only=True))
     torch.set_rng_state(torch.load(found / "rng.pt", weights_only=True)["torch"])
-    return json.loads((found / "state.json").read_text())
+    return state

@@ -120,3 +120,25 @@ def test_dapt_then_tapt_continues_with_the_dapt_trained_mlm_head(tiny_models, da
     distance = lambda a, b: sum(float((a[k] - b[k]).norm()) for k in a)  # noqa: E731
     assert distance(tapt, dapt) < distance(alone, dapt)
     assert fresh_tapt["stages"]["tapt"]["steps"] == 3
+
+
+def test_a_run_killed_after_storing_its_own_stage_keeps_that_stage_as_computed(tiny_models, data_dir, tmp_path,
+                                                                                monkeypatch):
+    real_run_stage = run_module.run_stage
+
+    def killed_in_finetune(stage, *args, **kwargs):
+        if stage.name == "finetune":
+            raise KeyboardInterrupt("killed")
+        return real_run_stage(stage, *args, **kwargs)
+
+    config = load_config(RECIPES / "tapt.yaml", tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **SHORT))
+    monkeypatch.setattr(run_module, "run_stage", killed_in_finetune)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    assert len(list((cache_dir() / "stages").glob("tapt-*"))) == 1  # stored before the kill
+    monkeypatch.setattr(run_module, "run_stage", real_run_stage)
+    metrics = train(config)
+    assert "reused" not in metrics["stages"]["tapt"]  # computed here, so its time counts in this run
+    assert metrics["train_seconds"] > metrics["stages"]["finetune"]["train_seconds"]
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r for r in log if r.get("stage") == "tapt" and "loss" in r]  # its steps are still in the log
