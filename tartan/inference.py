@@ -34,10 +34,15 @@ def load_finished(run_dir: Path):
 
 
 def evaluate_run(run_dir: Path, split: str = "test", data_dir: str | None = None) -> dict[str, float]:
-    config, model, tokenizer, _ = load_finished(run_dir)
+    config, model, tokenizer, meta = load_finished(run_dir)
     if data_dir is not None:
         config.data_dir = data_dir
     task = build_task(config.end_task, "classification", {}, config, tokenizer)
+    # the head's outputs are the labels it was trained on, in that order: data with other labels
+    # would be scored against the wrong classes
+    if list(task.label_names) != list(meta["labels"]):
+        raise TartanError(f"the data's labels {list(task.label_names)} are not the labels the run's head was "
+                          f"trained on {list(meta['labels'])}", Path(config.data_dir) / config.end_task)
     if split not in task.splits:
         raise TartanError(f"task {config.end_task!r} has no {split} split", Path(config.data_dir) / config.end_task)
     return task.evaluate(model, split, make_accelerator(config.train.precision).autocast)

@@ -92,6 +92,13 @@ def test_eval_and_predict(tiny_models, data_dir, tmp_path, capsys):
     assert main(["eval", str(run_dir), "--split", "dev"]) == 0
     expected = json.loads((run_dir / "metrics.json").read_text())["dev"]
     assert f"{100 * expected['macro_f1']:.2f}" in capsys.readouterr().out
+    renamed = tmp_path / "renamed" / "toy"  # the same data with one label renamed: not the head's classes
+    renamed.mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        (renamed / f"{split}.jsonl").write_text((data_dir / "toy" / f"{split}.jsonl").read_text().replace('"Uses"', '"Usage"'))
+    assert main(["eval", str(run_dir), "--split", "dev", "--data-dir", str(renamed.parent)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "not the labels the run's head was trained on" in error
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("background the model\nuses text\n\nextends words\n")
     out = tmp_path / "predictions.jsonl"
