@@ -173,7 +173,7 @@ def train(config: Config, force: bool = False) -> dict:
                 _drop_heads(model, stage)
                 continue
             state = run_stage(stage, model, tasks, train_settings, accelerator, run_dir / rundir.CHECKPOINT / stage.name,
-                              log, progress=config.train.progress)
+                              log, progress=config.train.progress and section.progress)
             stage_results[stage.name] = {"best_step": state.best_step, "steps": state.step,
                                          "train_seconds": state.wall_seconds, "stopped_early": state.stopped_early,
                                          "tokens_per_second": state.train_tokens / max(state.train_seconds, 1e-9),

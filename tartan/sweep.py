@@ -115,16 +115,22 @@ def read_spec(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     unknown = sorted(set(spec) - set(KEYS))
     if unknown:
         raise TartanError(f"unknown sweep key(s) {', '.join(unknown)} (known: {', '.join(KEYS)})", path)
-    if "include" not in spec:
-        return spec
-    included = (path.parent / str(spec.pop("include"))).resolve()
-    if included in seen or included == path.resolve():
-        raise TartanError(f"includes {included.name} in a cycle", path)
-    merged = read_spec(included, (*seen, path.resolve()))
+    merged = {}
+    if "include" in spec:
+        included = (path.parent / str(spec.pop("include"))).resolve()
+        if included in seen or included == path.resolve():
+            raise TartanError(f"includes {included.name} in a cycle", path)
+        merged = read_spec(included, (*seen, path.resolve()))
     for key, value in spec.items():
         if key in MERGED and isinstance(value, dict) and isinstance(merged.get(key), dict):
             value = {**merged[key], **value}
         merged[key] = value
+    # checked per file: an included sweep may name end tasks its includer leaves out, but a file's
+    # own overrides for an end task it does not run are most likely a misspelt name, dropped unseen
+    own = spec.get("end_task_overrides")
+    stray = sorted(set(map(str, own)) - set(map(str, merged.get("end_tasks") or []))) if isinstance(own, dict) else []
+    if stray:
+        raise TartanError(f"end_task_overrides names {', '.join(stray)}, not one of end_tasks", path)
     return merged
 
 

@@ -175,7 +175,9 @@ def test_sweep_command_shares_pretraining_and_reports(tmp_path, tiny_models, dat
                                            ({"epochs": 3}, "unknown sweep key(s) epochs"),
                                            ({"grid": {"train.lr_bdy": [1]}}, "unknown config key 'train.lr_bdy'"),
                                            ({"grid": {"seed": [1, 2]}}, "grid cannot set seed"),
-                                           ({"recipes": ["finetune", "finetune"]}, "twice in the grid")])
+                                           ({"recipes": ["finetune", "finetune"]}, "twice in the grid"),
+                                           ({"end_task_overrides": {"tyo": {"train.epochs": 3}}},
+                                            "end_task_overrides names tyo, not one of end_tasks")])
 def test_bad_sweep_is_one_line_and_runs_nothing(spec, message, tmp_path, tiny_models, data_dir, capsys):
     path = write_sweep(tmp_path, tiny_models, data_dir, **spec)
     assert main(["sweep", str(path)]) == 2
