@@ -2,9 +2,6 @@
 selects and compares (micro-F1 for CHEMPROT and RCT, macro-F1 for the rest)."""
 from __future__ import annotations
 
-DSP_TASKS = ("chemprot", "rct-20k", "rct-sample", "citation_intent", "sciie", "ag",
-             "hyperpartisan_news", "imdb", "amazon", "helpfulness")
-
 MICRO_F1_TASKS = {"chemprot", "rct-20k", "rct-sample"}
 
 

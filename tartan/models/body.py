@@ -7,8 +7,6 @@ from pathlib import Path
 
 from ..errors import TartanError
 
-EMBEDDED_MODELS = ("minilm",)
-
 
 def resolve_model_path(name: str) -> str:
     if name == "minilm":

@@ -89,7 +89,7 @@ class MaskedLMTask:
         return ["train", "dev"] if len(self.rows["dev"]) else ["train"]
 
     def make_head(self, body: nn.Module) -> nn.Module:
-        head, self.head_loaded = load_mlm_head(body, self.model_path)
+        head, _ = load_mlm_head(body, self.model_path)
         # random replacements must be rows of the embedding matrix, which may be smaller than the
         # tokenizer when tokens were added to it
         self.vocab_size = min(self.vocab_size, head.decoder_weight.shape[0])
