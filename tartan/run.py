@@ -149,7 +149,7 @@ def train(config: Config, force: bool = False) -> dict:
                 if stage.head_init.get(name) in model.heads:
                     model.heads[name].load_state_dict(model.heads[stage.head_init[name]].state_dict())
         model.to(accelerator.device)
-        train_settings = dataclasses.replace(section, max_steps=_cap(section.max_steps, config.train.max_steps))
+        train_settings = stage_train_settings(config, stage)
         stored = None
         if stage.reusable:
             previous_key = stage_key(config, stage, tasks, train_settings, previous_key)
@@ -230,18 +230,24 @@ def write_task_weights(run_dir: Path, records: list[dict], stages: set[str]) -> 
         write_text_atomic(run_dir / rundir.WEIGHTS, "\n".join(lines) + "\n")
 
 
-def _cap(steps: int | None, cap: int | None) -> int | None:
-    """train.max_steps bounds every stage that sets no max_steps of its own (a quick run of any
-    method); a stage's own max_steps stands, so that a sweep can cap the end task's steps without
-    cutting a pre-finetuning stage short."""
-    return cap if steps is None else steps
+def stage_train_settings(config: Config, stage: Stage):
+    """The stage's section (train, pretrain or muppet) as it trains: train.max_steps bounds every
+    stage that sets no max_steps of its own (a quick run of any method); a stage's own max_steps
+    stands, so that a sweep can cap the end task's steps without cutting a pre-finetuning stage short."""
+    section = getattr(config, stage.train_section)
+    return dataclasses.replace(section, max_steps=config.train.max_steps if section.max_steps is None else section.max_steps)
+
+
+def defining_settings(train_settings) -> dict:
+    """The settings of a section that decide what a stage computes (not its display settings)."""
+    return {k: v for k, v in dataclasses.asdict(train_settings).items() if k not in rundir.DISPLAY_KEYS}
 
 
 def stage_key(config: Config, stage: Stage, tasks: dict, train_settings, previous_key: str) -> str:
     """What a reusable stage's result depends on: the model it starts from (the previous stage's key
     included), its tasks and their data, the settings it trains with (its step cap included),
     masking and tokenisation settings."""
-    section = {k: v for k, v in dataclasses.asdict(train_settings).items() if k not in rundir.DISPLAY_KEYS}
+    section = defining_settings(train_settings)
     described = {
         "format": 1, "model": _model_identity(config.model), "previous": previous_key, "stage": stage.name,
         "head_init": stage.head_init,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .config import Config, load_config, read_yaml
 from .errors import TartanError
-from .rundir import CHECKPOINT, DISPLAY_KEYS, METRICS, existing_dir, write_json_atomic
+from .rundir import CHECKPOINT, METRICS, existing_dir, write_json_atomic
 
 STATUS = "sweep_status.json"
 # one entry per `tartan sweep` invocation (started, seconds, jobs, runs trained or failed), updated
@@ -357,14 +357,14 @@ def stage_signatures(config: Config) -> set[str]:
     and the end task too where a task type reads it (MLM), so that a stage over other tasks only
     (MUPPET's) has one signature across end tasks. Equal signatures mean the same stage."""
     from .methods import methods
+    from .run import defining_settings, stage_train_settings
     from .tasks import task_types
 
     found, previous = set(), ""
     for stage in methods.get(config.method)(config):
         if not stage.reusable:
             break
-        section = {k: v for k, v in dataclasses.asdict(getattr(config, stage.train_section)).items()
-                   if k not in DISPLAY_KEYS}
+        section = defining_settings(stage_train_settings(config, stage))
         described = {"previous": previous, "stage": stage.name, "tasks": stage.tasks, "head_init": stage.head_init,
                      "section": section, "model": config.model, "model_config": config.model_config,
                      "mlm": dataclasses.asdict(config.mlm), "data": dataclasses.asdict(config.data),
