@@ -86,6 +86,9 @@ class ClassificationTask:
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(output.float(), batch["labels"]) * self.loss_scale
 
+    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        return len(batch["labels"])
+
     @torch.no_grad()
     def predict_logits(self, model: nn.Module, split: str, autocast) -> tuple[np.ndarray, np.ndarray]:
         """Logits of every example of `split`, in file order."""

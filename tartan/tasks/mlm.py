@@ -136,6 +136,10 @@ class MaskedLMTask:
         return F.cross_entropy(output.float().reshape(-1, output.shape[-1]), batch["mlm_full_labels"].reshape(-1),
                                ignore_index=IGNORE)
 
+    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        labels = batch["mlm_labels"] if "mlm_labels" in batch else batch["mlm_full_labels"]
+        return int((labels != IGNORE).sum())
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
         was_training = model.training

@@ -1,7 +1,10 @@
 """Several processes without DDP: every process takes its rows of the same global batch, and
 gradients are averaged explicitly. The weighting strategies need each task's gradient averaged
 across processes *before* they mix them (META-TARTAN's cosines), which DDP's one fused backward
-cannot give; averaging ourselves keeps one code path for every strategy and every launcher."""
+cannot give; averaging ourselves keeps one code path for every strategy and every launcher.
+A process's loss is a mean over its own units (rows; masked tokens for MLM), which differ between
+processes (an odd batch, a different number of masked tokens): `global_share` weighs each
+process's loss so that the average of the processes' gradients is the gradient of the global mean."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,6 +22,15 @@ def shard_rows(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[st
     part = np.array_split(np.arange(rows), world)[rank]
     start, stop = int(part[0]), int(part[-1]) + 1
     return {key: value[start:stop] for key, value in batch.items()}
+
+
+def global_share(units: int, accelerator) -> float:
+    """processes x this process's share of the global batch's loss units; 1 for one process."""
+    if accelerator.num_processes == 1:
+        return 1.0
+    total = torch.tensor([float(units)], device=accelerator.device)
+    torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+    return units * accelerator.num_processes / max(float(total), 1.0)
 
 
 def average_across_processes(tensor: torch.Tensor, accelerator) -> torch.Tensor:

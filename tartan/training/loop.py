@@ -19,7 +19,7 @@ from ..rundir import RunLog
 from ..weighting import StepInputs, strategies
 from .checkpoint import best_weights, load_checkpoint, save_checkpoint
 from . import sampling
-from .distributed import average_gradients, shard_rows
+from .distributed import average_gradients, global_share, shard_rows
 from .r3f import r3f_penalty
 
 
@@ -146,6 +146,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                 loss = tasks[name].loss(output, batch)
                 if stage.r3f:
                     loss = loss + r3f_penalty(model, name, batch, output, **stage.r3f)
+                loss = loss * global_share(tasks[name].loss_units(batch), accelerator)
                 # a task drawn twice in a step (MUPPET's sampling) adds its batches' losses
                 losses[name] = losses[name] + loss if name in losses else loss
                 batches[name], features[name] = batch, hidden.detach()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..data.batching import to_device
-from ..training.distributed import average_list_across_processes, shard_rows
+from ..training.distributed import average_list_across_processes, global_share, shard_rows
 from . import StepInputs, WeightingStrategy, strategies
 
 
@@ -83,7 +83,7 @@ class MetaWeighting(WeightingStrategy):
             head = model.heads[self.end_task] if self.head == "same" else self.train_meta_head(inputs)
             dev = self.dev_batch(task, inputs)
             with accelerator.autocast():
-                loss = task.loss(head(model.encode(dev), dev), dev)
+                loss = task.loss(head(model.encode(dev), dev), dev) * global_share(task.loss_units(dev), accelerator)
             gradients = torch.autograd.grad(loss, body, allow_unused=True)
             self.meta_head_losses["dev"] = float(loss.detach())
         return average_list_across_processes(_zeros_for_none(gradients, body), accelerator)
