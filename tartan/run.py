@@ -92,8 +92,9 @@ def train(config: Config, force: bool = False) -> dict:
     finished = run_dir / rundir.METRICS
     existing = run_dir / rundir.CONFIG
     if existing.is_file() and not force:
-        previous = rundir.defining(with_defaults(rundir.read_config(run_dir)))
-        current = rundir.defining(config.to_dict())
+        # where the folder was when the run was saved does not matter: it may have been moved since
+        previous = {k: v for k, v in rundir.defining(with_defaults(rundir.read_config(run_dir))).items() if k != "output_dir"}
+        current = {k: v for k, v in rundir.defining(config.to_dict()).items() if k != "output_dir"}
         if previous != current:
             changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
             raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}); "

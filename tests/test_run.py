@@ -58,6 +58,19 @@ def test_finished_run_is_not_retrained_and_force_retrains(tiny_models, data_dir,
     assert (tmp_path / "run" / "metrics.json").stat().st_mtime_ns != first
 
 
+def test_a_moved_run_directory_is_trained_where_it_is_now(tiny_models, data_dir, tmp_path, capsys):
+    args = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
+    assert main(args) == 0
+    moved = tmp_path / "moved"
+    (tmp_path / "run").rename(moved)
+    assert main(["train", str(moved)]) == 0
+    assert "finished already" in capsys.readouterr().err
+    (moved / "metrics.json").unlink()  # as if killed before it finished
+    assert main(["train", str(moved)]) == 0
+    assert f"run directory: {moved}" in capsys.readouterr().out
+    assert (moved / "metrics.json").is_file() and not (tmp_path / "run").exists()
+
+
 def test_another_config_in_the_same_run_directory_is_refused(tiny_models, data_dir, tmp_path, capsys):
     base = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
     assert main(base) == 0
