@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -197,7 +198,7 @@ def train(config: Config, force: bool = False) -> dict:
                    train_seconds=sum(s["train_seconds"] for s in stage_results.values() if "reused" not in s),
                    tokens_per_second=last["tokens_per_second"], stages=stage_results,
                    processes=accelerator.num_processes,
-                   wall_seconds=time.time() - started)
+                   wall_seconds=time.time() - started, code=code_version())
     if accelerator.is_main_process:
         _save_model(run_dir, model, tokenizer, tasks)
         write_task_weights(run_dir, log.records(), {s.name for s in stages if len(s.tasks) > 1})
@@ -229,6 +230,25 @@ def write_task_weights(run_dir: Path, records: list[dict], stages: set[str]) -> 
             lines += [f"{record['step']},{task},{weight:.6g}" for task, weight in record["weights"].items()]
     if len(lines) > 1:
         write_text_atomic(run_dir / rundir.WEIGHTS, "\n".join(lines) + "\n")
+
+
+def code_version() -> dict:
+    """The tartan that trained a run: its version and, from a git checkout, the commit and whether
+    the code differed from it, so that results of different code are never compared unawares."""
+    from . import __version__
+
+    version = {"tartan": __version__}
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10)
+        changed = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no", "."],
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):  # no git on this machine
+        return version
+    if commit.returncode == 0 and changed.returncode == 0:
+        version.update(commit=commit.stdout.strip(), modified=bool(changed.stdout.strip()))
+    return version
 
 
 def stage_train_settings(config: Config, stage: Stage):

@@ -32,6 +32,10 @@ def test_finetune_writes_the_run_directory_contract(kind, tiny_models, data_dir,
         assert all(0 <= metrics[split][k] <= 1 for k in ("macro_f1", "micro_f1", "accuracy"))
     on_disk = json.loads((run_dir / "metrics.json").read_text())
     assert on_disk["dev"] == metrics["dev"] and on_disk["best_step"] >= 1
+    import tartan
+
+    assert on_disk["code"]["tartan"] == tartan.__version__  # which code trained it (and its commit, in a checkout)
+    assert set(on_disk["code"]) in ({"tartan"}, {"tartan", "commit", "modified"})
     assert (run_dir / "config.yaml").is_file() and (run_dir / "heads" / "toy.safetensors").is_file()
     assert not (run_dir / "checkpoint").exists()  # removable once the run is finished
     body = AutoModel.from_pretrained(run_dir / "model")
