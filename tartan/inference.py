@@ -5,11 +5,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import rundir
-from .data.batching import collate, sorted_batches, to_device
 from .data.encoding import encode
 from .data.readers import read_rows
 from .errors import TartanError
@@ -17,6 +15,7 @@ from .models.body import accepts_token_types, load_body
 from .models.heads import ClassificationHead, load_head_meta, load_head_weights
 from .models.multitask import MultiTaskModel
 from .run import build_task, load_run_config, make_accelerator
+from .tasks.classification import logits_of
 
 
 def load_finished(run_dir: Path):
@@ -61,15 +60,10 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64) -
         pairs.append(row.get("text_pair"))
     has_pairs = any(p is not None for p in pairs)
     encoded = encode(tokenizer, texts, [p or "" for p in pairs] if has_pairs else None, config.data.max_length)
-    autocast = make_accelerator(config.train.precision).autocast
-    probabilities = np.zeros((len(texts), len(meta["labels"])), dtype=np.float32)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for indices in sorted_batches(encoded.lengths, batch_size):
-            with autocast():
-                logits = model(config.end_task, to_device(collate(encoded, indices, pad_id), device))
-            probabilities[indices] = torch.softmax(logits.float(), -1).numpy()
+    logits = logits_of(model, config.end_task, encoded, pad_id, len(meta["labels"]), batch_size,
+                       make_accelerator(config.train.precision).autocast)
+    probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
     out = output or sys.stdout
     for row in probabilities:
         best = int(row.argmax())

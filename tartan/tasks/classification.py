@@ -20,6 +20,23 @@ from ..training.metrics import classification_metrics
 from . import task_types
 
 
+@torch.no_grad()
+def logits_of(model: nn.Module, head: str, encoded, pad_id: int, num_labels: int, batch_size: int,
+              autocast) -> np.ndarray:
+    """The `head`'s logits for every encoded example, in their order (batches sorted by length, so
+    that little is padded)."""
+    was_training = model.training
+    model.eval()
+    logits = np.zeros((len(encoded), num_labels), dtype=np.float32)
+    device = next(model.parameters()).device
+    for indices in sorted_batches(encoded.lengths, batch_size):
+        with autocast():
+            output = model(head, to_device(collate(encoded, indices, pad_id), device))
+        logits[indices] = output.float().cpu().numpy()
+    model.train(was_training)
+    return logits
+
+
 @task_types.register("classification")
 class ClassificationTask:
     reads_end_task = False  # the folder of its own name
@@ -89,19 +106,10 @@ class ClassificationTask:
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         return len(batch["labels"])
 
-    @torch.no_grad()
     def predict_logits(self, model: nn.Module, split: str, autocast) -> tuple[np.ndarray, np.ndarray]:
-        """Logits of every example of `split`, in file order."""
-        was_training = model.training
-        model.eval()
-        logits = np.zeros((len(self.encoded[split]), len(self.label_names)), dtype=np.float32)
-        device = next(model.parameters()).device
-        for indices in sorted_batches(self._lengths[split], self.eval_batch_size):
-            batch = to_device(self.collate(split, indices), device)
-            with autocast():
-                output = model(self.name, batch)
-            logits[indices] = output.float().cpu().numpy()
-        model.train(was_training)
+        """Logits of every example of `split`, in file order, and the gold labels."""
+        logits = logits_of(model, self.name, self.encoded[split], self.pad_id, len(self.label_names),
+                           self.eval_batch_size, autocast)
         return logits, self.labels[split]
 
     def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
