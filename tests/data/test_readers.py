@@ -143,10 +143,17 @@ def test_csv_unclosed_quote_is_reported_where_its_record_starts(tmp_path):
     assert (error.path, error.line) == (str(path), 3)
 
 
-def test_tsv_quotation_marks_are_text(tmp_path):
-    path = tmp_path / "train.tsv"
+def test_tsv_without_quoting_keeps_its_quotation_marks_as_text(tmp_path):
+    path = tmp_path / "train.tsv"  # GLUE-style: a field may begin with a quotation mark that is text
     path.write_text('text\tlabel\n"Hello" she said\tx\nan "open quote\ty\n')
     assert [row["text"] for _, row in rows_of(path)] == ['"Hello" she said', 'an "open quote']
+
+
+def test_tsv_quoted_by_a_csv_writer_is_unquoted(tmp_path):
+    path = tmp_path / "train.tsv"  # as csv.writer and pandas write a field with a tab, newline or quote
+    path.write_text('text\tlabel\n"a\ttab, a ""quote"" and\na line break"\tx\nplain\ty\n')
+    assert rows_of(path) == [(2, {"text": 'a\ttab, a "quote" and\na line break', "label": "x"}),
+                             (4, {"text": "plain", "label": "y"})]
 
 
 def test_tsv_reads_tabs_and_keeps_commas(tmp_path):

@@ -8,13 +8,13 @@ from ...errors import TartanError
 from . import decoded_lines, readers
 
 
-def _read_delimited(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, dict]]:
+def _read_delimited(path: Path, delimiter: str, quoting: int, strict: bool = False) -> Iterator[tuple[int, dict]]:
     header: list[str] | None = None
     # decoded_lines checks the encoding line by line; _track keeps the number of the line csv is on.
     # The lines keep their newlines: csv needs them to keep a quoted field's line breaks.
     position = [0]
     reader = csv.reader(_track(decoded_lines(path, keep_newline=True), position), delimiter=delimiter,
-                        quoting=quoting)
+                        quoting=quoting, strict=strict)
     record_end = 0
     try:
         for fields in reader:
@@ -48,5 +48,12 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict]]:
 
 @readers.register("tsv")
 def read_tsv(path: Path) -> Iterator[tuple[int, dict]]:
-    # tab-separated sets (GLUE and the like) do not quote: a quotation mark is text
-    return _read_delimited(path, "\t", csv.QUOTE_NONE)
+    """Two conventions meet in .tsv files: csv writers (pandas included) wrap a field holding a tab, a
+    newline or a quotation mark in quotation marks; GLUE-style sets never quote, so that a field may
+    begin with a quotation mark that is text. A file that reads cleanly as quoted is quoted; any
+    other is read with every quotation mark as text (its errors, if any, are the ones reported)."""
+    try:
+        rows = list(_read_delimited(path, "\t", csv.QUOTE_MINIMAL, strict=True))
+    except TartanError:
+        rows = None
+    yield from rows if rows is not None else _read_delimited(path, "\t", csv.QUOTE_NONE)
