@@ -31,7 +31,10 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, best
     # else a timed checkpoint before the first evaluation: no best weights yet
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # dropout on a GPU draws from the device's generators
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state))
     replace_dir(tmp, folder)
 
@@ -60,5 +63,8 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict | None:
     load_model(model, str(found / "model.safetensors"))
     optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(found / "scheduler.pt", weights_only=True))
-    torch.set_rng_state(torch.load(found / "rng.pt", weights_only=True)["torch"])
+    rng = torch.load(found / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return state
