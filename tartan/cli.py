@@ -21,10 +21,12 @@ def cmd_train(args) -> int:
     from .config import load_config
     from .run import train
 
-    recipe, overrides = Path(args.recipe), list(args.overrides)
+    recipe, run_dir = Path(args.recipe), None
     if recipe.is_dir():  # `tartan train RUN_DIR` resumes the run it holds, where the folder is now
-        recipe, overrides = recipe / "config.yaml", [f"output_dir={recipe.resolve()}", *overrides]
-    config = load_config(recipe, overrides)
+        recipe, run_dir = recipe / "config.yaml", recipe.resolve()
+    config = load_config(recipe, args.overrides)
+    if run_dir is not None:
+        config.output_dir = str(run_dir)
     metrics = train(config, force=args.force)
     print(f"{metrics['name']} ({metrics['method']}) on {metrics['end_task']}, seed {metrics['seed']}: "
           f"selected on dev {metrics['metric']}, best step {metrics['best_step']}, "

@@ -88,6 +88,7 @@ def build_task(name: str, kind: str, options: dict, config: Config, tokenizer):
 def train(config: Config, force: bool = False) -> dict:
     """Train (or resume, or return the finished result of) the run `config` describes."""
     config = resolve(config)
+    code = code_version()  # now: the code may change on disk while a long run trains
     run_dir = Path(config.output_dir)
     resolved = save_config(config)
     finished = run_dir / rundir.METRICS
@@ -198,7 +199,7 @@ def train(config: Config, force: bool = False) -> dict:
                    train_seconds=sum(s["train_seconds"] for s in stage_results.values() if "reused" not in s),
                    tokens_per_second=last["tokens_per_second"], stages=stage_results,
                    processes=accelerator.num_processes,
-                   wall_seconds=time.time() - started, code=code_version())
+                   wall_seconds=time.time() - started, code=code)
     if accelerator.is_main_process:
         _save_model(run_dir, model, tokenizer, tasks)
         write_task_weights(run_dir, log.records(), {s.name for s in stages if len(s.tasks) > 1})
@@ -242,7 +243,8 @@ def code_version() -> dict:
     try:
         commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10)
-        changed = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no", "."],
+        changed = subprocess.run(["git", "--no-optional-locks", "-C", str(source), "status", "--porcelain",
+                                  "--untracked-files=no", "."],
                                  capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):  # no git on this machine
         return version

@@ -17,6 +17,7 @@ class Task(Protocol):
     """Built by `from_config(name, config, tokenizer, **options)`, options coming from the method."""
 
     name: str
+    seed: int  # orders its batches and draws anything random in them; a checkpoint records it
     metric: str  # the dev metric that selects checkpoints when this is the end task
     # class attribute: whether its data depends on the end task (MLM text sampled to a multiple of
     # |Train|, or the end task's own text); a sweep tells shared pre-training stages apart by it

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..data.batching import to_device
+from ..errors import TartanError
 from ..methods import Stage
 from ..rundir import RunLog
 from ..weighting import StepInputs, strategies
@@ -116,6 +117,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     state = LoopState()
     saved = load_checkpoint(checkpoint, model, optimizer, scheduler)
     if saved is not None:
+        check_batch_seeds(saved, stage, tasks, checkpoint)
         state = LoopState(**saved["loop"])
         strategy.load_state_dict(saved["strategy"])
     log.drop_after(stage.name, state.step)  # what a killed run logged past its checkpoint
@@ -131,13 +133,13 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
 
     def save(best_is_current: bool) -> None:
         save_checkpoint(checkpoint, model, optimizer, scheduler,
-                        {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict()},
-                        best_is_current=best_is_current)
+                        {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict(),
+                         "seeds": batch_seeds(stage, tasks)}, best_is_current=best_is_current)
 
     last_saved = time.monotonic()
     while state.step < total_steps:
         started = time.perf_counter()
-        batches, losses, features, draws, tokens = {}, {}, {}, {}, 0
+        batches, losses, features, draws, tokens, logged = {}, {}, {}, {}, 0, {}
         with accelerator.autocast():
             for name, number in schedule.at(state.step):
                 batch = sources[name].at(number, device)
@@ -146,6 +148,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                 loss = tasks[name].loss(output, batch)
                 if stage.r3f:
                     loss = loss + r3f_penalty(model, name, batch, output, **stage.r3f)
+                logged[name] = logged.get(name, 0.0) + float(loss.detach())  # this process's own mean
                 loss = loss * global_share(tasks[name].loss_units(batch), accelerator)
                 # a task drawn twice in a step (MUPPET's sampling) adds its batches' losses
                 losses[name] = losses[name] + loss if name in losses else loss
@@ -170,8 +173,8 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         state.wall_seconds += seconds
         window_tokens += tokens
         window_seconds += seconds
-        for name, loss in losses.items():
-            window_loss[name] = window_loss.get(name, 0.0) + float(loss.detach())
+        for name, loss in logged.items():
+            window_loss[name] = window_loss.get(name, 0.0) + loss
             window_batches[name] = window_batches.get(name, 0) + draws[name]
         if state.step % train.log_every == 0 or state.step == total_steps:
             mean_loss = {name: window_loss[name] / window_batches[name] for name in stage.task_names
@@ -216,6 +219,25 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
             last_saved = time.monotonic()
     bar.close()
     return _finish(model, checkpoint, state)
+
+
+def batch_seeds(stage: Stage, tasks: dict) -> dict[str, int]:
+    """The seed each task of the stage draws its batches (and masks) from."""
+    return {name: tasks[name].seed for name in stage.task_names}
+
+
+def check_batch_seeds(saved: dict, stage: Stage, tasks: dict, checkpoint: Path) -> None:
+    """A checkpoint resumes only the batches it was drawing: a run checkpointed before the multi-task
+    stage's masked-LM objectives followed the run's seed drew them from their data seed
+    (pretrain.seed), and would silently change streams half-way."""
+    legacy = {name: getattr(tasks[name], "data_seed", tasks[name].seed) for name in stage.task_names}
+    before, now = saved.get("seeds", legacy), batch_seeds(stage, tasks)
+    changed = [name for name in now if name in before and before[name] != now[name]]
+    if changed:
+        raise TartanError(f"this checkpoint drew the batches of {', '.join(changed)} from seed "
+                          f"{', '.join(str(before[n]) for n in changed)}, this version of tartan draws them from "
+                          f"{', '.join(str(now[n]) for n in changed)}: delete the checkpoint to restart the stage, "
+                          "or train it with the tartan that began it", checkpoint)
 
 
 def _checkpoint_due(last_saved: float, minutes: float | None) -> bool:

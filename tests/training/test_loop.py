@@ -1,4 +1,5 @@
 
+import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
@@ -63,3 +64,19 @@ def test_a_stage_leaves_the_model_unprepared_and_holding_its_best_weights(tiny_m
     assert state.step == 12 and state.best_step in (6, 12)
     best = task.evaluate(model, "dev", lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     assert best[task.metric] == state.best_metric
+
+
+def test_a_checkpoint_resumes_only_the_batches_it_was_drawing(tmp_path):
+    from types import SimpleNamespace
+
+    from tartan.errors import TartanError
+    from tartan.training.loop import batch_seeds, check_batch_seeds
+
+    stage = Stage(name="multitask", tasks=[("toy", "classification", {}), ("tapt", "mlm", {})])
+    # seed 1: the masked-LM objective now follows the run's seed, its data seed (pretrain.seed) is 0
+    tasks = {"toy": SimpleNamespace(seed=1), "tapt": SimpleNamespace(seed=1, data_seed=0)}
+    check_batch_seeds({"loop": {}, "seeds": batch_seeds(stage, tasks)}, stage, tasks, tmp_path)  # same: resumes
+    with pytest.raises(TartanError, match="batches of tapt from seed 0"):
+        check_batch_seeds({"loop": {}}, stage, tasks, tmp_path)  # written before checkpoints recorded seeds
+    seed_zero = {"toy": SimpleNamespace(seed=0), "tapt": SimpleNamespace(seed=0, data_seed=0)}
+    check_batch_seeds({"loop": {}}, stage, seed_zero, tmp_path)  # seed 0 drew the same before: resumes
