@@ -268,11 +268,12 @@ def _smallest_p(a: int, b: int) -> float:
 def to_csv(report: dict) -> str:
     out, columns = io.StringIO(), _columns(report)
     writer = csv.writer(out)
-    writer.writerow(("end_task", "metric", *columns, "baseline"))
+    writer.writerow(("end_task", "metric", *columns, "baseline", "p_split"))
     for end_task, (base, rows) in report["tasks"].items():
         for row in rows:
             cells = _cells(row)
-            writer.writerow((end_task, row.group.metric, *(cells[c] for c in columns), base.label if base else ""))
+            writer.writerow((end_task, row.group.metric, *(cells[c] for c in columns), base.label if base else "",
+                             row.split))
     return out.getvalue()
 
 
@@ -297,7 +298,10 @@ def to_latex(report: dict) -> str:
             parts.append(f"{_tex(cells['method'])} & {cells['seeds']} & {cells['test mean']} $\\pm$ {cells['test std']} "
                          f"& {cells['dev mean']} $\\pm$ {cells['dev std']} & {cells['p']}"
                          + (f" & {cells['reference']}" if with_reference else "") + " \\\\")
-        parts += [r"\bottomrule", r"\end{tabular}", ""]
+        parts += [r"\bottomrule", r"\end{tabular}"]
+        if rows[0].split != "test":
+            parts.append(f"% p: permutation test on dev ({_tex(end_task)} has runs without a test split)")
+        parts.append("")
     return "\n".join(parts)
 
 

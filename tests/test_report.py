@@ -91,7 +91,7 @@ def test_report_command_prints_and_writes_three_formats(runs, tmp_path, capsys):
     assert (out / "report.md").read_text().strip() == printed.strip()
     table = list(csv.DictReader(io.StringIO((out / "report.csv").read_text())))
     assert {row["method"] for row in table if row["end_task"] == "citation_intent"} >= {"finetune"}
-    assert all(row["baseline"] == "finetune" for row in table)
+    assert all(row["baseline"] == "finetune" and row["p_split"] == "test" for row in table)
     tex = (out / "report.tex").read_text()
     assert tex.count(r"\begin{tabular}") == 2 and r"mt\_tartan" in tex and "70.00 $\\pm$ 1.00" in tex
 
@@ -125,6 +125,9 @@ def test_an_end_task_without_a_test_split_is_compared_on_dev_and_says_so(tmp_pat
     printed = capsys.readouterr().out
     assert "| mt_tartan | 3 | - | - | 71.00 | 1.00 | 0.100 | - |" in printed
     assert "permutation test of the dev (some runs have no test split) macro_f1" in printed
+    table = list(csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text())))
+    assert {row["p_split"] for row in table} == {"dev"}
+    assert "permutation test on dev" in (tmp_path / "out" / "report.tex").read_text()
 
 
 def test_missing_baseline_leaves_p_values_out(runs, capsys):

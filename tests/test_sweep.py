@@ -306,3 +306,20 @@ def test_a_stage_over_other_tasks_only_has_one_signature_across_end_tasks(tmp_pa
     by_id = {run.id: run for run in runs}
     pending = [by_id["other/muppet/seed0"], by_id["other/tapt/seed0"]]
     assert next_run(pending, [by_id["toy/muppet/seed0"]], signatures) == 1
+
+
+def test_a_stage_capped_by_train_max_steps_has_the_signature_of_its_cap(tmp_path, tiny_models, data_dir):
+    # write_sweep sets pretrain.max_steps; without it train.max_steps caps the TAPT stage, so runs
+    # that differ in train.max_steps compute different stages (and may run side by side)
+    path = write_sweep(tmp_path, tiny_models, data_dir, recipes=["tapt"], seeds=[0], grid={"train.max_steps": [2, 3]})
+    spec = yaml.safe_load(path.read_text())
+    del spec["overrides"]["pretrain.max_steps"]
+    path.write_text(yaml.safe_dump(spec))
+    _, runs = load_sweep(path)
+    first, second = (stage_signatures(run.config) for run in runs)
+    assert first and second and not first & second
+    spec["overrides"]["pretrain.max_steps"] = 5  # a stage's own cap stands: one stage for both
+    path.write_text(yaml.safe_dump(spec))
+    _, runs = load_sweep(path)
+    first, second = (stage_signatures(run.config) for run in runs)
+    assert first == second

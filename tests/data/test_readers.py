@@ -156,6 +156,13 @@ def test_tsv_quoted_by_a_csv_writer_is_unquoted(tmp_path):
                              (4, {"text": "plain", "label": "y"})]
 
 
+def test_tsv_quoted_by_a_csv_writer_with_a_bad_row_names_the_bad_row(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text('text\tlabel\n"a\tb"\tx\nc\ty\tz\n')
+    error = error_of(path)
+    assert error.line == 3 and "3 fields where the header has 2" in error.message
+
+
 def test_tsv_reads_tabs_and_keeps_commas(tmp_path):
     path = tmp_path / "train.tsv"
     path.write_text("text\ttext_pair\tlabel\nhello, world\tsecond\ta\n\nmore text\tpair\tb\n")

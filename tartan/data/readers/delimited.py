@@ -51,9 +51,15 @@ def read_tsv(path: Path) -> Iterator[tuple[int, dict]]:
     """Two conventions meet in .tsv files: csv writers (pandas included) wrap a field holding a tab, a
     newline or a quotation mark in quotation marks; GLUE-style sets never quote, so that a field may
     begin with a quotation mark that is text. A file that reads cleanly as quoted is quoted; any
-    other is read with every quotation mark as text (its errors, if any, are the ones reported)."""
-    try:
-        rows = list(_read_delimited(path, "\t", csv.QUOTE_MINIMAL, strict=True))
-    except TartanError:
-        rows = None
-    yield from rows if rows is not None else _read_delimited(path, "\t", csv.QUOTE_NONE)
+    other is read with every quotation mark as text. If neither reading is clean, the error reported
+    is that of the reading that got further into the file."""
+    readings = []
+    for quoting, strict in ((csv.QUOTE_MINIMAL, True), (csv.QUOTE_NONE, False)):
+        try:
+            rows = list(_read_delimited(path, "\t", quoting, strict=strict))
+        except TartanError as error:
+            readings.append(error)
+            continue
+        yield from rows
+        return
+    raise max(readings, key=lambda error: error.line or 0)
