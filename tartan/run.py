@@ -95,8 +95,10 @@ def train(config: Config, force: bool = False) -> dict:
     existing = run_dir / rundir.CONFIG
     if existing.is_file() and not force:
         # where the folder was when the run was saved does not matter: it may have been moved since
-        previous = {k: v for k, v in rundir.defining(with_defaults(rundir.read_config(run_dir))).items() if k != "output_dir"}
-        current = {k: v for k, v in rundir.defining(config.to_dict()).items() if k != "output_dir"}
+        def settings(values: dict) -> dict:
+            return {k: v for k, v in rundir.defining(values).items() if k != "output_dir"}
+
+        previous, current = settings(with_defaults(rundir.read_config(run_dir))), settings(config.to_dict())
         if previous != current:
             changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
             raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}); "

@@ -46,20 +46,22 @@ def best_weights(folder: Path) -> Path:
     return found / BEST
 
 
+def _complete(folder: Path) -> Path | None:
+    found = existing_dir(folder)
+    return found if found is not None and (found / "state.json").is_file() else None
+
+
 def checkpoint_state(folder: Path) -> dict | None:
     """The state save_checkpoint wrote (loop and strategy), or None when there is no checkpoint."""
-    found = existing_dir(folder)
-    if found is None or not (found / "state.json").is_file():
-        return None
-    return json.loads((found / "state.json").read_text())
+    found = _complete(folder)
+    return None if found is None else json.loads((found / "state.json").read_text())
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict | None:
     """Restore what save_checkpoint wrote; the loop state, or None when there is no checkpoint."""
-    state = checkpoint_state(folder)
-    if state is None:
+    found = _complete(folder)
+    if found is None:
         return None
-    found = existing_dir(folder)
     load_model(model, str(found / "model.safetensors"))
     optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(found / "scheduler.pt", weights_only=True))
@@ -67,4 +69,4 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict | None:
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return state
+    return json.loads((found / "state.json").read_text())

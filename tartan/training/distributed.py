@@ -24,10 +24,12 @@ def shard_rows(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[st
     return {key: value[start:stop] for key, value in batch.items()}
 
 
-def global_share(units: int, accelerator) -> float:
-    """processes x this process's share of the global batch's loss units; 1 for one process."""
+def global_share(task, batch: dict[str, torch.Tensor], accelerator) -> float:
+    """processes x this process's share of the global batch's loss units (`task.loss_units`); 1 for
+    one process, without counting anything."""
     if accelerator.num_processes == 1:
         return 1.0
+    units = task.loss_units(batch)
     total = torch.tensor([float(units)], device=accelerator.device)
     torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
     return units * accelerator.num_processes / max(float(total), 1.0)

@@ -148,8 +148,9 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                 loss = tasks[name].loss(output, batch)
                 if stage.r3f:
                     loss = loss + r3f_penalty(model, name, batch, output, **stage.r3f)
-                logged[name] = logged.get(name, 0.0) + float(loss.detach())  # this process's own mean
-                loss = loss * global_share(tasks[name].loss_units(batch), accelerator)
+                # logged: this process's own mean, read after the step (no device sync mid-step)
+                logged[name] = logged[name] + loss.detach() if name in logged else loss.detach()
+                loss = loss * global_share(tasks[name], batch, accelerator)
                 # a task drawn twice in a step (MUPPET's sampling) adds its batches' losses
                 losses[name] = losses[name] + loss if name in losses else loss
                 batches[name], features[name] = batch, hidden.detach()
@@ -174,7 +175,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         window_tokens += tokens
         window_seconds += seconds
         for name, loss in logged.items():
-            window_loss[name] = window_loss.get(name, 0.0) + loss
+            window_loss[name] = window_loss.get(name, 0.0) + float(loss)
             window_batches[name] = window_batches.get(name, 0) + draws[name]
         if state.step % train.log_every == 0 or state.step == total_steps:
             mean_loss = {name: window_loss[name] / window_batches[name] for name in stage.task_names

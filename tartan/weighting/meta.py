@@ -83,8 +83,8 @@ class MetaWeighting(WeightingStrategy):
             head = model.heads[self.end_task] if self.head == "same" else self.train_meta_head(inputs)
             dev = self.dev_batch(task, inputs)
             with accelerator.autocast():
-                loss = task.loss(head(model.encode(dev), dev), dev) * global_share(task.loss_units(dev), accelerator)
-            gradients = torch.autograd.grad(loss, body, allow_unused=True)
+                loss = task.loss(head(model.encode(dev), dev), dev)
+            gradients = torch.autograd.grad(loss * global_share(task, dev, accelerator), body, allow_unused=True)
             self.meta_head_losses["dev"] = float(loss.detach())
         return average_list_across_processes(_zeros_for_none(gradients, body), accelerator)
 
