@@ -71,28 +71,39 @@ def _train_tokenizer(kind: str, folder: Path):
 
 
 def make_tiny_model(kind: str, folder: Path) -> Path:
-    """Save a tiny random `kind` model (bert, roberta, distilbert) with its tokenizer to `folder`."""
-    import torch
-    from transformers import BertConfig, BertModel, DistilBertConfig, DistilBertModel, RobertaConfig, RobertaModel
+    """Save a tiny random `kind` model (bert, roberta, distilbert, or one of MORE_FAMILIES) with its
+    tokenizer to `folder`."""
+    import transformers as T
 
     torch.manual_seed(0)
-    tokenizer = _train_tokenizer("bpe" if kind == "roberta" else "wordpiece", folder)
-    size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                max_position_embeddings=80)
-    if kind == "bert":
-        model = BertModel(BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **size))
-    elif kind == "roberta":
+    roberta_like = kind in ("roberta", "xlm-roberta", "mpnet", "modernbert")
+    tokenizer = _train_tokenizer("bpe" if roberta_like else "wordpiece", folder)
+    size = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, hidden_size=32, num_hidden_layers=2,
+                num_attention_heads=2, intermediate_size=64, max_position_embeddings=80)
+    if roberta_like:
+        size.update(bos_token_id=0, eos_token_id=2)
+    if kind in ("roberta", "xlm-roberta", "mpnet"):
         size["max_position_embeddings"] += 2  # RoBERTa's positions start after the padding index
-        model = RobertaModel(RobertaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                           bos_token_id=0, eos_token_id=2, **size))
-    elif kind == "distilbert":
-        model = DistilBertModel(DistilBertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                                 dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                                                 max_position_embeddings=80))
-    else:
-        raise ValueError(kind)
-    model.save_pretrained(folder)
+    builders = {
+        "bert": lambda: T.BertModel(T.BertConfig(**size)),
+        "roberta": lambda: T.RobertaModel(T.RobertaConfig(**size)),
+        "distilbert": lambda: T.DistilBertModel(T.DistilBertConfig(
+            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, dim=32, n_layers=2, n_heads=2,
+            hidden_dim=64, max_position_embeddings=80)),
+        # ALBERT and ELECTRA(-small) embed tokens narrower than their hidden states
+        "albert": lambda: T.AlbertModel(T.AlbertConfig(embedding_size=16, **size)),
+        "electra": lambda: T.ElectraModel(T.ElectraConfig(embedding_size=16, **size)),
+        "deberta-v2": lambda: T.DebertaV2Model(T.DebertaV2Config(**size)),
+        "xlm-roberta": lambda: T.XLMRobertaModel(T.XLMRobertaConfig(**size)),
+        "mpnet": lambda: T.MPNetModel(T.MPNetConfig(**size)),
+        "modernbert": lambda: T.ModernBertModel(T.ModernBertConfig(cls_token_id=0, sep_token_id=2, local_attention=16,
+                                                                   global_attn_every_n_layers=1, **size)),
+    }
+    builders[kind]().save_pretrained(folder)
     return folder
+
+
+MORE_FAMILIES = ("albert", "electra", "deberta-v2", "xlm-roberta", "mpnet", "modernbert")
 
 
 @pytest.fixture(scope="session")

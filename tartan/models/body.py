@@ -67,8 +67,10 @@ def max_positions(body, tokenizer) -> int:
         limits.append(tokenizer.model_max_length)
     positions = getattr(body.config, "max_position_embeddings", None)
     if positions:
-        # RoBERTa-style position ids start after the padding index
-        offset = body.config.pad_token_id + 1 if body.config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+        # RoBERTa-style embeddings (RoBERTa, XLM-R, MPNet, Longformer, ...) keep their padding index
+        # and start position ids after it
+        padding_idx = getattr(getattr(body, "embeddings", None), "padding_idx", None)
+        offset = padding_idx + 1 if isinstance(padding_idx, int) else 0
         limits.append(positions - offset)
     return min(limits) if limits else 1_000_000
 

@@ -1,8 +1,10 @@
-"""The masked-LM head: transform (Linear H->H, activation, LayerNorm) and a vocabulary decoder tied
-to the body's word embeddings, with its own bias. Loaded from the checkpoint where it has one (BERT's
-`cls.predictions.*`, RoBERTa's `lm_head.*`), else created and initialised; the embedded MiniLM has
-none. It scores only the positions it is given: the vocabulary projection is most of the cost of an
-MLM step on a small model, so it is never computed for unselected tokens."""
+"""The masked-LM head: transform (Linear from the hidden width to the word-embedding width, activation,
+LayerNorm) and a vocabulary decoder tied to the body's word embeddings, with its own bias. The two
+widths differ in ALBERT and ELECTRA-small, which factorise their embeddings. Loaded from the checkpoint
+where it has one (BERT's `cls.predictions.*`, RoBERTa's `lm_head.*`, ...), else created and
+initialised; the embedded MiniLM has none. It scores only the positions it is given: the vocabulary
+projection is most of the cost of an MLM step on a small model, so it is never computed for
+unselected tokens."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,12 +16,18 @@ from transformers.activations import ACT2FN
 from ..data.masking import IGNORE
 from ..errors import TartanError
 
-# checkpoint prefixes of the head in the model families that ship one, and their layout
-_LAYOUTS = {
-    "cls.predictions.": {"dense": "transform.dense", "norm": "transform.LayerNorm", "bias": "bias"},
-    "lm_head.": {"dense": "dense", "norm": "layer_norm", "bias": "bias"},
-    "vocab_": {"dense": "transform", "norm": "layer_norm", "bias": "projector.bias"},  # DistilBERT
-}
+# where the model families that ship an MLM head keep it: (transform dense, transform norm, decoder
+# bias, the config attribute naming the transform's activation or the activation itself)
+_LAYOUTS = [
+    ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias", "hidden_act"),  # BERT, DeBERTa
+    ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias", "gelu"),  # RoBERTa, XLM-R, MPNet
+    ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias", "activation"),  # DistilBERT
+    ("predictions.dense", "predictions.LayerNorm", "predictions.bias", "hidden_act"),  # ALBERT
+    ("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head.bias", "gelu"),  # ELECTRA, ConvBERT
+    ("lm_predictions.lm_head.dense", "lm_predictions.lm_head.LayerNorm", "lm_predictions.lm_head.bias", "hidden_act"),  # DeBERTa-v2/v3
+    ("head.dense", "head.norm", "decoder.bias", "classifier_activation"),  # ModernBERT (no bias in dense and norm)
+]
+_OPTIONAL = ("dense.bias", "norm.bias")  # absent where a family's layers have no bias: zero is the same function
 
 
 class MaskedLMHead(nn.Module):
@@ -34,13 +42,11 @@ class MaskedLMHead(nn.Module):
         if embeddings is None or hidden is None or getattr(config, "vocab_size", None) is None:
             raise TartanError(f"model type {config.model_type!r} cannot carry an MLM head "
                               "(it needs word embeddings, hidden_size and vocab_size)")
-        if embeddings.weight.shape[1] != hidden:
-            raise TartanError(f"model type {config.model_type!r} cannot carry an MLM head: its embedding width "
-                              f"{embeddings.weight.shape[1]} differs from hidden_size {hidden}")
-        self.dense = nn.Linear(hidden, hidden)
-        activation = getattr(config, "hidden_act", None) or getattr(config, "activation", "gelu")
-        self.activation = ACT2FN[activation] if isinstance(activation, str) else activation
-        self.norm = nn.LayerNorm(hidden, eps=getattr(config, "layer_norm_eps", 1e-12))
+        width = embeddings.weight.shape[1]
+        self.dense = nn.Linear(hidden, width)
+        self.activation = _activation(getattr(config, "hidden_act", None) or getattr(config, "hidden_activation", None)
+                                      or getattr(config, "activation", None) or "gelu")
+        self.norm = nn.LayerNorm(width, eps=getattr(config, "layer_norm_eps", None) or getattr(config, "norm_eps", 1e-12))
         self.bias = nn.Parameter(torch.zeros(embeddings.weight.shape[0]))
         # tied: the decoder is the word-embedding matrix itself, not a copy
         self.embeddings = [embeddings]  # a list keeps it out of this module's parameters and state
@@ -67,16 +73,22 @@ def load_mlm_head(body: nn.Module, model_path: str | Path | None) -> tuple[Maske
     if model_path is None:
         return head, False
     state = _checkpoint_tensors(Path(model_path))
-    for prefix, names in _LAYOUTS.items():
-        keys = {
-            "dense.weight": f"{prefix}{names['dense']}.weight", "dense.bias": f"{prefix}{names['dense']}.bias",
-            "norm.weight": f"{prefix}{names['norm']}.weight", "norm.bias": f"{prefix}{names['norm']}.bias",
-            "bias": f"{prefix}{names['bias']}",
-        }
-        if all(k in state for k in keys.values()):
-            head.load_state_dict({mine: state[theirs] for mine, theirs in keys.items()})
+    for dense, norm, bias, activation in _LAYOUTS:
+        keys = {"dense.weight": f"{dense}.weight", "dense.bias": f"{dense}.bias",
+                "norm.weight": f"{norm}.weight", "norm.bias": f"{norm}.bias", "bias": bias}
+        if all(theirs in state for mine, theirs in keys.items() if mine not in _OPTIONAL):
+            own = head.state_dict()
+            head.load_state_dict({mine: state[theirs] if theirs in state else torch.zeros_like(own[mine])
+                                  for mine, theirs in keys.items()})
+            choice = getattr(body.config, activation, None) or activation
+            if not isinstance(choice, str) or choice in ACT2FN:
+                head.activation = _activation(choice)
             return head, True
     return head, False
+
+
+def _activation(name):
+    return ACT2FN[name] if isinstance(name, str) else name
 
 
 def _local_folder(model_path: Path) -> Path | None:
@@ -99,7 +111,7 @@ def _checkpoint_tensors(model_path: Path) -> dict[str, torch.Tensor]:
     folder = _local_folder(model_path)
     if folder is None:
         return {}
-    wanted = tuple(_LAYOUTS)
+    wanted = tuple(name for layout in _LAYOUTS for name in layout[:3])
     tensors = {}
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import TartanError
+
 
 class MultiTaskModel(nn.Module):
     def __init__(self, body: nn.Module, heads: dict[str, nn.Module], token_types: bool = True):
@@ -19,7 +21,16 @@ class MultiTaskModel(nn.Module):
             inputs["inputs_embeds"] = self.body.get_input_embeddings()(inputs.pop("input_ids")) + embedding_noise
         if self.token_types and "token_type_ids" in batch:
             inputs["token_type_ids"] = batch["token_type_ids"]
-        return self.body(**inputs).last_hidden_state
+        try:
+            return self.body(**inputs).last_hidden_state
+        except RuntimeError as error:
+            # DeBERTa (v1) fills its attention mask with float32's minimum, which bf16 cannot hold
+            # (huggingface/transformers#35332); say which setting avoids it instead of a kernel message
+            if "without overflow" in str(error) and torch.is_autocast_enabled(batch["input_ids"].device.type):
+                raise TartanError(f"model type {self.body.config.model_type!r} overflows under bf16 autocast "
+                                  f"({error}); set precision=fp32 for this stage (train.precision, "
+                                  "pretrain.precision)") from error
+            raise
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.heads[task](self.encode(batch), batch)

@@ -1,6 +1,7 @@
 import pytest
 import torch
-from transformers import AutoModel, BertConfig, BertForMaskedLM, RobertaConfig, RobertaForMaskedLM
+import transformers as T
+from transformers import AutoModel
 
 from tartan.errors import TartanError
 from tartan.models.mlm_head import MaskedLMHead, load_mlm_head
@@ -21,23 +22,42 @@ def test_created_head_has_its_decoder_tied_to_the_word_embeddings(tiny_models):
         assert torch.allclose(head(hidden), expected)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta"])
-def test_head_is_loaded_from_a_checkpoint_that_has_one(family, tmp_path):
-    size = dict(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+SIZE = dict(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            pad_token_id=1, max_position_embeddings=40)
+MASKED_LMS = {  # one per checkpoint layout of the MLM head
+    "bert": lambda: T.BertForMaskedLM(T.BertConfig(**SIZE)),
+    "roberta": lambda: T.RobertaForMaskedLM(T.RobertaConfig(**SIZE)),
+    "distilbert": lambda: T.DistilBertForMaskedLM(T.DistilBertConfig(vocab_size=99, dim=16, n_layers=1, n_heads=2,
+                                                                      hidden_dim=32, pad_token_id=1)),
+    # ALBERT and ELECTRA project the hidden states down to a narrower embedding width
+    "albert": lambda: T.AlbertForMaskedLM(T.AlbertConfig(embedding_size=8, **SIZE)),
+    "electra": lambda: T.ElectraForMaskedLM(T.ElectraConfig(embedding_size=8, **SIZE)),
+    "deberta-v2 (legacy head)": lambda: T.DebertaV2ForMaskedLM(T.DebertaV2Config(**SIZE)),
+    "deberta-v2": lambda: T.DebertaV2ForMaskedLM(T.DebertaV2Config(legacy=False, **SIZE)),
+    "modernbert": lambda: T.ModernBertForMaskedLM(T.ModernBertConfig(bos_token_id=0, eos_token_id=2, cls_token_id=0,
+                                                                       sep_token_id=2, **SIZE)),
+    "mpnet": lambda: T.MPNetForMaskedLM(T.MPNetConfig(**SIZE)),
+}
+
+
+@pytest.mark.parametrize("family", list(MASKED_LMS))
+def test_a_checkpoints_head_is_loaded_and_scores_as_the_masked_lm_does(family, tmp_path):
     torch.manual_seed(0)
-    if family == "bert":
-        full = BertForMaskedLM(BertConfig(**size))
-        dense, bias = full.cls.predictions.transform.dense.weight, full.cls.predictions.bias
-    else:
-        full = RobertaForMaskedLM(RobertaConfig(pad_token_id=1, **size))
-        dense, bias = full.lm_head.dense.weight, full.lm_head.bias
-    with torch.no_grad():
-        bias.add_(0.5)
-    full.save_pretrained(tmp_path)
-    body = AutoModel.from_pretrained(tmp_path)
+    masked_lm = MASKED_LMS[family]()
+    with torch.no_grad():  # away from the initial values (zero biases, unit norms) that would hide a wrong mapping
+        for name, parameter in masked_lm.named_parameters():
+            if not name.startswith(masked_lm.base_model_prefix):
+                parameter.add_(torch.randn_like(parameter) * 0.5)
+    masked_lm.save_pretrained(tmp_path)
+    masked_lm = type(masked_lm).from_pretrained(tmp_path).eval()
+    body = AutoModel.from_pretrained(tmp_path).eval()
     head, loaded = load_mlm_head(body, tmp_path)
     assert loaded
-    assert torch.equal(head.dense.weight, dense) and torch.equal(head.bias, bias)
+    input_ids = torch.randint(5, 99, (2, 7))
+    with torch.no_grad():
+        expected = masked_lm(input_ids=input_ids).logits
+        logits = head(body(input_ids=input_ids).last_hidden_state)
+    assert torch.allclose(logits, expected, atol=1e-5)
 
 
 def test_a_model_without_word_embeddings_cannot_carry_an_mlm_head(tiny_models, monkeypatch):

@@ -1,0 +1,72 @@
+"""Every method runs on any Hugging Face encoder: tiny random models of families beyond the BERT,
+RoBERTa and DistilBERT used elsewhere, through the path that touches most of a body (META-TARTAN's
+masked-LM and classification tasks, saved and reloaded)."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from tartan.config import load_config
+from tartan.errors import TartanError
+from tartan.models.body import max_positions
+from tartan.run import train
+
+from conftest import MORE_FAMILIES, make_tiny_model, tiny_overrides
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("families")
+    return {kind: make_tiny_model(kind, root / kind) for kind in MORE_FAMILIES}
+
+
+@pytest.mark.parametrize("kind", MORE_FAMILIES)
+def test_meta_tartan_trains_saves_and_reloads_each_family(kind, family_models, data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(family_models[kind], data_dir, run_dir, **{
+        "train.max_steps": 3, "domain.path": "toy_pairs/train.jsonl", "multitask.auxiliary_batch_size": 4,
+        "meta.dev_batch_size": 8})
+    metrics = train(load_config(RECIPES / "meta_tartan.yaml", overrides))
+    assert metrics["stages"]["multitask"]["steps"] == 3
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    losses = [record["loss"] for record in records if record.get("stage") == "multitask" and "loss" in record]
+    assert losses and all(set(step) == {"toy", "tapt", "dapt"} and all(map(math.isfinite, step.values()))
+                          for step in losses)
+    saved = AutoModel.from_pretrained(run_dir / "model")
+    original = AutoModel.from_pretrained(family_models[kind])
+    assert saved.config.model_type == original.config.model_type
+    changed = [name for name, p in saved.named_parameters()
+               if not torch.equal(p, dict(original.named_parameters())[name])]
+    assert changed  # the body trained
+
+
+@pytest.mark.parametrize("kind", ["xlm-roberta", "mpnet", "deberta-v2"])
+def test_max_positions_is_the_longest_input_the_body_takes(kind, family_models):
+    body = AutoModel.from_pretrained(family_models[kind]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(family_models[kind])
+    tokenizer.model_max_length = int(1e30)  # as a converted checkpoint without a limit in its tokenizer
+    limit = max_positions(body, tokenizer)
+    with torch.no_grad():
+        body(input_ids=torch.full((1, limit), 7))
+        if kind != "deberta-v2":  # relative positions: DeBERTa-v2 would take longer inputs too
+            with pytest.raises((IndexError, RuntimeError)):
+                body(input_ids=torch.full((1, limit + 1), 7))
+
+
+def test_a_bf16_overflow_inside_the_body_names_the_setting_that_avoids_it(family_models, data_dir, tmp_path,
+                                                                          monkeypatch):
+    # DeBERTa (v1) overflows this way under bf16 autocast (huggingface/transformers#35332)
+    def overflowing_forward(self, *args, **kwargs):
+        raise RuntimeError("value cannot be converted to type c10::BFloat16 without overflow")
+
+    monkeypatch.setattr("tartan.run._cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(type(AutoModel.from_pretrained(family_models["deberta-v2"])), "forward", overflowing_forward)
+    overrides = tiny_overrides(family_models["deberta-v2"], data_dir, tmp_path / "run",
+                               **{"train.max_steps": 2, "train.precision": "bf16"})
+    with pytest.raises(TartanError, match="overflows under bf16 autocast.*precision=fp32"):
+        train(load_config(RECIPES / "finetune.yaml", overrides))
