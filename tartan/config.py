@@ -164,6 +164,9 @@ class Config:
     # {attention_probs_dropout_prob: 0.0}: on CPU, attention dropout sends PyTorch's attention to its
     # slow unfused path
     model_config: typing.Dict[str, float] = field(default_factory=dict)
+    # run the Python code a model ships in its folder or hub repo (Hugging Face's trust_remote_code):
+    # only for models whose code you trust
+    trust_remote_code: bool = False
     data_dir: typing.Optional[str] = None
     end_task: str = "citation_intent"
     # dev metric that selects checkpoints; null takes the end task's customary one

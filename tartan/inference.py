@@ -24,7 +24,7 @@ def load_finished(run_dir: Path):
     config = load_run_config(run_dir)
     if not (run_dir / rundir.MODEL).is_dir() or not (run_dir / rundir.HEADS).is_dir():
         raise TartanError("run has not finished (no model/ and heads/): train it first", run_dir)
-    body, tokenizer = load_body(str(run_dir / rundir.MODEL))
+    body, tokenizer = load_body(str(run_dir / rundir.MODEL), config.trust_remote_code)
     meta = load_head_meta(run_dir / rundir.HEADS, config.end_task)
     head = ClassificationHead(body.config.hidden_size, len(meta["labels"]), meta.get("dropout", 0.1))
     load_head_weights(head, run_dir / rundir.HEADS, config.end_task)

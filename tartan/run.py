@@ -108,7 +108,7 @@ def train(config: Config, force: bool = False) -> dict:
             return rundir.read_metrics(run_dir)
 
     stages: list[Stage] = methods.get(config.method)(config)
-    body, tokenizer = load_body(config.model, config_overrides=config.model_config)
+    body, tokenizer = load_body(config.model, config.trust_remote_code, config_overrides=config.model_config)
     limit = max_positions(body, tokenizer)
     if config.data.max_length > limit:
         raise TartanError(f"data.max_length={config.data.max_length} is longer than model {config.model!r} "

@@ -34,9 +34,12 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
     hf_logging.disable_progress_bar()
     path = resolve_model_path(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
+        if "trust_remote_code" in str(error) and not trust_remote_code:
+            raise TartanError(f"model {name!r} runs code of its own: pass trust_remote_code=true "
+                              "if you trust it") from None
         raise TartanError(f"cannot load model {name!r}: {_first_line(error)}") from None
     for key, value in (config_overrides or {}).items():
         if not hasattr(model_config, key):

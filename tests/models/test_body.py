@@ -1,3 +1,6 @@
+import json
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -5,6 +8,7 @@ from transformers import AutoModel
 
 from tartan.config import load_config
 from tartan.errors import TartanError
+from tartan.inference import evaluate_run
 from tartan.methods import methods
 from tartan.models.body import load_body
 from tartan.run import stage_key, train
@@ -52,3 +56,31 @@ def test_model_config_is_part_of_a_reusable_stage_key(tiny_models, data_dir, tmp
         tasks = {name: SimpleNamespace(digest="d") for name, _, _ in stage.tasks}
         keys.append(stage_key(config, stage, tasks, config.pretrain, ""))
     assert keys[0] != keys[1]
+
+
+def custom_code_model(tiny_models, folder: Path) -> Path:
+    """The tiny BERT as a model that ships its own code (a config and model class of its own, named
+    in config.json's auto_map), as hub models such as NomicBERT do."""
+    shutil.copytree(tiny_models["bert"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="tiny-custom", architectures=["TinyModel"],
+                  auto_map={"AutoConfig": "configuration_tiny.TinyConfig", "AutoModel": "modeling_tiny.TinyModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "configuration_tiny.py").write_text(
+        "from transformers import BertConfig\n\n\nclass TinyConfig(BertConfig):\n    model_type = 'tiny-custom'\n")
+    (folder / "modeling_tiny.py").write_text(
+        "from transformers import BertModel\n\nfrom .configuration_tiny import TinyConfig\n\n\n"
+        "class TinyModel(BertModel):\n    config_class = TinyConfig\n")
+    return folder
+
+
+def test_a_model_with_code_of_its_own_needs_trust_remote_code(tiny_models, data_dir, tmp_path):
+    model = custom_code_model(tiny_models, tmp_path / "custom")
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(model, data_dir, run_dir, **{"train.max_steps": 2})
+    with pytest.raises(TartanError, match="runs code of its own: pass trust_remote_code=true"):
+        train(load_config(None, overrides))
+    train(load_config(None, overrides + ["trust_remote_code=true"]))
+    assert (run_dir / "model" / "modeling_tiny.py").is_file()  # the saved model keeps its code
+    # evaluating the finished run loads it the way it was trained
+    assert set(evaluate_run(run_dir, "dev")) >= {"macro_f1", "accuracy"}
