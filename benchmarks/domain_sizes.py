@@ -26,12 +26,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="pretrain.seed, which draws the sample")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--trust-remote-code", action="store_true", help="for a model that ships its own code")
     args = parser.parse_args()
 
     train_size = len(load_labelled_task(args.data_dir, args.end_task, splits=("train",)).splits["train"])
     path = Path(args.data_dir) / args.domain
     texts = read_texts(path)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.model))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.model), trust_remote_code=args.trust_remote_code)
     print(f"{args.end_task}: |Train| = {train_size:,}; {path}: {len(texts):,} non-blank lines\n")
     print("| size | lines | tokens | tokens after truncation to", args.max_length, "|")
     print("|---|---|---|---|")

@@ -37,7 +37,7 @@ from tartan.training.loop import make_optimizer, run_stage
 
 def fresh_model(config, task, token_types: bool | None = None):
     torch.manual_seed(0)
-    body, _ = load_body(config.model, config_overrides=config.model_config)
+    body, _ = load_body(config.model, config.trust_remote_code, config_overrides=config.model_config)
     return MultiTaskModel(body, {task.name: task.make_head(body)},
                           token_types=accepts_token_types(body) if token_types is None else token_types)
 
@@ -98,7 +98,7 @@ def multitask_step(recipe: str, data_dir: str, steps: int, warmup: int, override
     config = load_config(Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml",
                          [f"data_dir={data_dir}", "train.progress=false", f"train.eval_every={10 ** 9}", *overrides])
     stage = methods.get(config.method)(config)[0]
-    body, tokenizer = load_body(config.model, config_overrides=config.model_config)
+    body, tokenizer = load_body(config.model, config.trust_remote_code, config_overrides=config.model_config)
     tasks = {name: build_task(name, kind, options, config, tokenizer) for name, kind, options in stage.tasks}
     torch.manual_seed(0)
     model = MultiTaskModel(body, {name: task.make_head(body) for name, task in tasks.items()},
@@ -243,7 +243,7 @@ def main() -> None:
         return
     config = load_config(Path(__file__).resolve().parents[1] / "recipes" / "finetune.yaml",
                          [f"data_dir={args.data_dir}", f"end_task={args.task}"])
-    _, tokenizer = load_body(config.model, config_overrides=config.model_config)
+    _, tokenizer = load_body(config.model, config.trust_remote_code, config_overrides=config.model_config)
     task = build_task(args.task, "classification", {}, config, tokenizer)
     if args.only == "r3f":
         print(json.dumps(compare_r3f(config, task, args.precisions.split(",")[0], steps, rounds, warmup)))

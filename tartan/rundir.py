@@ -25,7 +25,8 @@ HEADS = "heads"
 CHECKPOINT = "checkpoint"
 
 
-DISPLAY_KEYS = ("progress", "log_every", "checkpoint_minutes")  # in any section: they do not change what a run computes
+# in any section: they do not change what a run computes (trust_remote_code only permits loading a model)
+DISPLAY_KEYS = ("progress", "log_every", "checkpoint_minutes", "trust_remote_code")
 
 
 def defining(config: dict, prefix: str = "") -> dict:

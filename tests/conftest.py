@@ -93,6 +93,7 @@ def make_tiny_model(kind: str, folder: Path) -> Path:
         # ALBERT and ELECTRA(-small) embed tokens narrower than their hidden states
         "albert": lambda: T.AlbertModel(T.AlbertConfig(embedding_size=16, **size)),
         "electra": lambda: T.ElectraModel(T.ElectraConfig(embedding_size=16, **size)),
+        "deberta": lambda: T.DebertaModel(T.DebertaConfig(**size)),
         "deberta-v2": lambda: T.DebertaV2Model(T.DebertaV2Config(**size)),
         "xlm-roberta": lambda: T.XLMRobertaModel(T.XLMRobertaConfig(**size)),
         "mpnet": lambda: T.MPNetModel(T.MPNetConfig(**size)),

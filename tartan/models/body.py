@@ -37,10 +37,7 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
         model_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        if "trust_remote_code" in str(error) and not trust_remote_code:
-            raise TartanError(f"model {name!r} runs code of its own: pass trust_remote_code=true "
-                              "if you trust it") from None
-        raise TartanError(f"cannot load model {name!r}: {_first_line(error)}") from None
+        raise _load_error(name, error, trust_remote_code) from None
     for key, value in (config_overrides or {}).items():
         if not hasattr(model_config, key):
             raise TartanError(f"model_config.{key}: the config of model {name!r} ({model_config.model_type}) "
@@ -51,12 +48,18 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
     try:
         body = AutoModel.from_pretrained(path, config=model_config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        raise TartanError(f"cannot load model {name!r}: {_first_line(error)}") from None
+        raise _load_error(name, error, trust_remote_code) from None
     # Some checkpoints (all-MiniLM's sentence-transformers export among them) keep a pooler that
     # classification never uses; it would only receive no gradient and confuse several processes.
     if getattr(body, "pooler", None) is not None:
         body.pooler = None
     return body, tokenizer
+
+
+def _load_error(name: str, error: Exception, trust_remote_code: bool) -> TartanError:
+    if "trust_remote_code" in str(error) and not trust_remote_code:
+        return TartanError(f"model {name!r} runs code of its own: pass trust_remote_code=true if you trust it")
+    return TartanError(f"cannot load model {name!r}: {_first_line(error)}")
 
 
 def _first_line(error: Exception) -> str:

@@ -8,6 +8,7 @@ unselected tokens."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -16,18 +17,31 @@ from transformers.activations import ACT2FN
 from ..data.masking import IGNORE
 from ..errors import TartanError
 
-# where the model families that ship an MLM head keep it: (transform dense, transform norm, decoder
-# bias, the config attribute naming the transform's activation or the activation itself)
+
+class _Layout(NamedTuple):
+    """Where a model family keeps its MLM head in a checkpoint (names of the transform's dense and
+    norm layers and of the decoder's bias), and which activation its transform applies: the one a
+    config attribute names, else a fixed one."""
+    dense: str
+    norm: str
+    bias: str
+    activation_key: str | None = None
+    activation: str = "gelu"
+    optional: tuple[str, ...] = ()  # absent where the family's layers have no bias: zero is the same function
+
+
 _LAYOUTS = [
-    ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias", "hidden_act"),  # BERT, DeBERTa
-    ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias", "gelu"),  # RoBERTa, XLM-R, MPNet
-    ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias", "activation"),  # DistilBERT
-    ("predictions.dense", "predictions.LayerNorm", "predictions.bias", "hidden_act"),  # ALBERT
-    ("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head.bias", "gelu"),  # ELECTRA, ConvBERT
-    ("lm_predictions.lm_head.dense", "lm_predictions.lm_head.LayerNorm", "lm_predictions.lm_head.bias", "hidden_act"),  # DeBERTa-v2/v3
-    ("head.dense", "head.norm", "decoder.bias", "classifier_activation"),  # ModernBERT (no bias in dense and norm)
+    _Layout("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias",
+            "hidden_act"),  # BERT; DeBERTa v1/v2 with their legacy head
+    _Layout("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),  # RoBERTa, XLM-R, MPNet
+    _Layout("vocab_transform", "vocab_layer_norm", "vocab_projector.bias", "activation"),  # DistilBERT
+    _Layout("predictions.dense", "predictions.LayerNorm", "predictions.bias", "hidden_act"),  # ALBERT
+    _Layout("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head.bias"),  # ELECTRA, ConvBERT
+    _Layout("lm_predictions.lm_head.dense", "lm_predictions.lm_head.LayerNorm", "lm_predictions.lm_head.bias",
+            "hidden_act"),  # DeBERTa v1/v2/v3
+    _Layout("head.dense", "head.norm", "decoder.bias", "classifier_activation",
+            optional=("dense.bias", "norm.bias", "bias")),  # ModernBERT
 ]
-_OPTIONAL = ("dense.bias", "norm.bias")  # absent where a family's layers have no bias: zero is the same function
 
 
 class MaskedLMHead(nn.Module):
@@ -44,7 +58,7 @@ class MaskedLMHead(nn.Module):
                               "(it needs word embeddings, hidden_size and vocab_size)")
         width = embeddings.weight.shape[1]
         self.dense = nn.Linear(hidden, width)
-        self.activation = _activation(getattr(config, "hidden_act", None) or getattr(config, "hidden_activation", None)
+        self.activation = _activation(getattr(config, "hidden_act", None) or getattr(config, "classifier_activation", None)
                                       or getattr(config, "activation", None) or "gelu")
         self.norm = nn.LayerNorm(width, eps=getattr(config, "layer_norm_eps", None) or getattr(config, "norm_eps", 1e-12))
         self.bias = nn.Parameter(torch.zeros(embeddings.weight.shape[0]))
@@ -73,16 +87,15 @@ def load_mlm_head(body: nn.Module, model_path: str | Path | None) -> tuple[Maske
     if model_path is None:
         return head, False
     state = _checkpoint_tensors(Path(model_path))
-    for dense, norm, bias, activation in _LAYOUTS:
-        keys = {"dense.weight": f"{dense}.weight", "dense.bias": f"{dense}.bias",
-                "norm.weight": f"{norm}.weight", "norm.bias": f"{norm}.bias", "bias": bias}
-        if all(theirs in state for mine, theirs in keys.items() if mine not in _OPTIONAL):
+    for layout in _LAYOUTS:
+        keys = {"dense.weight": f"{layout.dense}.weight", "dense.bias": f"{layout.dense}.bias",
+                "norm.weight": f"{layout.norm}.weight", "norm.bias": f"{layout.norm}.bias", "bias": layout.bias}
+        if all(theirs in state for mine, theirs in keys.items() if mine not in layout.optional):
             own = head.state_dict()
             head.load_state_dict({mine: state[theirs] if theirs in state else torch.zeros_like(own[mine])
                                   for mine, theirs in keys.items()})
-            choice = getattr(body.config, activation, None) or activation
-            if not isinstance(choice, str) or choice in ACT2FN:
-                head.activation = _activation(choice)
+            configured = getattr(body.config, layout.activation_key, None) if layout.activation_key else None
+            head.activation = _activation(configured or layout.activation)
             return head, True
     return head, False
 
@@ -111,7 +124,7 @@ def _checkpoint_tensors(model_path: Path) -> dict[str, torch.Tensor]:
     folder = _local_folder(model_path)
     if folder is None:
         return {}
-    wanted = tuple(name for layout in _LAYOUTS for name in layout[:3])
+    wanted = tuple(name for layout in _LAYOUTS for name in (layout.dense, layout.norm, layout.bias))
     tensors = {}
     for file in sorted(folder.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as handle:

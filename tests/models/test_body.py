@@ -84,3 +84,10 @@ def test_a_model_with_code_of_its_own_needs_trust_remote_code(tiny_models, data_
     assert (run_dir / "model" / "modeling_tiny.py").is_file()  # the saved model keeps its code
     # evaluating the finished run loads it the way it was trained
     assert set(evaluate_run(run_dir, "dev")) >= {"macro_f1", "accuracy"}
+
+
+def test_trust_remote_code_does_not_make_a_run_another_config(tiny_models, data_dir, tmp_path):
+    # it permits loading a model and changes nothing the run computes
+    overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **{"train.max_steps": 2})
+    first = train(load_config(None, overrides))
+    assert train(load_config(None, overrides + ["trust_remote_code=true"])) == first

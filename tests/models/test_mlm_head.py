@@ -37,6 +37,14 @@ MASKED_LMS = {  # one per checkpoint layout of the MLM head
     "modernbert": lambda: T.ModernBertForMaskedLM(T.ModernBertConfig(bos_token_id=0, eos_token_id=2, cls_token_id=0,
                                                                        sep_token_id=2, **SIZE)),
     "mpnet": lambda: T.MPNetForMaskedLM(T.MPNetConfig(**SIZE)),
+    "deberta (v1)": lambda: T.DebertaForMaskedLM(T.DebertaConfig(legacy=False, **SIZE)),
+    # activations other than each family's default: the head must apply the one its family does
+    "bert (relu)": lambda: T.BertForMaskedLM(T.BertConfig(hidden_act="relu", **SIZE)),
+    "roberta (relu body)": lambda: T.RobertaForMaskedLM(T.RobertaConfig(hidden_act="relu", **SIZE)),
+    "electra (relu body)": lambda: T.ElectraForMaskedLM(T.ElectraConfig(embedding_size=8, hidden_act="relu", **SIZE)),
+    "modernbert (silu, no biases)": lambda: T.ModernBertForMaskedLM(T.ModernBertConfig(
+        bos_token_id=0, eos_token_id=2, cls_token_id=0, sep_token_id=2, classifier_activation="silu",
+        decoder_bias=False, **SIZE)),
 }
 
 
