@@ -111,6 +111,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_classifier
+
+    result = export_classifier(Path(args.run_dir), Path(args.output))
+    print(f"wrote {args.output}: AutoModelForSequenceClassification ({result['model_type']}), labels "
+          f"{', '.join(result['labels'])}; reproduces the run's logits to {result['max_difference']:.1e}",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tartan", description="End-task aware training.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -139,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("file")
     predict.add_argument("--output", "-o", help="write here (default: standard output)")
     predict.set_defaults(func=cmd_predict)
+
+    export = commands.add_parser("export", help="write a finished run as a Hugging Face sequence classifier",
+                                 description="Write the run's body, end-task head, tokenizer and label names "
+                                             "as a folder that AutoModelForSequenceClassification loads.")
+    export.add_argument("run_dir")
+    export.add_argument("output", help="a new or empty folder")
+    export.set_defaults(func=cmd_export)
 
     download = commands.add_parser("download", help="fetch 'Don't Stop Pretraining' task files",
                                    description="Fetch {train,dev,test}.jsonl of each named task into the data "

