@@ -6,21 +6,28 @@ DeBERTa's once its pooler's activation is tanh; other families' heads compute so
 (DistilBERT's ReLU, ELECTRA's GELU, ModernBERT's norm), so their runs are refused."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .errors import TartanError
 
 # per model type: where its sequence classifier keeps the head's first and second Linear, and the
 # config settings under which its head computes the run's
+_POOLER = {model_type: (f"{prefix}.pooler.dense", "classifier", {}) for model_type, prefix in (
+    ("bert", "bert"), ("megatron-bert", "bert"), ("ernie", "ernie"), ("rembert", "rembert"), ("gte", "gte"),
+    ("nomic_bert", "nomic_bert"))}
+_ROBERTA_HEAD = {model_type: ("classifier.dense", "classifier.out_proj", {}) for model_type in (
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "roberta-prelayernorm", "ibert", "mpnet")}
 _CLASSIFIER_LAYOUTS: dict[str, tuple[str, str, dict]] = {
-    "bert": ("bert.pooler.dense", "classifier", {}),
+    **_POOLER, **_ROBERTA_HEAD,
     "albert": ("albert.pooler", "classifier", {}),
-    **{model_type: ("classifier.dense", "classifier.out_proj", {})
-       for model_type in ("roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "roberta-prelayernorm")},
-    **{model_type: ("pooler.dense", "classifier", {"pooler_hidden_act": "tanh"})
-       for model_type in ("deberta", "deberta-v2")},
+    "mobilebert": ("mobilebert.pooler.dense", "classifier", {"classifier_activation": True}),  # else no dense at all
+    **{model_type: ("pooler.dense", "classifier", {"pooler_hidden_act": "tanh", "pooler_hidden_size": None})
+       for model_type in ("deberta", "deberta-v2")},  # None: the body's hidden size, as the run's head
 }
 # how closely the exported model must reproduce the run's logits (fp32, same inputs)
 _TOLERANCE = 1e-4
@@ -30,48 +37,70 @@ _CHECK_TEXTS = ["a short check", "a longer sentence that the exported classifier
 def export_classifier(run_dir: Path, output: Path) -> dict:
     """Write the finished run at `run_dir` to `output` as an AutoModelForSequenceClassification
     folder with its tokenizer and label names; returns {model_type, labels, max_difference}."""
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
     from .inference import load_finished
 
-    output = Path(output)
-    if output.exists() and any(output.iterdir()):
-        raise TartanError("exists and is not empty: choose a new folder", output)
+    run_dir, output = Path(run_dir), Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise TartanError("exists and is not an empty folder: choose a new one", output)
     config, model, tokenizer, meta = load_finished(run_dir)
-    model_type = model.body.config.model_type
+    if not type(model.body).__module__.startswith("transformers."):
+        # a model of its own code may reuse a built-in model type's name and compute something else
+        raise TartanError(f"cannot export a run of a model that ships its own code ({type(model.body).__name__})",
+                          run_dir)
+    labels = list(meta["labels"])
+    classifier = build_classifier(run_dir / "model", model.heads[config.end_task], labels, run_dir)
+    inputs = [tokenizer(text, return_tensors="pt") for text in _CHECK_TEXTS]  # one at a time: no pad token needed
+    difference = max_difference(model, config.end_task, classifier, inputs)
+    if not difference <= _TOLERANCE:
+        raise TartanError(f"the exported {classifier.config.model_type!r} classifier does not reproduce the run's "
+                          f"logits (largest difference {difference:.3g}); nothing written", run_dir)
+    # written beside the destination and moved into place, so a failure leaves no half folder
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        classifier.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if output.exists():
+            output.rmdir()  # empty, as checked above
+        staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"model_type": classifier.config.model_type, "labels": labels, "max_difference": difference}
+
+
+def build_classifier(model_path: Path, head: nn.Module, labels: list[str], where: Path | None = None) -> nn.Module:
+    """The family's AutoModelForSequenceClassification with the body at `model_path` and `head`'s
+    weights in its classifier layers, in eval mode."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    model_type = AutoConfig.from_pretrained(model_path).model_type
     if model_type not in _CLASSIFIER_LAYOUTS:
         raise TartanError(f"cannot export a {model_type!r} run: its Hugging Face classification head computes "
                           f"something else than the run's (exportable: {', '.join(sorted(_CLASSIFIER_LAYOUTS))})",
-                          run_dir)
+                          where)
     first, second, settings = _CLASSIFIER_LAYOUTS[model_type]
-    labels = list(meta["labels"])
+    hidden_size = head.dense.in_features
+    settings = {key: hidden_size if value is None else value for key, value in settings.items()}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its report of the classifier weights it initialises: set next
     try:
         classifier = AutoModelForSequenceClassification.from_pretrained(
-            Path(run_dir) / "model", num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)}, trust_remote_code=config.trust_remote_code,
-            **settings)
+            model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)}, **settings)
+        with torch.no_grad():
+            classifier.get_submodule(first).load_state_dict(head.dense.state_dict())
+            classifier.get_submodule(second).load_state_dict(head.out_proj.state_dict())
+    except (OSError, ValueError, AttributeError, RuntimeError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TartanError(f"cannot export the {model_type!r} run as a sequence classifier: {message}", where) from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    head = model.heads[config.end_task]
-    with torch.no_grad():
-        classifier.get_submodule(first).load_state_dict(head.dense.state_dict())
-        classifier.get_submodule(second).load_state_dict(head.out_proj.state_dict())
-    classifier.eval()
-    difference = _max_difference(model, config.end_task, classifier, tokenizer)
-    if not difference <= _TOLERANCE:
-        raise TartanError(f"the exported {model_type!r} classifier does not reproduce the run's logits (largest "
-                          f"difference {difference:.3g}); nothing written", run_dir)
-    classifier.save_pretrained(output)
-    tokenizer.save_pretrained(output)
-    return {"model_type": model_type, "labels": labels, "max_difference": difference}
+    return classifier.eval()
 
 
-def _max_difference(model, end_task: str, classifier, tokenizer) -> float:
-    inputs = tokenizer(_CHECK_TEXTS, padding=True, return_tensors="pt")
+def max_difference(model: nn.Module, end_task: str, classifier: nn.Module, inputs: list[dict]) -> float:
+    """The largest absolute difference between the run's logits and the classifier's on `inputs`."""
+    model.eval()
     with torch.no_grad():
-        expected = model(end_task, dict(inputs))
-        logits = classifier(**inputs).logits
-    return float((expected - logits).abs().max())
+        return max(float((model(end_task, dict(batch)) - classifier(**batch).logits).abs().max()) for batch in inputs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,22 @@ def make_tiny_model(kind: str, folder: Path) -> Path:
 
 
 MORE_FAMILIES = ("albert", "electra", "deberta-v2", "xlm-roberta", "mpnet", "modernbert")
+
+
+def custom_code_model(tiny_models: dict, folder: Path) -> Path:
+    """The tiny BERT as a model that ships its own code (a config and model class of its own, named
+    in config.json's auto_map), as hub models such as NomicBERT do."""
+    shutil.copytree(tiny_models["bert"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="tiny-custom", architectures=["TinyModel"],
+                  auto_map={"AutoConfig": "configuration_tiny.TinyConfig", "AutoModel": "modeling_tiny.TinyModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "configuration_tiny.py").write_text(
+        "from transformers import BertConfig\n\n\nclass TinyConfig(BertConfig):\n    model_type = 'tiny-custom'\n")
+    (folder / "modeling_tiny.py").write_text(
+        "from transformers import BertModel\n\nfrom .configuration_tiny import TinyConfig\n\n\n"
+        "class TinyModel(BertModel):\n    config_class = TinyConfig\n")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -49,8 +49,9 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report: the weights that matter are reported below
     try:
+        # a weight of another shape is reported below, in one line, rather than by a hidden report
         body, loading = AutoModel.from_pretrained(path, config=model_config, trust_remote_code=trust_remote_code,
-                                                  output_loading_info=True)
+                                                  output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, ValueError) as error:
         raise _load_error(name, error, trust_remote_code) from None
     finally:
@@ -60,6 +61,12 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
     # tartan saves bodies without it, so its absence from a checkpoint is no news.
     if getattr(body, "pooler", None) is not None:
         body.pooler = None
+    mismatched = sorted(loading.get("mismatched_keys", ()))
+    if mismatched:
+        key, stored, expected = mismatched[0]
+        raise TartanError(f"model {name!r}: {len(mismatched)} weights of its checkpoint do not fit its config, such as "
+                          f"{key} ({tuple(stored)} stored, {tuple(expected)} expected)"
+                          + (" (see model_config)" if config_overrides else ""))
     missing = [key for key in loading.get("missing_keys", ()) if not key.split(".")[0] == "pooler"]
     if missing:
         print(f"warning: model {name!r}: {len(missing)} weights are not in its checkpoint and start at random: "

@@ -1,6 +1,4 @@
-import json
-import shutil
-from pathlib import Path
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +11,7 @@ from tartan.methods import methods
 from tartan.models.body import load_body
 from tartan.run import stage_key, train
 
-from conftest import tiny_overrides
+from conftest import custom_code_model, tiny_overrides
 
 ATTENTION_DROPOUT = {"bert": "attention_probs_dropout_prob", "roberta": "attention_probs_dropout_prob",
                      "distilbert": "attention_dropout"}
@@ -58,22 +56,6 @@ def test_model_config_is_part_of_a_reusable_stage_key(tiny_models, data_dir, tmp
     assert keys[0] != keys[1]
 
 
-def custom_code_model(tiny_models, folder: Path) -> Path:
-    """The tiny BERT as a model that ships its own code (a config and model class of its own, named
-    in config.json's auto_map), as hub models such as NomicBERT do."""
-    shutil.copytree(tiny_models["bert"], folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="tiny-custom", architectures=["TinyModel"],
-                  auto_map={"AutoConfig": "configuration_tiny.TinyConfig", "AutoModel": "modeling_tiny.TinyModel"})
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "configuration_tiny.py").write_text(
-        "from transformers import BertConfig\n\n\nclass TinyConfig(BertConfig):\n    model_type = 'tiny-custom'\n")
-    (folder / "modeling_tiny.py").write_text(
-        "from transformers import BertModel\n\nfrom .configuration_tiny import TinyConfig\n\n\n"
-        "class TinyModel(BertModel):\n    config_class = TinyConfig\n")
-    return folder
-
-
 def test_a_model_with_code_of_its_own_needs_trust_remote_code(tiny_models, data_dir, tmp_path):
     model = custom_code_model(tiny_models, tmp_path / "custom")
     run_dir = tmp_path / "run"
@@ -99,13 +81,27 @@ def test_weights_missing_from_a_checkpoint_are_one_warning_a_missing_pooler_none
     body, tokenizer = load_body(str(tiny_models["bert"]))
     body.save_pretrained(tmp_path / "saved")  # as a run saves it: without the pooler
     tokenizer.save_pretrained(tmp_path / "saved")
-    capsys.readouterr()
-    load_body(str(tmp_path / "saved"))
-    assert "warning" not in capsys.readouterr().err
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # transformers' own handler writes to the stderr of import time, not capsys's
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        capsys.readouterr()
+        load_body(str(tmp_path / "saved"))
+        assert "warning" not in capsys.readouterr().err
+        assert not [r for r in records if r.levelno >= logging.WARNING]  # nor transformers' load report
 
-    weights = tmp_path / "saved" / "model.safetensors"
-    save_file({k: v for k, v in load_file(weights).items() if ".layer.1." not in k}, weights, metadata={"format": "pt"})
-    load_body(str(tmp_path / "saved"))
+        weights = tmp_path / "saved" / "model.safetensors"
+        save_file({k: v for k, v in load_file(weights).items() if ".layer.1." not in k}, weights, metadata={"format": "pt"})
+        load_body(str(tmp_path / "saved"))
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
     err = capsys.readouterr().err
     assert "weights are not in its checkpoint and start at random: encoder.layer.1." in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_weight_that_does_not_fit_the_config_is_one_line_naming_it(tiny_models):
+    with pytest.raises(TartanError, match=r"do not fit its config, such as embeddings.position_embeddings.weight "
+                                          r"\(\(80, 32\) stored, \(64, 32\) expected\) \(see model_config\)"):
+        load_body(str(tiny_models["bert"]), config_overrides={"max_position_embeddings": 64})
