@@ -19,3 +19,8 @@ class TartanError(Exception):
             where = self.path if self.line is None else f"{self.path}:{self.line}"
             where += ": "
         return f"{where}{self.message}"
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an exception's message (a library's message may run to a page)."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import TartanError
+from .errors import TartanError, first_line
+from .models.body import quiet_transformers
 
 # per model type: where its sequence classifier keeps the head's first and second Linear, and the
 # config settings under which its head computes the run's
@@ -72,7 +73,6 @@ def build_classifier(model_path: Path, head: nn.Module, labels: list[str], where
     """The family's AutoModelForSequenceClassification with the body at `model_path` and `head`'s
     weights in its classifier layers, in eval mode."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
     model_type = AutoConfig.from_pretrained(model_path).model_type
     if model_type not in _CLASSIFIER_LAYOUTS:
@@ -82,20 +82,17 @@ def build_classifier(model_path: Path, head: nn.Module, labels: list[str], where
     first, second, settings = _CLASSIFIER_LAYOUTS[model_type]
     hidden_size = head.dense.in_features
     settings = {key: hidden_size if value is None else value for key, value in settings.items()}
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # its report of the classifier weights it initialises: set next
     try:
-        classifier = AutoModelForSequenceClassification.from_pretrained(
-            model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)}, **settings)
+        with quiet_transformers():  # its report of the classifier weights it initialises: set next
+            classifier = AutoModelForSequenceClassification.from_pretrained(
+                model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)}, **settings)
         with torch.no_grad():
             classifier.get_submodule(first).load_state_dict(head.dense.state_dict())
             classifier.get_submodule(second).load_state_dict(head.out_proj.state_dict())
     except (OSError, ValueError, AttributeError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TartanError(f"cannot export the {model_type!r} run as a sequence classifier: {message}", where) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
+        raise TartanError(f"cannot export the {model_type!r} run as a sequence classifier: {first_line(error)}",
+                          where) from None
     return classifier.eval()
 
 

