@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                                              "with a two-sided permutation-test p-value of each group against "
                                              "the baseline. Writes report.md, report.csv and report.tex.")
     report.add_argument("roots", nargs="+", metavar="ROOT")
-    report.add_argument("--baseline", default="finetune", help="recipe name or method of the baseline (default: finetune)")
+    report.add_argument("--baseline", default="finetune",
+                        help="the baseline: a recipe name or method, or a label as the report prints it, "
+                             "e.g. 'finetune [train.max_steps=600]' (default: finetune)")
     report.add_argument("--permutations", type=int, default=10_000, help="permutations of the test (default: 10,000)")
     report.add_argument("--output", "-o", help="folder for report.{md,csv,tex} (default: the first ROOT)")
     report.add_argument("--reference", metavar="FILE",

@@ -157,16 +157,17 @@ def permutation_p_value(a: list[float], b: list[float], permutations: int = PERM
 
 
 def choose_baseline(groups: list[Group], baseline: str) -> Group | None:
-    """The group of this end task whose recipe name (or, failing that, method) is `baseline`; of
-    several, the one with the most seeds."""
-    matches = [g for g in groups if g.name == baseline] or [g for g in groups if g.method == baseline]
+    """The group of this end task whose label (as the report prints it), recipe name or, failing
+    those, method is `baseline`; of several, the one with the most seeds."""
+    matches = ([g for g in groups if g.label == baseline] or [g for g in groups if g.name == baseline]
+               or [g for g in groups if g.method == baseline])
     if not matches:
         return None
     most = max(len(g.seeds) for g in matches)
     best = [g for g in matches if len(g.seeds) == most]
     if len(best) > 1:
         raise TartanError(f"baseline {baseline!r} is ambiguous on {best[0].end_task}: "
-                          + "; ".join(g.label for g in best) + " (report fewer roots, or name one by its recipe name)")
+                          + "; ".join(g.label for g in best) + f" (name one as the report labels it: --baseline '{best[0].label}')")
     return best[0]
 
 

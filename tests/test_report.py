@@ -135,6 +135,18 @@ def test_missing_baseline_leaves_p_values_out(runs, capsys):
     assert "no `finetune` runs on citation_intent" in capsys.readouterr().out
 
 
+def test_a_baseline_named_by_its_label_settles_same_named_groups_of_equal_seeds(runs, capsys):
+    for seed, score in enumerate([0.50, 0.52, 0.51]):  # a second finetune setting, 3 seeds like the first
+        write_run(runs / "finetune_long" / f"seed{seed}", "finetune", seed, score, train={"lr_body": 3e-4})
+    assert main(["report", str(runs), "-o", str(runs / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "ambiguous" in error and "--baseline 'finetune [train.lr_body=0.0001]'" in error
+    base, rows = build_report([runs], "finetune [train.lr_body=0.0003]")["tasks"]["citation_intent"]
+    assert base.label == "finetune [train.lr_body=0.0003]" and rows[0].group is base
+    assert sorted(base.test) == pytest.approx([50, 51, 52])
+    assert {row.group.label: row.p_value for row in rows}["finetune [train.lr_body=0.0001]"] == pytest.approx(0.1)
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda root: (root / "finetune" / "seed1" / "metrics.json").write_text('{"metric": "macro_f1",\n "test": }'),
      "finetune/seed1/metrics.json:2: malformed JSON"),
