@@ -1,133 +1,52 @@
-"""Shared fixtures: tiny random encoders (BERT-, RoBERTa-, DistilBERT-like) with tokenizers trained
-inside the test session, and a small labelled task folder, so that unit tests run in seconds and
-need no network."""
+"""Shared fixtures: tiny random encoders (built once per session, on first use), a small labelled task
+folder, an isolated token cache, and the toy task with a tiny body and head. The plain helpers they
+use live in helpers.py."""
 from __future__ import annotations
 
-import json
-import random
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
-WORDS = ("the model learns citation intent from text while auxiliary data helps with domain words "
-         "background uses extends future motivation compare contrast results method baseline").split()
-LABELS = ["Background", "Uses", "Extends"]
-MARKERS = {"Background": "zeta", "Uses": "kappa", "Extends": "omega"}  # never among WORDS: the label is learnable
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from helpers import (LABELS, MARKERS, MORE_FAMILIES, SHARED_DATA, WORDS, build_multitask,  # noqa: F401
+                     custom_code_model, make_texts, make_tiny_model, tiny_overrides, write_task)
 
 
-def make_texts(count: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 20))) for _ in range(count)]
+class TinyModels(dict):
+    """kind -> folder of a tiny random model of that family, built the first time a test asks for it.
+    With TARTAN_TEST_MODELS set, the folders are kept there and reused by later sessions (the
+    mutation runner's children each start a session)."""
 
+    def __init__(self, root: Path, keep: Path | None):
+        super().__init__()
+        self.root, self.keep = root, keep
 
-def write_task(folder: Path, sizes=(48, 16, 16), seed: int = 0, pairs: bool = False) -> Path:
-    """A labelled task folder whose label is learnable from its marker word."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    for split, size in zip(("train", "dev", "test"), sizes):
-        rows = []
-        for i, text in enumerate(make_texts(size, seed=seed * 100 + len(split))):
-            label = LABELS[i % len(LABELS)]
-            row = {"text": f"{MARKERS[label]} {text}", "label": label}
-            if pairs:
-                row["text_pair"] = " ".join(rng.choice(WORDS) for _ in range(5))
-            rows.append(row)
-        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    def __missing__(self, kind: str) -> Path:
+        if self.keep is not None:
+            folder = self.keep / kind
+            if not (folder / "config.json").is_file():
+                self.keep.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(dir=self.keep, prefix=f".{kind}-"))
+                make_tiny_model(kind, staging)
+                try:
+                    staging.rename(folder)
+                except OSError:  # another session put it there first
+                    shutil.rmtree(staging, ignore_errors=True)
+        else:
+            folder = make_tiny_model(kind, self.root / kind)
+        self[kind] = folder
+        return folder
 
-
-def _train_tokenizer(kind: str, folder: Path):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    corpus = make_texts(200) + list(MARKERS.values()) * 5
-    if kind == "wordpiece":
-        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials))
-        cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-        tokenizer.decoder = decoders.WordPiece()
-        fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    else:
-        tokenizer = Tokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-        tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
-                                                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-        tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-        tokenizer.decoder = decoders.ByteLevel()
-        fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
-                                       unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
-                                       mask_token="<mask>")
-    fast.save_pretrained(folder)
-    return fast
-
-
-def make_tiny_model(kind: str, folder: Path) -> Path:
-    """Save a tiny random `kind` model (bert, roberta, distilbert, or one of MORE_FAMILIES) with its
-    tokenizer to `folder`."""
-    import transformers as T
-
-    torch.manual_seed(0)
-    roberta_like = kind in ("roberta", "xlm-roberta", "mpnet", "modernbert")
-    tokenizer = _train_tokenizer("bpe" if roberta_like else "wordpiece", folder)
-    size = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, hidden_size=32, num_hidden_layers=2,
-                num_attention_heads=2, intermediate_size=64, max_position_embeddings=80)
-    if roberta_like:
-        size.update(bos_token_id=0, eos_token_id=2)
-    if kind in ("roberta", "xlm-roberta", "mpnet"):
-        size["max_position_embeddings"] += 2  # RoBERTa's positions start after the padding index
-    builders = {
-        "bert": lambda: T.BertModel(T.BertConfig(**size)),
-        "roberta": lambda: T.RobertaModel(T.RobertaConfig(**size)),
-        "distilbert": lambda: T.DistilBertModel(T.DistilBertConfig(
-            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, dim=32, n_layers=2, n_heads=2,
-            hidden_dim=64, max_position_embeddings=80)),
-        # ALBERT and ELECTRA(-small) embed tokens narrower than their hidden states
-        "albert": lambda: T.AlbertModel(T.AlbertConfig(embedding_size=16, **size)),
-        "electra": lambda: T.ElectraModel(T.ElectraConfig(embedding_size=16, **size)),
-        "deberta": lambda: T.DebertaModel(T.DebertaConfig(**size)),
-        "deberta-v2": lambda: T.DebertaV2Model(T.DebertaV2Config(**size)),
-        "xlm-roberta": lambda: T.XLMRobertaModel(T.XLMRobertaConfig(**size)),
-        "mpnet": lambda: T.MPNetModel(T.MPNetConfig(**size)),
-        "modernbert": lambda: T.ModernBertModel(T.ModernBertConfig(cls_token_id=0, sep_token_id=2, local_attention=16,
-                                                                   global_attn_every_n_layers=1, **size)),
-    }
-    builders[kind]().save_pretrained(folder)
-    return folder
-
-
-MORE_FAMILIES = ("albert", "electra", "deberta-v2", "xlm-roberta", "mpnet", "modernbert")
-
-
-def custom_code_model(tiny_models: dict, folder: Path) -> Path:
-    """The tiny BERT as a model that ships its own code (a config and model class of its own, named
-    in config.json's auto_map), as hub models such as NomicBERT do."""
-    shutil.copytree(tiny_models["bert"], folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="tiny-custom", architectures=["TinyModel"],
-                  auto_map={"AutoConfig": "configuration_tiny.TinyConfig", "AutoModel": "modeling_tiny.TinyModel"})
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "configuration_tiny.py").write_text(
-        "from transformers import BertConfig\n\n\nclass TinyConfig(BertConfig):\n    model_type = 'tiny-custom'\n")
-    (folder / "modeling_tiny.py").write_text(
-        "from transformers import BertModel\n\nfrom .configuration_tiny import TinyConfig\n\n\n"
-        "class TinyModel(BertModel):\n    config_class = TinyConfig\n")
-    return folder
+    def __contains__(self, kind) -> bool:  # every family can be built
+        return kind in ("bert", "roberta", "distilbert", "deberta", *MORE_FAMILIES)
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    return {kind: make_tiny_model(kind, root / kind) for kind in ("bert", "roberta", "distilbert")}
+def tiny_models(tmp_path_factory) -> TinyModels:
+    keep = os.environ.get("TARTAN_TEST_MODELS")
+    return TinyModels(tmp_path_factory.mktemp("models"), Path(keep) if keep else None)
 
 
 @pytest.fixture()
@@ -144,25 +63,9 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("TARTAN_DATA", raising=False)
 
 
-def tiny_overrides(model: Path, data_dir: Path, output_dir: Path, **extra) -> list[str]:
-    values = {"model": str(model), "data_dir": str(data_dir), "end_task": "toy", "output_dir": str(output_dir),
-              "train.batch_size": 8, "train.epochs": 2, "train.precision": "fp32", "train.progress": "false",
-              "train.log_every": 2, "data.max_length": 32, "train.lr_body": 1e-3}
-    values.update(extra)
-    return [f"{k}={v}" for k, v in values.items()]
-
-
 @pytest.fixture()
 def multitask_setup(tiny_models, data_dir):
-    """The toy classification task and a tiny body with its head (as training builds them)."""
-    from tartan.config import load_config
-    from tartan.models.body import load_body
-    from tartan.models.multitask import MultiTaskModel
-    from tartan.tasks.classification import ClassificationTask
-
-    torch.manual_seed(0)
-    config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
-                                "data.max_length=32", "train.head_dropout=0"])
-    body, tokenizer = load_body(str(tiny_models["bert"]))
-    task = ClassificationTask.from_config("toy", config, tokenizer)
-    return task, MultiTaskModel(body, {"toy": task.make_head(body)})
+    """The toy classification task and a tiny BERT body without dropout, with its head (as training
+    builds them); helpers.build_multitask builds other variants."""
+    _, task, model = build_multitask(tiny_models["bert"], data_dir)
+    return task, model

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tartan.cli import main
-from tartan.report import build_report, permutation_p_value
+from tartan.report import _mean_std, _smallest_p, build_report, permutation_p_value
 
 
 def enumerated_p_value(a: list[float], b: list[float]) -> float:
@@ -41,6 +41,24 @@ def test_p_value_equals_the_enumerated_permutation_distribution(a, b):
 
 def test_p_value_needs_two_seeds_a_side():
     assert np.isnan(permutation_p_value([1.0], [2.0, 3.0]))
+    assert np.isnan(permutation_p_value([2.0, 3.0], [1.0]))
+    # two a side is enough: 6 splits, the observed one and its mirror the most extreme
+    assert permutation_p_value([1.0, 2.0], [3.0, 4.0]) == pytest.approx(2 / 6)
+
+
+def test_smallest_reachable_p_is_two_splits_of_all():
+    assert _smallest_p(3, 3) == pytest.approx(2 / 20)
+    assert _smallest_p(5, 3) == pytest.approx(2 / 56)
+    assert _smallest_p(2, 2) == pytest.approx(2 / 6)
+    assert np.isnan(_smallest_p(1, 1))  # one seed on a side: no test
+    assert np.isnan(_smallest_p(1, 5)) and np.isnan(_smallest_p(5, 1)) and np.isnan(_smallest_p(2, 1))
+
+
+def test_mean_and_sample_standard_deviation():
+    assert _mean_std([60.0, 62.0, 67.0]) == pytest.approx((63.0, 3.6055512754639891))
+    mean, std = _mean_std([61.5])
+    assert mean == 61.5 and np.isnan(std)  # one seed: no spread
+    assert all(np.isnan(v) for v in _mean_std([]))
 
 
 def write_run(folder, method, seed, test, dev=None, metric="macro_f1", end_task="citation_intent", **config):

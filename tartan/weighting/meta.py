@@ -173,6 +173,7 @@ def _gather_rows(features: torch.Tensor, batch: dict, accelerator) -> tuple[torc
 
 
 def _seed(*parts) -> int:
+    """A seed (below 2**63) that every process derives alike from its parts."""
     from ..tasks.mlm import stable_seed
 
-    return stable_seed(*parts) % (2 ** 63)
+    return stable_seed(*parts)

@@ -9,7 +9,7 @@ from tartan.config import load_config
 from tartan.errors import TartanError
 from tartan.run import train
 
-from conftest import tiny_overrides
+from helpers import ScriptedDev, tiny_overrides
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SHORT = {"train.max_steps": 4, "domain.path": "toy_pairs/train.jsonl", "multitask.auxiliary_batch_size": 4,
@@ -60,24 +60,30 @@ def test_weights_of_an_unknown_task_are_refused_before_anything_is_written(tiny_
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("lr_head, kept", [(1e-3, True), (0.0, False)])
-def test_final_fine_tuning_is_kept_only_if_dev_improves(lr_head, kept, tiny_models, data_dir, tmp_path):
-    # with head and body learning rates 0 the fine-tuning stage cannot improve on the multi-task one
+@pytest.mark.parametrize("finetune_curve, kept", [([0.4, 0.6, 0.55, 0.1], True),
+                                                   ([0.4, 0.5, 0.45, 0.3], False)])  # a tie is no gain
+def test_final_fine_tuning_is_kept_only_if_dev_improves(finetune_curve, kept, monkeypatch, tiny_models, data_dir,
+                                                        tmp_path):
+    from safetensors.torch import load_file
+
+    dev = ScriptedDev({"multitask": [0.3, 0.5, 0.4, 0.2], "finetune": finetune_curve}).install(monkeypatch)
     extra = {**SHORT, "train.max_steps": 12, "multitask.final_finetune": "true", "multitask.auxiliary": "toy_pairs",
              "train.eval_every": 3}
-    if not kept:
-        extra = {**extra, "train.lr_head": 0.0, "train.lr_body": 0.0}
     run_dir = tmp_path / "run"
     metrics = train(load_config(RECIPES / "mt_tartan.yaml", tiny_overrides(tiny_models["bert"], data_dir, run_dir, **extra)))
     stages = metrics["stages"]
-    assert list(stages) == ["multitask", "finetune"]
-    better = stages["finetune"]["best_dev"]["macro_f1"] > stages["multitask"]["best_dev"]["macro_f1"]
-    assert stages["finetune"]["kept"] == better
-    if not kept:
-        assert not better
-    # the reported dev metric is that of the weights kept
-    kept_stage = "finetune" if stages["finetune"]["kept"] else "multitask"
-    assert metrics["dev"]["macro_f1"] == pytest.approx(stages[kept_stage]["best_dev"]["macro_f1"], abs=1e-6)
+    assert list(stages) == ["multitask", "finetune"] and dev.calls == {"multitask": 4, "finetune": 4}
+    assert stages["finetune"]["kept"] is kept
+    assert stages["multitask"]["best_step"] == stages["finetune"]["best_step"] == 6
+    # the run holds the best weights of the stage kept: those of its second evaluation
+    best = dev.weights["finetune" if kept else "multitask"][1]
+    other = dev.weights["multitask" if kept else "finetune"][1]
+    saved = {f"body.{k}": v for k, v in load_file(run_dir / "model" / "model.safetensors").items()}
+    saved.update({f"heads.toy.{k}": v for k, v in load_file(run_dir / "heads" / "toy.safetensors").items()})
+    compared = [k for k in saved if k in best]
+    assert len(compared) > 20 and "heads.toy.dense.weight" in compared
+    assert all(torch.equal(saved[k], best[k]) for k in compared)
+    assert not all(torch.equal(saved[k], other[k]) for k in compared)
 
 
 def test_masked_lm_auxiliary_batches_follow_the_run_seed_and_the_held_out_lines_do_not(tiny_models, data_dir):

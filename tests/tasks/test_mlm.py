@@ -123,3 +123,49 @@ def test_without_heldout_lines_a_stage_keeps_its_last_weights(tiny_models, data_
         "train.max_steps": 2})
     metrics = train(load_config(recipe, overrides))
     assert metrics["stages"]["tapt"]["best_step"] == metrics["stages"]["tapt"]["steps"] == 2
+
+
+def mlm_task(tiny_models, data_dir, **options) -> MaskedLMTask:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    texts = [f"{w} extends motivation citation {w}" for w in ("background", "baseline", "contrast")] * 8
+    return MaskedLMTask("tapt", texts, "digest", tokenizer, max_length=32, batch_size=8, eval_batch_size=8, seed=0,
+                        heldout=0.0, **options)
+
+
+def test_collate_never_selects_special_or_padding_tokens(tiny_models, data_dir):
+    # probability 1: every token that may be masked is, so a maskable [CLS] or [SEP] would show
+    task = mlm_task(tiny_models, data_dir, probability=1.0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    indices = np.arange(len(task.encoded))
+    batch = task.collate("train", indices, draw=0)
+    plain = task.collate("train", indices, draw=0)  # the same draw: the same masks
+    assert torch.equal(batch["input_ids"], plain["input_ids"])
+    original = torch.nn.utils.rnn.pad_sequence([torch.as_tensor(ids) for ids in task.encoded.input_ids],
+                                               batch_first=True, padding_value=tokenizer.pad_token_id)
+    special = torch.isin(original, torch.tensor(tokenizer.all_special_ids)) | (batch["attention_mask"] == 0)
+    selected = batch["mlm_labels"] != IGNORE
+    assert special.any() and (batch["attention_mask"] == 0).any()  # the batch has specials and padding
+    assert torch.equal(selected, ~special)
+    assert torch.equal(batch["mlm_labels"][selected], original[selected])
+    assert torch.equal(batch["input_ids"][special], original[special])
+
+
+def test_whole_word_masking_selects_every_piece_of_a_chosen_word_in_collate(tiny_models, data_dir):
+    def partly_selected_words(task) -> int:
+        partial = 0
+        for draw in range(20):
+            labels = task.collate("train", np.arange(len(task.encoded)), draw=draw)["mlm_labels"]
+            for row, words in enumerate(task.encoded.word_ids):
+                selected = (labels[row, :len(words)] != IGNORE).numpy()
+                for word in set(words.tolist()) - {-1}:
+                    partial += 0 < selected[words == word].sum() < (words == word).sum()
+        return partial
+
+    whole = mlm_task(tiny_models, data_dir, whole_word=True, probability=0.3)
+    pieces = [len(ids) - 2 for ids in whole.encoded.input_ids]
+    words = [len(set(w.tolist()) - {-1}) for w in whole.encoded.word_ids]
+    assert any(p > w for p, w in zip(pieces, words))  # some word is split into several tokens
+    assert partly_selected_words(whole) == 0
+    per_token = mlm_task(tiny_models, data_dir, whole_word=True, probability=0.3)
+    per_token.whole_word = False  # the same word ids, selected token by token
+    assert partly_selected_words(per_token) > 0

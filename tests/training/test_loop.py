@@ -1,22 +1,21 @@
 
+"""The training loop: optimizer groups, schedule, batches as a function of the step, selection on dev,
+early stopping and resume (with the dev metric scripted), a task drawn twice, what a stage counts."""
 import pytest
 import torch
-from transformers import AutoModel, AutoTokenizer
 
-from tartan.config import TrainConfig, load_config
+from tartan.config import TrainConfig
 from tartan.methods import Stage
-from tartan.models.multitask import MultiTaskModel
 from tartan.rundir import RunLog
-from tartan.run import build_task, make_accelerator
+from tartan.run import make_accelerator
 from tartan.training.loop import TaskBatches, linear_schedule, make_optimizer, run_stage
 
+from helpers import Interrupted, ScriptedDev, build_multitask, same_weights
 
-def tiny_setup(tiny_models, data_dir):
-    config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
-                                "train.batch_size=8", "data.max_length=32", "train.progress=false"])
-    task = build_task("toy", "classification", {}, config, AutoTokenizer.from_pretrained(tiny_models["bert"]))
-    body = AutoModel.from_pretrained(tiny_models["bert"])
-    return config, task, MultiTaskModel(body, {"toy": task.make_head(body)})
+
+def tiny_setup(tiny_models, data_dir, dropout: bool = True):
+    """(config, toy task with 6 batches of 8 an epoch, tiny BERT with its head)."""
+    return build_multitask(tiny_models["bert"], data_dir, dropout=dropout)
 
 
 def test_optimizer_has_body_and_head_rates_and_no_decay_on_biases_and_norms(tiny_models, data_dir):
@@ -39,9 +38,9 @@ def test_linear_warmup_then_decay_to_zero():
         rates.append(schedule.get_last_lr()[0])
         optimizer.step()
         schedule.step()
-    assert rates[:4] == sorted(rates[:4]) and rates[3] < 1.0  # rising during warm-up
-    assert rates[4] == 1.0 and rates[4:] == sorted(rates[4:], reverse=True)
-    assert schedule.get_last_lr()[0] == 0.0  # the last step ends at zero
+    # rising over the 4 warm-up steps to (k + 1) / 5, then falling linearly to 0 after the last step
+    assert rates == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    assert schedule.get_last_lr()[0] == 0.0
 
 
 def test_batches_of_a_step_are_a_pure_function_of_the_step(tiny_models, data_dir):
@@ -80,3 +79,145 @@ def test_a_checkpoint_resumes_only_the_batches_it_was_drawing(tmp_path):
         check_batch_seeds({"loop": {}}, stage, tasks, tmp_path)  # written before checkpoints recorded seeds
     seed_zero = {"toy": SimpleNamespace(seed=0), "tapt": SimpleNamespace(seed=0, data_seed=0)}
     check_batch_seeds({"loop": {}}, stage, seed_zero, tmp_path)  # seed 0 drew the same before: resumes
+
+
+# ---- selection on dev, early stopping and resume, with the dev metric scripted -----------------------
+
+def run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, dev: ScriptedDev, **train_options):
+    dev.install(monkeypatch)
+    config, task, model = tiny_setup(tiny_models, data_dir)
+    options = {"epochs": 2, "batch_size": 8, "precision": "fp32", "progress": False, "eval_every": 2,
+               "patience": 0, **train_options}
+    state = run_stage(Stage(name="s", tasks=[("toy", "classification", {})]), model, {"toy": task},
+                      TrainConfig(**options), make_accelerator("fp32"), tmp_path / "stage", RunLog(tmp_path),
+                      progress=False)
+    return state, model
+
+
+def test_the_stage_keeps_the_weights_of_its_best_evaluation_not_its_last(monkeypatch, tmp_path, tiny_models, data_dir):
+    dev = ScriptedDev({"s": [0.2, 0.6, 0.4, 0.5, 0.3, 0.55]})  # 12 steps, an evaluation every 2
+    state, model = run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, dev)
+    assert dev.calls == {"s": 6} and state.step == 12 and not state.stopped_early
+    assert state.best_step == 4 and state.best_metric == 0.6 and state.best_dev == {"macro_f1": 0.6}
+    assert same_weights(model, dev.weights["s"][1])
+    assert not same_weights(model, dev.weights["s"][-1])
+    evaluations = [r for r in RunLog(tmp_path).records() if "dev" in r]
+    assert [r["step"] for r in evaluations] == [2, 4, 6, 8, 10, 12]
+    assert [r["best"] for r in evaluations] == [True, True, False, False, False, False]
+
+
+def test_a_tie_is_not_an_improvement(monkeypatch, tmp_path, tiny_models, data_dir):
+    dev = ScriptedDev({"s": [0.5, 0.5, 0.4, 0.3, 0.2, 0.1]})
+    state, model = run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, dev)
+    assert state.best_step == 2 and same_weights(model, dev.weights["s"][0])
+
+
+def test_patience_stops_the_stage_after_that_many_evaluations_without_improvement(monkeypatch, tmp_path,
+                                                                                 tiny_models, data_dir):
+    dev = ScriptedDev({"s": [0.5, 0.4, 0.6, 0.5, 0.5, 0.9]})
+    state, model = run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, dev, patience=2)
+    # improvements at 2 and 6; 8 and 10 are two without: stop at 10, before the 0.9 at 12
+    assert dev.calls == {"s": 5} and state.stopped_early and state.step == 10
+    assert state.best_step == 6 and state.stale_evals == 2 and same_weights(model, dev.weights["s"][2])
+    # a stopped stage, run again, trains no further
+    again, model = run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, dev, patience=2)
+    assert dev.calls == {"s": 5} and again.step == 10 and again.best_step == 6
+    assert same_weights(model, dev.weights["s"][2])
+
+
+def test_a_resumed_stage_counts_the_evaluations_without_improvement_from_before_the_kill(
+        monkeypatch, tmp_path, tiny_models, data_dir):
+    curve = [0.5, 0.4, 0.3, 0.2, 0.9, 0.9]
+    killed = ScriptedDev({"s": curve}, fail_at={"s": 2})  # killed at step 6, after the checkpoint of step 4
+    with pytest.raises(Interrupted):
+        run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, killed, patience=3)
+    resumed = ScriptedDev({"s": curve[2:]})
+    state, model = run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, resumed, patience=3)
+    # stale at 4 (before the kill), 6 and 8: the third stops it at 8, as an uninterrupted run would
+    assert resumed.calls == {"s": 2} and state.stopped_early and state.step == 8
+    assert state.best_step == 2 and same_weights(model, killed.weights["s"][0])
+
+
+def test_a_task_drawn_twice_in_a_step_steps_on_the_sum_of_both_batches_gradients(monkeypatch, tmp_path,
+                                                                                tiny_models, data_dir):
+    import copy
+
+    import tartan.training.loop as loop
+
+    config, task, model = tiny_setup(tiny_models, data_dir, dropout=False)
+    start = copy.deepcopy(model)
+    captured = []
+
+    def capture(model, accelerator):
+        if not captured:
+            captured.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    monkeypatch.setattr(loop, "average_gradients", capture)
+    # dataset_homogeneous with 2 batches an update over one task: step 0 draws the task's batches 0 and 1
+    stage = Stage(name="s", tasks=[("toy", "classification", {})], weighting="sum",
+                  sampling="dataset_homogeneous", sampling_options={"tasks_per_update": 2})
+    train = TrainConfig(max_steps=1, batch_size=8, precision="fp32", progress=False, patience=0, grad_clip=0.0,
+                        log_every=1)
+    run_stage(stage, model, {"toy": task}, train, make_accelerator("fp32"), tmp_path / "stage", RunLog(tmp_path),
+              progress=False)
+
+    batches = TaskBatches(task)
+    losses = [task.loss(start("toy", batches.at(n, torch.device("cpu"))), batches.at(n, torch.device("cpu")))
+              for n in (0, 1)]
+    gradients = torch.autograd.grad(losses[0] + losses[1], list(start.parameters()), allow_unused=True)
+    expected = {n: g for (n, _), g in zip(start.named_parameters(), gradients) if g is not None}  # no pooler
+    assert captured and set(captured[0]) == set(expected)
+    for name, gradient in captured[0].items():
+        assert torch.allclose(gradient, expected[name], atol=1e-5), name
+    # the logged loss is the mean over the task's batches of the step
+    logged = next(r for r in RunLog(tmp_path).records() if "loss" in r)
+    assert logged["loss"]["toy"] == pytest.approx(float((losses[0] + losses[1]).detach()) / 2, rel=1e-5)
+    assert logged["weights"] == {"toy": 1.0}
+
+
+def test_a_stage_counts_the_tokens_of_every_batch_it_trained_on_and_its_time(tiny_models, data_dir, tmp_path):
+    import time
+
+    config, task, model = tiny_setup(tiny_models, data_dir)
+    train = TrainConfig(max_steps=5, batch_size=8, precision="fp32", progress=False, patience=0, log_every=2)
+    started = time.perf_counter()
+    state = run_stage(Stage(name="s", tasks=[("toy", "classification", {})]), model, {"toy": task}, train,
+                      make_accelerator("fp32"), tmp_path / "stage", RunLog(tmp_path), progress=False)
+    elapsed = time.perf_counter() - started
+    batches = TaskBatches(task)
+    assert state.train_tokens == sum(int(batches.at(n, torch.device("cpu"))["attention_mask"].sum()) for n in range(5))
+    assert 0 < state.train_seconds <= state.wall_seconds <= elapsed
+    steps = [r for r in RunLog(tmp_path).records() if "loss" in r]
+    # logged every 2 steps and at the last; epochs counted in the end task's 6 batches
+    assert [r["step"] for r in steps] == [2, 4, 5]
+    assert [r["epoch"] for r in steps] == pytest.approx([2 / 6, 4 / 6, 5 / 6])
+    assert all(r["tokens_per_second"] > 0 and r["loss"]["toy"] > 0 for r in steps)
+    # the rate the logged step used: int(0.06 x 5) = 0 warm-up steps, so step k (from 0) runs at (5 - k) / 5
+    assert [r["lr"] for r in steps] == pytest.approx([1e-4 * 4 / 5, 1e-4 * 2 / 5, 1e-4 * 1 / 5])
+
+
+def test_selecting_on_the_mean_averages_the_tasks_that_have_a_dev_split():
+    from types import SimpleNamespace
+
+    from tartan.training.loop import evaluate_stage
+
+    def task(value, splits=("train", "dev")):
+        return SimpleNamespace(metric="accuracy", splits=list(splits),
+                               evaluate=lambda model, split, autocast: {"accuracy": value, "loss": 1.0})
+
+    tasks = {"a": task(0.2), "b": task(0.6), "c": task(0.9, splits=("train",))}
+    accelerator = make_accelerator("fp32")
+    stage = Stage(name="s", tasks=[(n, "classification", {}) for n in tasks], select_on="mean")
+    dev, value = evaluate_stage(stage, tasks, None, accelerator)
+    assert value == pytest.approx(0.4) and dev["mean"] == value and set(dev["tasks"]) == {"a", "b"}
+    end_task = Stage(name="s", tasks=[(n, "classification", {}) for n in ("b", "a")])
+    assert evaluate_stage(end_task, tasks, None, accelerator) == ({"accuracy": 0.6, "loss": 1.0}, 0.6)
+
+
+def test_a_checkpoint_between_evaluations_is_due_after_the_minutes_set(monkeypatch):
+    import tartan.training.loop as loop
+
+    monkeypatch.setattr(loop.time, "monotonic", lambda: 1000.0)
+    assert not loop._checkpoint_due(0.0, None)
+    assert loop._checkpoint_due(1000.0 - 120, 2) and not loop._checkpoint_due(1000.0 - 119, 2)
+    assert loop._checkpoint_due(1000.0, 0)

@@ -36,3 +36,28 @@ def test_r3f_penalty(multitask_setup):
     penalty.backward()
     grads = [p.grad for p in model.body.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("noise", ["uniform", "normal"])
+def test_r3f_penalty_is_lambda_times_the_symmetric_kl_of_the_seeded_noisy_pass(noise, multitask_setup):
+    task, model = multitask_setup
+    model.eval()
+    batch = task.collate("train", task.train_batches(0)[0])
+    clean = model.heads["toy"](model.encode(batch), batch)
+    torch.manual_seed(11)
+    penalty = r3f_penalty(model, "toy", batch, clean, eps=0.3, noise=noise, weight=2.5)
+
+    # the same noise drawn by hand from the same seed: uniform in [-eps, eps], or normal times eps
+    torch.manual_seed(11)
+    shape = (*batch["input_ids"].shape, model.body.config.hidden_size)
+    drawn = torch.empty(shape).uniform_(-0.3, 0.3) if noise == "uniform" else torch.randn(shape) * 0.3
+    if noise == "uniform":
+        assert drawn.abs().max() <= 0.3 and drawn.abs().max() > 0.25
+    embeddings = model.body.get_input_embeddings()(batch["input_ids"]) + drawn
+    types = {k: v for k, v in batch.items() if k == "token_type_ids"}
+    hidden = model.body(inputs_embeds=embeddings, attention_mask=batch["attention_mask"], **types).last_hidden_state
+    noisy = model.heads["toy"](hidden, batch)
+    p, q = clean.double().softmax(-1), noisy.double().softmax(-1)
+    per_row = (p * (p / q).log()).sum(-1) + (q * (q / p).log()).sum(-1)
+    assert penalty.item() == pytest.approx(2.5 * per_row.mean().item(), rel=1e-4)
+    assert penalty.item() > 1e-4

@@ -61,3 +61,31 @@ def test_all_gives_every_task_the_step_and_counts_epochs_on_the_first():
 def test_unknown_scheme_is_an_error():
     with pytest.raises(TartanError, match="unknown batching scheme 'mixed'"):
         schedule("mixed", steps=2)
+
+
+def test_probabilities_are_the_train_sizes_share_or_equal():
+    from tartan.training.sampling import task_probabilities
+
+    assert task_probabilities(list(SIZES), SIZES, "natural").tolist() == pytest.approx([0.1, 0.3, 0.6])
+    assert task_probabilities(list(SIZES), SIZES, "uniform").tolist() == pytest.approx([1 / 3] * 3)
+
+
+def test_four_batches_an_update_unless_told_otherwise():
+    for scheme in ("heterogeneous", "batch_homogeneous", "dataset_homogeneous"):
+        plan = Schedule(scheme, list(SIZES), SIZES, PER_EPOCH, 30, {})
+        assert all(len(plan.at(s)) == 4 for s in range(30)), scheme
+        plan = Schedule(scheme, list(SIZES), SIZES, PER_EPOCH, 30, {"tasks_per_update": 3})
+        assert all(len(plan.at(s)) == 3 for s in range(30)), scheme
+    assert steps_per_epoch("heterogeneous", list(SIZES), PER_EPOCH, {}) == 16
+    assert steps_per_epoch("batch_homogeneous", list(SIZES), PER_EPOCH, {"tasks_per_update": 3}) == 22  # ceil(64 / 3)
+
+
+def test_an_epoch_is_at_least_one_step():
+    assert steps_per_epoch("heterogeneous", ["a"], {"a": 1}, {"tasks_per_update": 4}) == 1
+    assert steps_per_epoch("heterogeneous", ["a", "b"], {"a": 4, "b": 1}, {"tasks_per_update": 4}) == 2
+
+
+def test_dataset_homogeneous_numbers_each_tasks_batches_through_its_epochs():
+    plan = Schedule("dataset_homogeneous", ["a", "b"], {"a": 1, "b": 1}, {"a": 3, "b": 2}, 4, {"tasks_per_update": 2})
+    assert [plan.at(s) for s in range(4)] == [[("a", 0), ("a", 1)], [("a", 2), ("b", 0)], [("b", 1), ("a", 3)],
+                                              [("a", 4), ("a", 5)]]

@@ -5,26 +5,20 @@ import numpy as np
 import pytest
 import torch
 
-from tartan.config import load_config
-from tartan.models.body import load_body
-from tartan.models.multitask import MultiTaskModel
 from tartan.run import make_accelerator
-from tartan.tasks.classification import ClassificationTask
 from tartan.weighting import StepInputs, strategies
+
+from helpers import build_multitask
 
 
 @pytest.fixture()
 def setup(tiny_models, data_dir):
-    """The toy end task, a body with its head and two spare heads, in eval mode (no dropout), so that
-    gradients are exact functions of the batches. fp32: accelerate's state is global to the process,
-    and a bare Accelerator() would inherit the bf16 autocast of whichever run came before."""
-    torch.manual_seed(0)
-    config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
-                                "data.max_length=32", "train.head_dropout=0"])
-    body, tokenizer = load_body(str(tiny_models["bert"]))  # as training loads it: no pooler
-    task = ClassificationTask.from_config("toy", config, tokenizer)
-    model = MultiTaskModel(body, {name: task.make_head(body) for name in ("toy", "aligned", "opposed")}).eval()
-    return task, model, make_accelerator("fp32")
+    """The toy end task, a body without dropout with its head and two spare heads, so that gradients
+    are exact functions of the batches. fp32: accelerate's state is global to the process, and a bare
+    Accelerator() would inherit the bf16 autocast of whichever run came before."""
+    _, task, model = build_multitask(tiny_models["bert"], data_dir, heads=("toy", "aligned", "opposed"),
+                                    batch_size=16)
+    return task, model.eval(), make_accelerator("fp32")
 
 
 def step_inputs(task, model, accelerator, step=0):
@@ -154,3 +148,40 @@ def test_meta_head_fit_on_another_train_batch_ignores_the_steps_batch(setup):
     assert torch.allclose(dev_gradient("other", 0, False), dev_gradient("other", 0, True))
     assert not torch.allclose(dev_gradient("step", 0, False), dev_gradient("step", 0, True), atol=1e-4)
     assert not torch.allclose(dev_gradient("other", 0, False), dev_gradient("other", 1, False), atol=1e-4)
+
+
+def test_static_weights_that_sum_to_zero_are_refused():
+    from tartan.errors import TartanError
+
+    with pytest.raises(TartanError, match="some task a positive weight"):
+        strategies.get("static")(["toy", "aux"], "toy", weights={"toy": 0, "aux": 0})
+    assert strategies.get("static")(["toy", "aux"], "toy", weights={"toy": 0}).weights == {"toy": 0.0, "aux": 1.0}
+
+
+def test_sum_weights_are_each_tasks_share_of_the_drawn_batches(multitask_setup):
+    # a task not drawn this step has weight 0; without a draw count every task drew once
+    task, model = multitask_setup
+    batch = task.collate("train", task.train_batches(0)[0])
+    loss = lambda: task.loss(model.heads["toy"](model.encode(batch), batch), batch)  # noqa: E731
+    strategy = strategies.get("sum")(["toy", "other", "absent"], "toy")
+    accelerator = make_accelerator("fp32")
+    drawn = strategy.backward({"toy": loss(), "other": loss()}, StepInputs(0, model, {}, {}, {}, accelerator,
+                                                                           {"toy": 3, "other": 1}))
+    assert drawn == {"toy": 0.75, "other": 0.25, "absent": 0.0}
+    once = strategy.backward({"toy": loss(), "other": loss()}, StepInputs(0, model, {}, {}, {}, accelerator))
+    assert once == {"toy": 0.5, "other": 0.5, "absent": 0.0}
+
+
+def test_the_meta_heads_other_batch_and_the_dev_batch_advance_once_per_update(setup):
+    # with an update every 2 steps, the update at step 2k draws what an update every step draws at step k
+    task, model, accelerator = setup
+    every_step = strategies.get("meta")(["toy"], "toy", head_batch="other", dev_batch_size=4, seed=3)
+    every_other = strategies.get("meta")(["toy"], "toy", head_batch="other", dev_batch_size=4, seed=3, update_every=2)
+    at = lambda strategy, step: step_inputs(task, model, accelerator, step)[1]  # noqa: E731
+    for k in (1, 2, 5):
+        assert torch.equal(every_other.dev_batch(task, at(every_other, 2 * k))["input_ids"],
+                           every_step.dev_batch(task, at(every_step, k))["input_ids"])
+        assert torch.equal(every_other.other_train_batch(task, at(every_other, 2 * k))[1]["input_ids"],
+                           every_step.other_train_batch(task, at(every_step, k))[1]["input_ids"])
+    assert not torch.equal(every_step.dev_batch(task, at(every_step, 1))["input_ids"],
+                           every_step.dev_batch(task, at(every_step, 2))["input_ids"])
