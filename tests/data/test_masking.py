@@ -72,3 +72,36 @@ def test_whole_word_masking_selects_all_tokens_of_a_word():
             assert in_word.all() or not in_word.any()
     rate = selected.sum().item() / maskable.sum().item()
     assert 0.12 < rate < 0.18
+
+
+def test_whole_word_draws_are_independent_between_words():
+    ids, maskable = sample(rows=200, width=16)
+    word_ids = torch.where(maskable, torch.arange(16).expand(200, 16) // 2, torch.tensor(-1))  # two tokens a word
+    _, labels = mask_tokens(ids, maskable, MASK, VOCAB, torch.Generator().manual_seed(5), probability=0.5,
+                            word_ids=word_ids)
+    selected = labels != IGNORE
+    words = [(selected & (word_ids == w)).any(1) for w in range(3)]
+    # every pair of words is chosen apart somewhere: no two words share one draw
+    assert all((words[a] != words[b]).any() for a in range(3) for b in range(a + 1, 3))
+
+
+def test_the_masks_of_a_seed_are_pinned():
+    """A seed's masks are part of what a published run is: resume, several processes and reused
+    stages rely on them, and a change to them changes every masked-LM result. Change these only
+    deliberately."""
+    ids = torch.arange(10, 34).reshape(3, 8)
+    maskable = torch.ones(3, 8, dtype=torch.bool)
+    maskable[:, 0] = False
+    maskable[2, 6:] = False
+    masked, labels = mask_tokens(ids, maskable, 4, 100, torch.Generator().manual_seed(7), probability=0.4)
+    assert masked.tolist() == [[10, 4, 12, 13, 4, 15, 12, 17], [18, 19, 20, 21, 4, 4, 24, 4],
+                               [26, 4, 28, 29, 30, 31, 32, 33]]
+    assert labels.tolist() == [[-100, 11, -100, -100, 14, -100, 16, -100], [-100, -100, -100, -100, 22, 23, -100, 25],
+                               [-100, 27, -100, 29, -100, -100, -100, -100]]
+    word_ids = torch.tensor([[-1, 0, 0, 1, 2, 2, 2, 3], [-1, 0, 1, 1, 2, 3, 4, 4], [-1, 0, 0, 0, 1, 2, -1, -1]])
+    masked, labels = mask_tokens(ids, maskable, 4, 100, torch.Generator().manual_seed(7), probability=0.4,
+                                 word_ids=word_ids)
+    assert masked.tolist() == [[10, 11, 12, 13, 14, 15, 16, 17], [18, 19, 4, 60, 22, 4, 24, 25],
+                               [26, 27, 28, 29, 30, 4, 32, 33]]
+    assert labels.tolist() == [[-100, -100, -100, 13, -100, -100, -100, -100], [-100, -100, 20, 21, -100, 23, -100, -100],
+                               [-100, -100, -100, -100, -100, 31, -100, -100]]

@@ -10,6 +10,9 @@ from tartan.models.multitask import MultiTaskModel
 from tartan.tasks.mlm import MaskedLMTask
 
 
+HELD_OUT_OF_40_AT_SEED_0 = [1, 4, 6, 7, 9, 18, 27, 31, 33, 34]
+
+
 def config_for(model, data_dir, *extra):
     return load_config(None, [f"model={model}", f"data_dir={data_dir}", "end_task=toy", "data.max_length=32", *extra])
 
@@ -169,3 +172,104 @@ def test_whole_word_masking_selects_every_piece_of_a_chosen_word_in_collate(tiny
     per_token = mlm_task(tiny_models, data_dir, whole_word=True, probability=0.3)
     per_token.whole_word = False  # the same word ids, selected token by token
     assert partly_selected_words(per_token) > 0
+
+
+def test_heldout_evaluation_is_the_mean_loss_and_accuracy_over_every_masked_token(tiny_models, data_dir):
+    import torch.nn.functional as F
+
+    from tartan.data.batching import sorted_batches
+    from tartan.tasks.mlm import HELDOUT_SEED
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    task = MaskedLMTask.from_config("tapt", config_for(tiny_models["bert"], data_dir, "mlm.heldout=0.25"), tokenizer,
+                                    source="task")
+    task.eval_batch_size = 3  # several batches: the figures are over tokens, not a mean of batch means
+    body = AutoModel.from_pretrained(tiny_models["bert"])
+    model = MultiTaskModel(body, {"tapt": task.make_head(body)}).eval()
+    rows = task.rows["dev"]
+    losses, hits = [], []
+    with torch.no_grad():
+        for k, b in enumerate(sorted_batches(task.lengths[rows], 3)):
+            batch = task.collate("heldout", rows[b], draw=HELDOUT_SEED + k)
+            targets = batch["mlm_labels"][batch["mlm_labels"] != IGNORE]
+            logits = model("tapt", batch).float()
+            losses += F.cross_entropy(logits, targets, reduction="none").tolist()
+            hits += (logits.argmax(-1) == targets).tolist()
+    assert k >= 3 and len({len(x) for x in (losses, hits)}) == 1
+    figures = task.evaluate(model, "dev", lambda: torch.autocast("cpu", enabled=False))
+    assert figures["loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    assert figures["perplexity"] == pytest.approx(np.exp(np.mean(losses)), rel=1e-5)
+    assert figures["accuracy"] == pytest.approx(np.mean(hits))
+    # a tiny random model guesses some tokens and not others: an inverted count would show
+    model.heads["tapt"].bias.data[targets[0]] += 100.0
+    assert 0 < task.evaluate(model, "dev", lambda: torch.autocast("cpu", enabled=False))["accuracy"] < 1
+
+
+def test_loss_units_are_the_masked_tokens(tiny_models, data_dir):
+    task = mlm_task(tiny_models, data_dir, probability=0.5)
+    indices = np.arange(6)
+    gathered = task.collate("train", indices, draw=2)
+    full = task.collate("train", indices, draw=2, full_logits=True)
+    selected = int((gathered["mlm_labels"] != IGNORE).sum())
+    assert 0 < selected < int(gathered["attention_mask"].sum())
+    assert task.loss_units(gathered) == task.loss_units(full) == selected
+
+
+def test_a_batch_that_draws_no_mask_scores_its_first_maskable_token(tiny_models, data_dir):
+    task = mlm_task(tiny_models, data_dir, probability=1e-12)
+    batch = task.collate("train", np.arange(2), draw=0)
+    selected = (batch["mlm_labels"] != IGNORE).nonzero().tolist()
+    assert selected == [[0, 1]]  # row 0, the token after [CLS]
+    assert batch["input_ids"][0, 1] == task.mask_id
+    assert batch["mlm_labels"][0, 1] == task.encoded.input_ids[0][1]
+
+
+def test_a_batch_with_nothing_to_mask_has_a_zero_loss_that_still_backpropagates(tiny_models, data_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    task = MaskedLMTask("tapt", ["", ""], "digest", tokenizer, max_length=32, batch_size=2, eval_batch_size=2, seed=0,
+                        heldout=0.0)
+    batch = task.collate("train", np.arange(2), draw=0)
+    assert not (batch["mlm_labels"] != IGNORE).any()  # [CLS] [SEP] only
+    output = torch.randn(0, 7, requires_grad=True)
+    loss = task.loss(output, batch)
+    assert loss.item() == 0.0 and task.loss_units(batch) == 0
+    loss.backward()
+    assert output.grad is not None
+
+
+@pytest.mark.parametrize("lines, heldout, expected", [(20, 0.001, 1), (3, 0.9, 2), (40, 0.25, 10), (20, 0.0, 0)])
+def test_held_out_lines_are_a_share_but_at_least_one_and_never_all(lines, heldout, expected, tiny_models, data_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    task = MaskedLMTask("tapt", [f"line {i} of text" for i in range(lines)], "digest", tokenizer, max_length=32,
+                        batch_size=2, eval_batch_size=2, seed=0, heldout=heldout)
+    assert len(task.rows["dev"]) == expected and len(task.rows["train"]) == lines - expected
+    assert task.splits == (["train", "dev"] if expected else ["train"])
+    assert sorted(task.rows["dev"].tolist() + task.rows["train"].tolist()) == list(range(lines))
+
+
+def test_which_lines_are_held_out_follows_the_data_seed_only(tiny_models, data_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    texts = [f"line {i} of text" for i in range(40)]
+    make = lambda seed, data_seed: MaskedLMTask("t", texts, "d", tokenizer, max_length=32, batch_size=2,  # noqa: E731
+                                                eval_batch_size=2, seed=seed, data_seed=data_seed, heldout=0.25)
+    assert make(0, 5).rows["dev"].tolist() == make(1, 5).rows["dev"].tolist() != make(0, 6).rows["dev"].tolist()
+    assert make(3, None).rows["dev"].tolist() == make(0, 3).rows["dev"].tolist()  # no data seed: the seed
+    # pinned: a run's held-out lines are part of its published figures
+    assert make(0, 0).rows["dev"].tolist() == HELD_OUT_OF_40_AT_SEED_0
+
+
+def test_stable_seeds_are_pinned():
+    """Masks and meta heads are seeded from these: a change alters every resumed or reused run."""
+    from tartan.tasks.mlm import stable_seed
+
+    assert stable_seed("x", 3, "train") == 2066018931302452020
+    assert stable_seed(0, 5, "heldout") == 4932902231666125889
+    assert all(0 <= stable_seed(i, "meta head") < 2 ** 63 for i in range(200))
+
+
+def test_only_masked_lm_data_depends_on_the_end_task():
+    # a sweep tells shared pre-training stages apart by this: a classification task's data is its own folder
+    from tartan.tasks import task_types
+
+    assert task_types.get("mlm").reads_end_task is True
+    assert task_types.get("classification").reads_end_task is False
