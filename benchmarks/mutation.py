@@ -42,31 +42,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# module -> (functions in scope, or None for the whole module; the test files that cover it)
-TARGETS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...]]] = {
-    "tartan/weighting/__init__.py": (None, ("tests/weighting",)),
-    "tartan/weighting/static.py": (None, ("tests/weighting", "tests/methods/test_tartan.py")),
-    "tartan/weighting/sum.py": (None, ("tests/weighting", "tests/methods/test_muppet.py")),
-    "tartan/weighting/meta.py": (None, ("tests/weighting", "tests/methods/test_tartan.py")),
-    "tartan/training/loop.py": (None, ("tests/training/test_loop.py", "tests/methods", "tests/test_run.py",
-                                       "tests/tasks")),
-    "tartan/training/sampling.py": (None, ("tests/training/test_sampling.py", "tests/training/test_loop.py",
-                                           "tests/methods/test_muppet.py")),
-    "tartan/tasks/__init__.py": (None, ("tests/tasks",)),
-    "tartan/tasks/classification.py": (None, ("tests/tasks", "tests/methods/test_muppet.py",
-                                              "tests/training/test_loop.py", "tests/test_run.py")),
-    "tartan/tasks/mlm.py": (None, ("tests/tasks", "tests/methods/test_continued_pretraining.py",
-                                   "tests/training/test_loop.py")),
-    "tartan/data/masking.py": (None, ("tests/data/test_masking.py", "tests/tasks/test_mlm.py")),
-    "tartan/report.py": (("permutation_p_value", "_smallest_p", "_mean_std"), ("tests/test_report.py",)),
+# module -> the functions in scope (None: the whole module)
+TARGETS: dict[str, tuple[str, ...] | None] = {
+    "tartan/weighting/__init__.py": None,
+    "tartan/weighting/static.py": None,
+    "tartan/weighting/sum.py": None,
+    "tartan/weighting/meta.py": None,
+    "tartan/training/loop.py": None,
+    "tartan/training/sampling.py": None,
+    "tartan/tasks/__init__.py": None,
+    "tartan/tasks/classification.py": None,
+    "tartan/tasks/mlm.py": None,
+    "tartan/data/masking.py": None,
+    "tartan/report.py": ("permutation_p_value", "_smallest_p", "_mean_std"),
 }
-
-# Lines that only run with several processes are executed in the subprocesses of these tests, which
-# the coverage run does not see: a mutant on a line no test covers in-process runs them instead.
-SUBPROCESS_TESTS: dict[str, tuple[str, ...]] = {
-    module: ("tests/training/test_distributed.py",)
-    for module in ("tartan/weighting/meta.py", "tartan/weighting/static.py", "tartan/training/loop.py",
-                   "tartan/tasks/classification.py", "tartan/tasks/mlm.py")}
+# the test files whose tests may run those modules: the coverage run measures them all once, and each
+# mutant then runs the ones among their tests that execute its line
+TEST_FILES = ("tests/weighting", "tests/training", "tests/tasks", "tests/methods", "tests/data/test_masking.py",
+              "tests/test_report.py", "tests/test_run.py", "tests/test_inference.py")
 
 # Survivors that cannot be killed because they compute the same thing, keyed by
 # (module, the original line stripped, mutation) -> why. Keyed by text, not line number, so that
@@ -205,14 +198,14 @@ def _candidates(tree: ast.AST, functions: tuple[str, ...] | None) -> list[tuple[
 def mutants_of(module: str) -> list[Mutant]:
     source = (ROOT / module).read_text()
     lines = source.splitlines()
-    functions = TARGETS[module][0]
+    functions = TARGETS[module]
     return [Mutant(module, index, node.lineno, function, description, lines[node.lineno - 1].strip())
             for index, (node, function, description) in enumerate(_candidates(ast.parse(source), functions))]
 
 
 def mutated_source(mutant: Mutant) -> str:
     tree = ast.parse((ROOT / mutant.module).read_text())
-    node, _, _ = _candidates(tree, TARGETS[mutant.module][0])[mutant.index]
+    node, _, _ = _candidates(tree, TARGETS[mutant.module])[mutant.index]
     replacement = _apply(node)
     if replacement is not node:  # a unary operator dropped: put its operand where it stood
         for parent in ast.walk(tree):
@@ -242,7 +235,7 @@ def _preload() -> None:
 
 
 def _run_child(shadow: Path, arguments: list[str], basetemp: Path, timeout: float,
-               plugin_factory=None) -> tuple[str, float]:
+               plugin_factory=None, environment: dict[str, str] | None = None) -> tuple[str, float]:
     """('passed' | 'failed' | 'timeout' | 'error', seconds) of pytest run in a fork on the shadow package."""
     started = time.monotonic()
     pid = os.fork()
@@ -251,6 +244,7 @@ def _run_child(shadow: Path, arguments: list[str], basetemp: Path, timeout: floa
         try:
             os.setsid()
             sys.path.insert(0, str(shadow))
+            os.environ.update(environment or {})
             os.environ["PYTHONPATH"] = os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])
             # from the shadow folder, `python -m tartan` in a test's subprocess imports the mutant too
             os.chdir(shadow)
@@ -288,9 +282,24 @@ def collect_coverage(shadow: Path, work: Path) -> dict:
     out = work / "coverage.json"
     if out.is_file():
         return json.loads(out.read_text())
-    test_files = sorted({f for _, files in TARGETS.values() for f in files})
+    test_files = [f for f in TEST_FILES if (ROOT / f).exists()]
     data_file = work / ".coverage"
     result_file = work / "durations.json"
+    # tests that run tartan in another process (torchrun, a killed and resumed run) are measured there
+    # too: coverage starts in every Python process through a sitecustomize, in the context of the test
+    # that launched it
+    startup = work / "startup"
+    startup.mkdir(exist_ok=True)
+    (startup / "sitecustomize.py").write_text(
+        "import os\nif os.environ.get('COVERAGE_PROCESS_START'):\n    import coverage\n"
+        "    measuring = coverage.process_startup()\n"
+        "    if measuring is not None and os.environ.get('TARTAN_MUTATION_CONTEXT'):\n"
+        "        measuring.switch_context(os.environ['TARTAN_MUTATION_CONTEXT'])\n")
+    settings = work / "coveragerc"
+    settings.write_text(f"[run]\ndata_file = {work / '.coverage.subprocess'}\nparallel = true\ninclude =\n"
+                        + "".join(f"    {shadow / m}\n" for m in TARGETS))
+    for stale in work.glob(".coverage.subprocess*"):
+        stale.unlink()
 
     class Contexts:
         """Switches coverage's context to each test's node id and records its duration and outcome."""
@@ -305,6 +314,7 @@ def collect_coverage(shadow: Path, work: Path) -> dict:
 
         def pytest_runtest_setup(self, item):
             self.coverage.switch_context(item.nodeid)
+            os.environ["TARTAN_MUTATION_CONTEXT"] = item.nodeid
 
         def pytest_runtest_logreport(self, report):
             self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
@@ -317,18 +327,22 @@ def collect_coverage(shadow: Path, work: Path) -> dict:
             result_file.write_text(json.dumps({"durations": self.durations, "failed": self.failed}))
 
     print(f"coverage of {len(test_files)} test files ...", flush=True)
-    outcome, seconds = _run_child(shadow, [str(ROOT / f) for f in test_files], work / "tmp-coverage", 3600, Contexts)
+    outcome, seconds = _run_child(shadow, [str(ROOT / f) for f in test_files], work / "tmp-coverage", 3600, Contexts,
+                                  {"COVERAGE_PROCESS_START": str(settings),
+                                   "PYTHONPATH": os.pathsep.join([str(startup), os.environ.get("PYTHONPATH", "")])})
     print(f"  {outcome} in {seconds:.0f} s", flush=True)
     import coverage
 
-    data = coverage.CoverageData(basename=str(data_file))
-    data.read()
-    lines: dict[str, dict[str, list[str]]] = {}
-    for module in TARGETS:
-        contexts = data.contexts_by_lineno(str(shadow / module))
-        lines[module] = {str(line): sorted(c for c in names if c) for line, names in contexts.items()}
+    lines: dict[str, dict[str, set[str]]] = {module: {} for module in TARGETS}
+    for path in [data_file, *sorted(work.glob(".coverage.subprocess.*"))]:
+        data = coverage.CoverageData(basename=str(path))
+        data.read()
+        for module in TARGETS:
+            for line, names in data.contexts_by_lineno(str(shadow / module)).items():
+                lines[module].setdefault(str(line), set()).update(c for c in names if c)
     recorded = json.loads(result_file.read_text())
-    result = {"lines": lines, **recorded}
+    result = {"lines": {m: {line: sorted(tests) for line, tests in by_line.items()} for m, by_line in lines.items()},
+              **recorded}
     out.write_text(json.dumps(result))
     return result
 
@@ -365,8 +379,6 @@ def run(out: Path, only: list[str] | None) -> None:
             for number, mutant in enumerate(queue, 1):
                 covering = [t for t in coverage["lines"][mutant.module].get(str(mutant.line), []) if t not in failing]
                 covering.sort(key=lambda t: coverage["durations"].get(t, 1.0))
-                if not covering and mutant.module in SUBPROCESS_TESTS:
-                    covering = list(SUBPROCESS_TESTS[mutant.module])
                 if not covering:
                     status, seconds = "no tests", 0.0
                 else:
@@ -374,7 +386,7 @@ def run(out: Path, only: list[str] | None) -> None:
                     original = target.read_text()
                     target.write_text(mutated_source(mutant))
                     try:
-                        budget = 3 * sum(coverage["durations"].get(t, 100.0) for t in covering) + 30  # unknown: a subprocess test
+                        budget = 3 * sum(coverage["durations"].get(t, 1.0) for t in covering) + 30
                         status, seconds = _run_child(shadow, ["-x", *(str(ROOT / t) for t in covering)],
                                                      out / "tmp-mutant", budget)
                     finally:

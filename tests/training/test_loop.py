@@ -45,8 +45,10 @@ def test_linear_warmup_then_decay_to_zero():
 
 def test_batches_of_a_step_are_a_pure_function_of_the_step(tiny_models, data_dir):
     _, task, _ = tiny_setup(tiny_models, data_dir)
-    first, second = TaskBatches(task), TaskBatches(task)
+    first, second, resumed = TaskBatches(task), TaskBatches(task), TaskBatches(task)
     device = torch.device("cpu")
+    # a resumed run's first batch may be of any epoch
+    assert torch.equal(resumed.at(7, device)["input_ids"], first.at(7, device)["input_ids"])
     for step in (0, 7, 3, 13, 6):  # out of order, across epochs (6 batches an epoch)
         assert torch.equal(first.at(step, device)["input_ids"], second.at(step, device)["input_ids"])
     # every epoch is shuffled anew
@@ -104,6 +106,8 @@ def test_the_stage_keeps_the_weights_of_its_best_evaluation_not_its_last(monkeyp
     evaluations = [r for r in RunLog(tmp_path).records() if "dev" in r]
     assert [r["step"] for r in evaluations] == [2, 4, 6, 8, 10, 12]
     assert [r["best"] for r in evaluations] == [True, True, False, False, False, False]
+    assert [r["epoch"] for r in evaluations] == pytest.approx([1 / 3, 2 / 3, 1, 4 / 3, 5 / 3, 2])
+    assert {r["task"] for r in evaluations} == {"toy"}  # whose dev figures they are
 
 
 def test_a_tie_is_not_an_improvement(monkeypatch, tmp_path, tiny_models, data_dir):
@@ -138,41 +142,104 @@ def test_a_resumed_stage_counts_the_evaluations_without_improvement_from_before_
     assert state.best_step == 2 and same_weights(model, killed.weights["s"][0])
 
 
+class FirstStep:
+    """Runs one step of a stage and keeps the gradients of that step twice: as the strategy left
+    them (before averaging and clipping) and as the optimizer stepped on them."""
+
+    def __init__(self, monkeypatch):
+        import tartan.training.loop as loop
+
+        self.left, self.stepped = {}, {}
+        make_optimizer_ = loop.make_optimizer
+
+        def grads(model):
+            return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+        def make(model, train):
+            optimizer = make_optimizer_(model, train)
+            optimizer.register_step_pre_hook(lambda *_: self.stepped or self.stepped.update(grads(model)))
+            return optimizer
+
+        monkeypatch.setattr(loop, "make_optimizer", make)
+        monkeypatch.setattr(loop, "average_gradients", lambda model, accelerator: self.left or self.left.update(grads(model)))
+
+
+def gradient_of(model, loss) -> dict[str, torch.Tensor]:
+    gradients = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    return {n: g for (n, _), g in zip(model.named_parameters(), gradients) if g is not None}
+
+
+def norm(gradients: dict[str, torch.Tensor]) -> float:
+    return float(torch.sqrt(sum((g.double() ** 2).sum() for g in gradients.values())))
+
+
 def test_a_task_drawn_twice_in_a_step_steps_on_the_sum_of_both_batches_gradients(monkeypatch, tmp_path,
                                                                                 tiny_models, data_dir):
     import copy
 
-    import tartan.training.loop as loop
-
     config, task, model = tiny_setup(tiny_models, data_dir, dropout=False)
     start = copy.deepcopy(model)
-    captured = []
-
-    def capture(model, accelerator):
-        if not captured:
-            captured.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-
-    monkeypatch.setattr(loop, "average_gradients", capture)
-    # dataset_homogeneous with 2 batches an update over one task: step 0 draws the task's batches 0 and 1
-    stage = Stage(name="s", tasks=[("toy", "classification", {})], weighting="sum",
-                  sampling="dataset_homogeneous", sampling_options={"tasks_per_update": 2})
-    train = TrainConfig(max_steps=1, batch_size=8, precision="fp32", progress=False, patience=0, grad_clip=0.0,
-                        log_every=1)
-    run_stage(stage, model, {"toy": task}, train, make_accelerator("fp32"), tmp_path / "stage", RunLog(tmp_path),
-              progress=False)
-
     batches = TaskBatches(task)
     losses = [task.loss(start("toy", batches.at(n, torch.device("cpu"))), batches.at(n, torch.device("cpu")))
               for n in (0, 1)]
-    gradients = torch.autograd.grad(losses[0] + losses[1], list(start.parameters()), allow_unused=True)
-    expected = {n: g for (n, _), g in zip(start.named_parameters(), gradients) if g is not None}  # no pooler
-    assert captured and set(captured[0]) == set(expected)
-    for name, gradient in captured[0].items():
+    expected = gradient_of(start, losses[0] + losses[1])
+    step = FirstStep(monkeypatch)
+    # dataset_homogeneous with 2 batches an update over one task: step 0 draws the task's batches 0 and 1;
+    # clipped below 1, so that a clip that only started above 1 would show
+    stage = Stage(name="s", tasks=[("toy", "classification", {})], weighting="sum",
+                  sampling="dataset_homogeneous", sampling_options={"tasks_per_update": 2})
+    clip = 0.5
+    assert norm(expected) > 2 * clip
+    train = TrainConfig(max_steps=1, batch_size=8, precision="fp32", progress=False, patience=0, grad_clip=clip,
+                        log_every=1, lr_body=1e-3, lr_head=1e-3, weight_decay=0.0)
+    run_stage(stage, model, {"toy": task}, train, make_accelerator("fp32"), tmp_path / "stage", RunLog(tmp_path),
+              progress=False)
+    assert set(step.left) == set(expected) == set(step.stepped)  # every parameter of the body and the head
+    for name, gradient in step.left.items():
         assert torch.allclose(gradient, expected[name], atol=1e-5), name
+        assert torch.allclose(step.stepped[name], expected[name] * clip / norm(expected), atol=1e-5), name
     # the logged loss is the mean over the task's batches of the step
     logged = next(r for r in RunLog(tmp_path).records() if "loss" in r)
     assert logged["loss"]["toy"] == pytest.approx(float((losses[0] + losses[1]).detach()) / 2, rel=1e-5)
     assert logged["weights"] == {"toy": 1.0}
+
+
+def test_no_clipping_with_grad_clip_zero(monkeypatch, tmp_path, tiny_models, data_dir):
+    import copy
+
+    config, task, model = tiny_setup(tiny_models, data_dir, dropout=False)
+    batch = TaskBatches(task).at(0, torch.device("cpu"))
+    start = copy.deepcopy(model)
+    expected = gradient_of(start, task.loss(start("toy", batch), batch))
+    step = FirstStep(monkeypatch)
+    train = TrainConfig(max_steps=1, batch_size=8, precision="fp32", progress=False, patience=0, grad_clip=0.0)
+    run_stage(Stage(name="s", tasks=[("toy", "classification", {})]), model, {"toy": task}, train,
+              make_accelerator("fp32"), tmp_path / "stage", RunLog(tmp_path), progress=False)
+    for name, gradient in step.stepped.items():
+        assert torch.allclose(gradient, expected[name], atol=1e-5), name
+
+
+def test_r3f_adds_its_penalty_to_the_loss_the_step_descends(monkeypatch, tmp_path, tiny_models, data_dir):
+    import copy
+
+    from tartan.training.r3f import r3f_penalty
+
+    config, task, model = tiny_setup(tiny_models, data_dir, dropout=False)
+    batch = TaskBatches(task).at(0, torch.device("cpu"))
+    start = copy.deepcopy(model)
+    r3f = {"eps": 0.5, "noise": "normal", "weight": 3.0}
+    torch.manual_seed(5)  # the loop's first random draw is the step's noise
+    output = start("toy", batch)
+    penalty = r3f_penalty(start, "toy", batch, output, **r3f)
+    assert penalty.item() > 1e-4
+    expected = gradient_of(start, task.loss(output, batch) + penalty)
+    step = FirstStep(monkeypatch)
+    train = TrainConfig(max_steps=1, batch_size=8, precision="fp32", progress=False, patience=0, grad_clip=0.0)
+    torch.manual_seed(5)
+    run_stage(Stage(name="s", tasks=[("toy", "classification", {})], r3f=r3f), model, {"toy": task}, train,
+              make_accelerator("fp32"), tmp_path / "stage", RunLog(tmp_path), progress=False)
+    for name, gradient in step.left.items():
+        assert torch.allclose(gradient, expected[name], atol=1e-5), name
 
 
 def test_a_stage_counts_the_tokens_of_every_batch_it_trained_on_and_its_time(tiny_models, data_dir, tmp_path):
@@ -221,3 +288,64 @@ def test_a_checkpoint_between_evaluations_is_due_after_the_minutes_set(monkeypat
     assert not loop._checkpoint_due(0.0, None)
     assert loop._checkpoint_due(1000.0 - 120, 2) and not loop._checkpoint_due(1000.0 - 119, 2)
     assert loop._checkpoint_due(1000.0, 0)
+
+
+def test_a_checkpoint_between_evaluations_moves_the_resume_state_not_the_best_weights(monkeypatch, tmp_path,
+                                                                                      tiny_models, data_dir):
+    import tartan.training.loop as loop
+
+    saves = []
+    real_save = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda *a, **k: (saves.append(k["best_is_current"]), real_save(*a, **k)))
+    curve = [0.9, 0.1, 0.2, 0.3, 0.4, 0.5]
+    # checkpoint_minutes 0: due after every step; killed before the evaluation at step 4
+    killed = ScriptedDev({"s": curve}, fail_at={"s": 1})
+    with pytest.raises(Interrupted):
+        run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, killed, checkpoint_minutes=0)
+    assert saves == [False, True, False]  # timed at 1, the evaluation at 2 (best), timed at 3
+    resumed = ScriptedDev({"s": curve[1:]})
+    state, model = run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, resumed, checkpoint_minutes=0)
+    assert state.best_step == 2 and same_weights(model, killed.weights["s"][0])
+    saves.clear()
+    # without timed checkpoints, one save per evaluation
+    (tmp_path / "again").mkdir()
+    run_scripted(monkeypatch, tmp_path / "again", tiny_models, data_dir, ScriptedDev({"s": curve}), checkpoint_minutes=None)
+    assert saves == [True, False, False, False, False, False]
+
+
+def fake_clock(monkeypatch):
+    """Every reading of the loop's perf_counter is one second after the last."""
+    import itertools
+    import time as real_time
+    from types import SimpleNamespace
+
+    import tartan.training.loop as loop
+
+    ticks = itertools.count()
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks)),
+                                                      monotonic=real_time.monotonic))
+
+
+def test_a_stage_times_its_steps_and_evaluations_apart(monkeypatch, tmp_path, tiny_models, data_dir):
+    fake_clock(monkeypatch)
+    dev = ScriptedDev({"s": [0.1, 0.2, 0.3]})
+    state, _ = run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, dev, max_steps=5, eval_every=2, log_every=2)
+    # a step is read twice (start, end): 1 s each; so is an evaluation, at 2, 4 and 5
+    assert state.train_seconds == 5.0 and state.wall_seconds == 8.0
+    _, task, _ = tiny_setup(tiny_models, data_dir)
+    batches = TaskBatches(task)
+    tokens = [int(batches.at(n, torch.device("cpu"))["attention_mask"].sum()) for n in range(5)]
+    logged = [r for r in RunLog(tmp_path).records() if "loss" in r]
+    assert [r["tokens_per_second"] for r in logged] == pytest.approx([sum(tokens[:2]) / 2, sum(tokens[2:4]) / 2,
+                                                                      tokens[4] / 1])
+
+
+def test_warm_up_takes_its_share_of_the_stages_steps(tiny_models, data_dir, tmp_path):
+    config, task, model = tiny_setup(tiny_models, data_dir)
+    train = TrainConfig(max_steps=5, batch_size=8, precision="fp32", progress=False, patience=0, log_every=1,
+                        warmup=0.4, lr_body=1e-4)
+    run_stage(Stage(name="s", tasks=[("toy", "classification", {})]), model, {"toy": task}, train,
+              make_accelerator("fp32"), tmp_path / "stage", RunLog(tmp_path), progress=False)
+    rates = [r["lr"] for r in RunLog(tmp_path).records() if "loss" in r]
+    # int(0.4 x 5) = 2 warm-up steps rising as (k + 1) / 3, then (5 - k) / 3
+    assert rates == pytest.approx([1e-4 / 3, 2e-4 / 3, 3e-4 / 3, 2e-4 / 3, 1e-4 / 3])

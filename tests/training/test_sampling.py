@@ -89,3 +89,14 @@ def test_dataset_homogeneous_numbers_each_tasks_batches_through_its_epochs():
     plan = Schedule("dataset_homogeneous", ["a", "b"], {"a": 1, "b": 1}, {"a": 3, "b": 2}, 4, {"tasks_per_update": 2})
     assert [plan.at(s) for s in range(4)] == [[("a", 0), ("a", 1)], [("a", 2), ("b", 0)], [("b", 1), ("a", 3)],
                                               [("a", 4), ("a", 5)]]
+
+
+def test_the_draws_of_a_seed_are_pinned():
+    """Which batches a MUPPET stage draws is part of a published run (and of resume): change only deliberately.
+    No seed in the options is seed 0."""
+    plan = Schedule("heterogeneous", list(SIZES), SIZES, PER_EPOCH, 3, {"tasks_per_update": 3})
+    assert [plan.at(s) for s in range(3)] == [[("c", 0), ("c", 1), ("a", 0)], [("c", 2), ("b", 0), ("a", 1)],
+                                              [("b", 1), ("c", 3), ("c", 4)]]
+    plan = Schedule("batch_homogeneous", list(SIZES), SIZES, PER_EPOCH, 4, {"tasks_per_update": 2, "seed": 1})
+    assert [plan.at(s) for s in range(4)] == [[("c", 0), ("c", 1)], [("b", 0), ("b", 1)], [("c", 2), ("c", 3)],
+                                              [("c", 4), ("c", 5)]]
