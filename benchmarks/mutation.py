@@ -292,7 +292,8 @@ def collect_coverage(shadow: Path, work: Path) -> dict:
     startup.mkdir(exist_ok=True)
     (startup / "sitecustomize.py").write_text(
         "import os\nif os.environ.get('COVERAGE_PROCESS_START'):\n    import coverage\n"
-        "    measuring = coverage.process_startup()\n"
+        # coverage's own .pth may have started it already: then process_startup() returns None
+        "    measuring = coverage.process_startup() or getattr(coverage.process_startup, 'coverage', None)\n"
         "    if measuring is not None and os.environ.get('TARTAN_MUTATION_CONTEXT'):\n"
         "        measuring.switch_context(os.environ['TARTAN_MUTATION_CONTEXT'])\n")
     settings = work / "coveragerc"
@@ -334,20 +335,24 @@ def collect_coverage(shadow: Path, work: Path) -> dict:
     import coverage
 
     lines: dict[str, dict[str, set[str]]] = {module: {} for module in TARGETS}
+    # lines that ran outside any test (at import: class attributes, module constants)
+    imported: dict[str, set[str]] = {module: set() for module in TARGETS}
     for path in [data_file, *sorted(work.glob(".coverage.subprocess.*"))]:
         data = coverage.CoverageData(basename=str(path))
         data.read()
         for module in TARGETS:
             for line, names in data.contexts_by_lineno(str(shadow / module)).items():
                 lines[module].setdefault(str(line), set()).update(c for c in names if c)
+                if "" in names and path == data_file:
+                    imported[module].add(str(line))
     recorded = json.loads(result_file.read_text())
     result = {"lines": {m: {line: sorted(tests) for line, tests in by_line.items()} for m, by_line in lines.items()},
-              **recorded}
+              "imported": {m: sorted(found) for m, found in imported.items()}, **recorded}
     out.write_text(json.dumps(result))
     return result
 
 
-def run(out: Path, only: list[str] | None) -> None:
+def run(out: Path, only: list[str] | None, retry: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     modules = [m for m in TARGETS if not only or m in only]
     os.environ.setdefault("TARTAN_TEST_MODELS", str(out / "tiny_models"))
@@ -370,14 +375,19 @@ def run(out: Path, only: list[str] | None) -> None:
         for module in modules:
             for mutant in mutants_of(module):
                 record = done.get(mutant.key)
-                if record is None or record["source_line"] != mutant.source_line:
+                if (record is None or record["source_line"] != mutant.source_line
+                        or (retry and record["status"] == "survived")):
                     todo.append(mutant)
         print(f"{len(todo)} mutants to run ({len(done)} recorded)", flush=True)
         started = time.monotonic()
         with open(results_path, "a") as results:
             queue = list(todo)
             for number, mutant in enumerate(queue, 1):
-                covering = [t for t in coverage["lines"][mutant.module].get(str(mutant.line), []) if t not in failing]
+                covering = coverage["lines"][mutant.module].get(str(mutant.line), [])
+                if not covering and str(mutant.line) in coverage["imported"][mutant.module]:
+                    # a value set at import time: every test that runs the module may read it
+                    covering = sorted({t for tests in coverage["lines"][mutant.module].values() for t in tests})
+                covering = [t for t in covering if t not in failing]
                 covering.sort(key=lambda t: coverage["durations"].get(t, 1.0))
                 if not covering:
                     status, seconds = "no tests", 0.0
@@ -444,6 +454,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="modules to mutate (default: all of TARGETS)")
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     parser.add_argument("--summary", action="store_true", help="rewrite the summary from recorded results")
+    parser.add_argument("--retry-survivors", action="store_true",
+                        help="run the recorded survivors again (after adding tests; a killed mutant stays killed)")
     args = parser.parse_args()
     if args.list:
         for module in args.only or TARGETS:
@@ -457,7 +469,7 @@ def main() -> None:
             done[record["key"]] = record
         write_summary(args.out, [m for m in TARGETS if not args.only or m in args.only], done)
         return
-    run(args.out, args.only)
+    run(args.out, args.only, args.retry_survivors)
 
 
 if __name__ == "__main__":

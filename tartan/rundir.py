@@ -59,11 +59,25 @@ def read_config(run_dir: Path) -> dict:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file that replaces `path` whole; the file gets the permissions a
+    plain open would give it (mkstemp's are the owner's only), and a failed write leaves nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: Path, value) -> None:

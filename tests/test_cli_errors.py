@@ -2,7 +2,6 @@
 exit code 2, no traceback unless --debug, and nothing written (the run directory never appears)."""
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -14,18 +13,10 @@ import pytest
 from tartan.cli import main
 from tartan.errors import TartanError
 
-from conftest import tiny_overrides
+from helpers import RECIPES, read_jsonl, recipe, tiny_overrides, write_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "finetune.yaml"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_jsonl(path: Path, rows: list) -> None:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+ROOT = RECIPES.parent
+RECIPE = recipe("finetune")
 
 
 @pytest.fixture()
@@ -37,6 +28,7 @@ def bad_data(data_dir, tmp_path):
 
 
 def run_train(capsys, model, data_dir, output_dir, *extra_args, recipe=RECIPE, **overrides):
+    capsys.readouterr()  # only what the command prints, not the progress bars of a tiny model's first build
     code = main(["train", str(recipe), *tiny_overrides(model, data_dir, output_dir, **overrides), *extra_args])
     out, err = capsys.readouterr()
     return code, out, err
@@ -341,12 +333,6 @@ def test_eval_of_an_unfinished_run(finished_run, capsys):
 
 
 def test_max_length_beyond_the_model_is_one_line_and_nothing_written(tiny_models, data_dir, tmp_path, capsys):
-    from tartan.cli import main
-    from conftest import tiny_overrides
-
     run_dir = tmp_path / "run"
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "finetune.yaml"
-    code = main(["train", str(recipe), *tiny_overrides(tiny_models["bert"], data_dir, run_dir, **{"data.max_length": 4096})])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "longer than model" in err[0]
-    assert not run_dir.exists()
+    code, _, err = run_train(capsys, tiny_models["bert"], data_dir, run_dir, **{"data.max_length": 4096})
+    assert_one_line_error(code, err, run_dir, "longer than model")

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import SHARED_DATA, recipe
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "citation_intent").is_dir(),
@@ -25,7 +23,7 @@ def test_quickstart_runs_on_a_slice_of_acl_arc(tmp_path):
         (task / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
     tartan = shutil.which("tartan", path=str(Path(sys.executable).parent)) or "tartan"
     result = subprocess.run(
-        [tartan, "train", str(ROOT / "recipes" / "quickstart.yaml"), f"data_dir={tmp_path / 'data'}",
+        [tartan, "train", str(recipe("quickstart")), f"data_dir={tmp_path / 'data'}",
          f"output_dir={tmp_path / 'run'}", "train.max_steps=6", "train.eval_every=3", "data.max_length=64",
          "train.progress=false"],
         capture_output=True, text=True, timeout=600)

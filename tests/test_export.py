@@ -1,5 +1,4 @@
 import contextlib
-import json
 
 import pytest
 import torch
@@ -16,13 +15,12 @@ from tartan.models.multitask import MultiTaskModel
 from tartan.run import train
 from tartan.tasks.classification import logits_of
 
-from conftest import custom_code_model, make_tiny_model, tiny_overrides
+from helpers import custom_code_model, read_jsonl, tiny_overrides
 
 
 def finished_run(kind, tiny_models, data_dir, tmp_path, end_task="toy"):
-    model = tiny_models[kind] if kind in tiny_models else make_tiny_model(kind, tmp_path / kind)
     run_dir = tmp_path / f"run-{kind}"
-    train(load_config(None, tiny_overrides(model, data_dir, run_dir, **{"train.max_steps": 4, "end_task": end_task})))
+    train(load_config(None, tiny_overrides(tiny_models[kind], data_dir, run_dir, **{"train.max_steps": 4, "end_task": end_task})))
     return run_dir
 
 
@@ -35,7 +33,7 @@ def test_an_exported_run_scores_as_the_run_does(kind, end_task, tiny_models, dat
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "exported")
     assert classifier.config.id2label == {0: "Background", 1: "Extends", 2: "Uses"} == dict(enumerate(result["labels"]))
 
-    rows = [json.loads(line) for line in (data_dir / end_task / "dev.jsonl").read_text().splitlines()]
+    rows = read_jsonl(data_dir / end_task / "dev.jsonl")
     texts, pairs = [row["text"] for row in rows], [row["text_pair"] for row in rows] if "pairs" in end_task else None
     config, model, run_tokenizer, meta = load_finished(run_dir)
     expected = logits_of(model, end_task, encode(run_tokenizer, texts, pairs, config.data.max_length),

@@ -1,11 +1,11 @@
-from pathlib import Path
-
 import pytest
 
 from tartan.config import load_config
 from tartan.methods import methods
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+from helpers import RECIPES as RECIPE_FOLDER
+
+RECIPES = sorted(RECIPE_FOLDER.glob("*.yaml"))
 
 
 def test_the_documented_recipes_exist():
@@ -20,7 +20,7 @@ def test_every_recipe_loads_and_names_a_known_method(recipe):
     assert methods.get(config.method)(config)  # a method builds at least one stage
 
 
-SWEEPS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*/sweep*.yaml"))
+SWEEPS = sorted((RECIPE_FOLDER.parent / "benchmarks").glob("*/sweep*.yaml"))
 
 
 @pytest.mark.parametrize("sweep", SWEEPS, ids=lambda p: f"{p.parent.name}/{p.stem}")

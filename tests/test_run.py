@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from tartan.config import load_config
 from tartan.run import train
 from tartan.rundir import existing_dir
 
-from conftest import tiny_overrides
+from helpers import Interrupted, ScriptedDev, read_jsonl, recipe, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert"])
 def test_finetune_writes_the_run_directory_contract(kind, tiny_models, data_dir, tmp_path):
     run_dir = tmp_path / "run"
-    metrics = train(load_config(ROOT / "recipes" / "finetune.yaml", tiny_overrides(tiny_models[kind], data_dir, run_dir)))
+    metrics = train(load_config(recipe("finetune"), tiny_overrides(tiny_models[kind], data_dir, run_dir)))
     assert metrics["name"] == "finetune" and metrics["method"] == "finetune" and metrics["end_task"] == "toy"
     for split in ("dev", "test"):
         assert set(metrics[split]) == {"macro_f1", "micro_f1", "accuracy", "loss"}
@@ -41,19 +40,19 @@ def test_finetune_writes_the_run_directory_contract(kind, tiny_models, data_dir,
     assert not (run_dir / "checkpoint").exists()  # removable once the run is finished
     body = AutoModel.from_pretrained(run_dir / "model")
     assert body.config.hidden_size == 32
-    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    log = read_jsonl(run_dir / "log.jsonl")
     assert any("dev" in r for r in log) and any("loss" in r for r in log)
 
 
 def test_model_learns_the_toy_task(tiny_models, data_dir, tmp_path):
     overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **{"train.epochs": 15, "train.patience": 0})
-    metrics = train(load_config(ROOT / "recipes" / "finetune.yaml", overrides))
+    metrics = train(load_config(recipe("finetune"), overrides))
     # the label is given by a marker word: a model that trains at all gets far above chance (1/3)
     assert metrics["dev"]["accuracy"] >= 0.8
 
 
 def test_finished_run_is_not_retrained_and_force_retrains(tiny_models, data_dir, tmp_path, capsys):
-    args = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
+    args = ["train", str(recipe("finetune"))] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
     assert main(args) == 0
     first = (tmp_path / "run" / "metrics.json").stat().st_mtime_ns
     assert main(args) == 0
@@ -64,7 +63,7 @@ def test_finished_run_is_not_retrained_and_force_retrains(tiny_models, data_dir,
 
 
 def test_a_moved_run_directory_is_trained_where_it_is_now(tiny_models, data_dir, tmp_path, capsys):
-    args = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
+    args = ["train", str(recipe("finetune"))] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
     assert main(args) == 0
     moved = tmp_path / "moved"
     (tmp_path / "run").rename(moved)
@@ -77,14 +76,14 @@ def test_a_moved_run_directory_is_trained_where_it_is_now(tiny_models, data_dir,
 
 
 def test_another_config_in_the_same_run_directory_is_refused(tiny_models, data_dir, tmp_path, capsys):
-    base = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
+    base = ["train", str(recipe("finetune"))] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
     assert main(base) == 0
     assert main(base + ["seed=5"]) == 2
     assert "differs in: seed" in capsys.readouterr().err
 
 
 def test_a_run_saved_before_a_config_key_existed_is_still_the_same_run(tiny_models, data_dir, tmp_path, capsys):
-    base = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
+    base = ["train", str(recipe("finetune"))] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
     assert main(base) == 0
     saved = tmp_path / "run" / "config.yaml"
     older = yaml.safe_load(saved.read_text())
@@ -97,7 +96,7 @@ def test_a_run_saved_before_a_config_key_existed_is_still_the_same_run(tiny_mode
 
 
 def test_the_same_data_dir_spelled_another_way_is_the_same_run(tiny_models, data_dir, tmp_path, capsys):
-    base = ["train", str(ROOT / "recipes" / "finetune.yaml")] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
+    base = ["train", str(recipe("finetune"))] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
     assert main(base) == 0
     roundabout = f"data_dir={data_dir}/../{Path(data_dir).name}"
     assert main(base + [roundabout]) == 0
@@ -106,7 +105,7 @@ def test_the_same_data_dir_spelled_another_way_is_the_same_run(tiny_models, data
 
 def test_eval_and_predict(tiny_models, data_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    train(load_config(ROOT / "recipes" / "finetune.yaml", tiny_overrides(tiny_models["bert"], data_dir, run_dir)))
+    train(load_config(recipe("finetune"), tiny_overrides(tiny_models["bert"], data_dir, run_dir)))
     assert main(["eval", str(run_dir), "--split", "dev"]) == 0
     expected = json.loads((run_dir / "metrics.json").read_text())["dev"]
     assert f"{100 * expected['macro_f1']:.2f}" in capsys.readouterr().out
@@ -121,55 +120,114 @@ def test_eval_and_predict(tiny_models, data_dir, tmp_path, capsys):
     inputs.write_text("background the model\nuses text\n\nextends words\n")
     out = tmp_path / "predictions.jsonl"
     assert main(["predict", str(run_dir), str(inputs), "--output", str(out)]) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = read_jsonl(out)
     assert len(rows) == 3 and all(r["label"] in {"Background", "Uses", "Extends"} for r in rows)
     assert all(0 < r["probability"] <= 1 for r in rows)
 
 
-def _cli(args: list[str], **kwargs) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "tartan", "train", *args], env=env,
+# the kill of the one test that needs a real process killed: a run that SIGKILLs itself while it
+# swaps in its checkpoint of step 6, between `last` -> `last.old` and the new folder -> `last`, when
+# the only complete copy is last.old (rundir.replace_dir)
+KILLED_MID_SWAP = """
+import json, os, signal, sys
+from pathlib import Path
+
+replace = os.replace
+
+def replace_then_die(src, dst, **kwargs):
+    replace(src, dst, **kwargs)
+    dst = Path(dst)
+    if dst.name == "last.old" and json.loads((dst / "state.json").read_text())["loop"]["step"] >= 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace_then_die
+from tartan.cli import main
+sys.exit(main(["train", *sys.argv[1:]]))
+"""
+
+
+def _cli(args: list[str], code: str | None = None, **kwargs) -> subprocess.Popen:
+    """`tartan train ARGS` in a process of its own (or `code` run with ARGS); the package is found
+    on PYTHONPATH as set (a mutated copy, under mutation testing), else in this checkout. Pass a cwd
+    without a tartan/ folder: `python -c` and `-m` put the working folder first on sys.path."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])))
+    command = ["-c", code] if code is not None else ["-m", "tartan", "train"]
+    return subprocess.Popen([sys.executable, *command, *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
-@pytest.mark.parametrize("recipe, stage, timed", [("finetune", "finetune", False), ("meta_tartan", "multitask", False),
-                                                  ("finetune", "finetune", True)])
-def test_killed_run_resumes_to_the_same_result(recipe, stage, timed, tiny_models, data_dir, tmp_path):
-    extra = {"train.epochs": 12, "train.eval_every": 3, "train.patience": 0}
-    if timed:  # no evaluation before the end: only the timed checkpoints (here after every step) resume it
-        extra.update({"train.eval_every": 1000, "train.checkpoint_minutes": 0})
-    if recipe == "meta_tartan":  # learned weights, MLM masks and meta heads resume exactly too
-        extra.update({"train.epochs": 4, "domain.path": "toy_pairs/train.jsonl", "multitask.auxiliary_batch_size": 4,
-                      "meta.dev_batch_size": 8})
-    recipe = str(ROOT / "recipes" / f"{recipe}.yaml")
-    whole = _cli([recipe] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "whole", **extra))
-    assert whole.wait(timeout=300) == 0, whole.stderr.read().decode()
+def test_a_run_killed_while_it_swaps_in_a_timed_checkpoint_resumes_to_the_same_result(tiny_models, data_dir,
+                                                                                      tmp_path):
+    # no evaluation before the end: only the timed checkpoints (here after every step) resume it
+    extra = {"train.eval_every": 1000, "train.checkpoint_minutes": 0, "train.patience": 0}
+    whole = train(load_config(recipe("finetune"), tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "whole",
+                                                                 **extra)))
 
     killed_dir = tmp_path / "killed"
-    killed = _cli([recipe] + tiny_overrides(tiny_models["bert"], data_dir, killed_dir, **extra))
-    state = killed_dir / "checkpoint" / stage / "last" / "state.json"
-    deadline = time.time() + 300
-    while time.time() < deadline and killed.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["loop"]["step"] >= 6:
-            killed.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    assert killed.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    overrides = tiny_overrides(tiny_models["bert"], data_dir, killed_dir, **extra)
+    killed = _cli([str(recipe("finetune"))] + overrides, code=KILLED_MID_SWAP, cwd=tmp_path)
+    _, stderr = killed.communicate(timeout=300)
+    assert killed.returncode == -signal.SIGKILL, stderr.decode()
     assert not (killed_dir / "metrics.json").exists()
-    if timed:  # killed before any evaluation: it resumes from a checkpoint that holds no best weights yet
-        # the kill may land while last/ is being swapped, when the complete copy is last.old/
-        checkpoint = existing_dir(state.parent)
-        assert checkpoint is not None and (checkpoint / "state.json").is_file()
-        assert not (checkpoint / "best.safetensors").exists()
+    last = killed_dir / "checkpoint" / "finetune" / "last"
+    assert not last.exists()  # killed mid-swap: the complete copy is last.old
+    checkpoint = existing_dir(last)
+    assert checkpoint is not None and json.loads((checkpoint / "state.json").read_text())["loop"]["step"] == 5
+    assert not (checkpoint / "best.safetensors").exists()  # before any evaluation: no best weights yet
 
-    resumed = _cli([recipe] + tiny_overrides(tiny_models["bert"], data_dir, killed_dir, **extra))
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
-    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    b = json.loads((killed_dir / "metrics.json").read_text())
+    resumed = train(load_config(recipe("finetune"), overrides))
+    assert (resumed["dev"], resumed["test"], resumed["best_step"]) == (whole["dev"], whole["test"], whole["best_step"])
+    on_disk = json.loads((killed_dir / "metrics.json").read_text())
+    assert (on_disk["dev"], on_disk["test"]) == (whole["dev"], whole["test"])
+    # what the killed run logged past its checkpoint (the loss of step 6) was dropped, then logged again
+    log_steps = [r["step"] for r in read_jsonl(killed_dir / "log.jsonl") if "loss" in r]
+    assert log_steps == [2, 4, 6, 8, 10, 12]
+
+
+# 4 epochs of 6 steps, an evaluation every 3: 8 evaluations, interrupted before the 6th (at step 18),
+# which resumes from the checkpoint of step 15 whose best is step 12 (0.5); after the resume 0.45 is
+# no improvement on it and the best is step 21 (0.6): the result is the weights trained after the resume
+CURVE = [0.1, 0.3, 0.2, 0.5, 0.4, 0.45, 0.6, 0.2]
+INTERRUPTED_AT = 5
+
+
+@pytest.mark.parametrize("name, stage", [("finetune", "finetune"), ("meta_tartan", "multitask")])
+def test_an_interrupted_run_resumes_to_the_same_result(name, stage, tiny_models, data_dir, tmp_path, monkeypatch):
+    extra = {"train.epochs": 4, "train.eval_every": 3, "train.patience": 0}
+    if name == "meta_tartan":  # learned weights, MLM masks and meta heads resume exactly too
+        extra.update({"domain.path": "toy_pairs/train.jsonl", "multitask.auxiliary_batch_size": 4,
+                      "meta.dev_batch_size": 8})
+
+    def run(folder: str) -> dict:
+        return train(load_config(recipe(name), tiny_overrides(tiny_models["bert"], data_dir, tmp_path / folder,
+                                                              **extra)))
+
+    ScriptedDev({stage: CURVE}).install(monkeypatch)
+    whole = run("whole")
+    assert whole["best_step"] == 21
+
+    ScriptedDev({stage: CURVE}, fail_at={stage: INTERRUPTED_AT}).install(monkeypatch)
+    with pytest.raises(Interrupted):
+        run("resumed")
+    resumed_dir = tmp_path / "resumed"
+    assert not (resumed_dir / "metrics.json").exists()
+    state = json.loads((resumed_dir / "checkpoint" / stage / "last" / "state.json").read_text())
+    assert state["loop"]["step"] == 3 * INTERRUPTED_AT and state["loop"]["best_step"] == 12
+    # the resumed run's evaluations go on from where the interrupted one's stopped
+    rest = ScriptedDev({stage: CURVE[INTERRUPTED_AT:]}).install(monkeypatch)
+    resumed = run("resumed")
+    assert rest.calls == {stage: len(CURVE) - INTERRUPTED_AT}
+
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "resumed"))
     assert (a["dev"], a["test"], a["best_step"]) == (b["dev"], b["test"], b["best_step"])
-    weights = [d / "task_weights.csv" for d in (tmp_path / "whole", killed_dir)]
+    assert (resumed["dev"], resumed["test"]) == (whole["dev"], whole["test"])
+    weights = [tmp_path / d / "task_weights.csv" for d in ("whole", "resumed")]
     assert [w.is_file() for w in weights] == [stage == "multitask"] * 2
     if stage == "multitask":
         assert weights[0].read_text() == weights[1].read_text()
-    log_steps = [r["step"] for r in map(json.loads, (killed_dir / "log.jsonl").read_text().splitlines()) if "dev" in r]
-    assert log_steps == sorted(set(log_steps))  # what the killed run logged past its checkpoint was dropped
+    whole_log, log = (read_jsonl(tmp_path / d / "log.jsonl") for d in ("whole", "resumed"))
+    evaluations = [(r["step"], r["best"]) for r in log if "dev" in r]
+    assert evaluations == [(r["step"], r["best"]) for r in whole_log if "dev" in r]
+    assert [step for step, best in evaluations if best] == [3, 6, 12, 21]
+    # what the interrupted run logged past its checkpoint (the losses of steps 16 and 18) was dropped
+    assert [r["step"] for r in log if "loss" in r] == [r["step"] for r in whole_log if "loss" in r]

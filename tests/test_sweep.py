@@ -3,7 +3,8 @@ stopping the sweep, and the report grouping the sweep's runs."""
 from __future__ import annotations
 
 import json
-import time
+import os
+import threading
 
 import pytest
 import yaml
@@ -61,6 +62,7 @@ def test_only_keeps_the_runs_a_pattern_matches(tmp_path, tiny_models, data_dir, 
                                     "toy/finetune/domain.size=1x/seed1", "toy/tapt/domain.size=1x/seed1",
                                     "toy/tapt/domain.size=10x/seed1"]
     # a pattern that matches nothing is a typo: one line, nothing run
+    capsys.readouterr()  # only what the command prints (not a tiny model's first build)
     assert main(["sweep", str(path), "--only", "*/domain.size=2x/*"]) == 2
     error = capsys.readouterr().err.strip()
     assert "matches no run" in error and len(error.splitlines()) == 1
@@ -69,6 +71,7 @@ def test_only_keeps_the_runs_a_pattern_matches(tmp_path, tiny_models, data_dir, 
 
 def test_a_sweep_including_itself_is_one_line(tmp_path, tiny_models, data_dir, capsys):
     path = write_sweep(tmp_path, tiny_models, data_dir, include="sweep.yaml")
+    capsys.readouterr()  # only what the command prints (not a tiny model's first build)
     assert main(["sweep", str(path)]) == 2
     error = capsys.readouterr().err.strip()
     assert "in a cycle" in error and len(error.splitlines()) == 1
@@ -142,10 +145,19 @@ def test_dry_run_says_where_each_run_stands_and_how_long_the_sweep_has_run(tmp_p
 
 def test_session_log_is_on_disk_while_the_sweep_runs(tmp_path):
     (tmp_path / SESSIONS).write_text(json.dumps([{"id": "earlier", "seconds": 5.0}]))
-    session = SessionLog(tmp_path, jobs=2, every=0.05)
-    time.sleep(0.3)  # no run has finished: the heartbeat alone has written the time so far
+    caller, beaten = threading.current_thread(), threading.Event()
+
+    class WatchedSessionLog(SessionLog):
+        def write(self) -> None:
+            super().write()
+            if threading.current_thread() is not caller:  # the heartbeat's, not the constructor's
+                beaten.set()
+
+    session = WatchedSessionLog(tmp_path, jobs=2, every=0.05)
+    assert beaten.wait(timeout=60), "no heartbeat"
+    # no run has finished: the heartbeat alone has written the time so far (at least one period)
     on_disk = json.loads((tmp_path / SESSIONS).read_text())
-    assert on_disk[0]["seconds"] == 5.0 and len(on_disk) == 2 and on_disk[1]["seconds"] >= 0.2
+    assert on_disk[0]["seconds"] == 5.0 and len(on_disk) == 2 and on_disk[1]["seconds"] >= 0.05
     session.count_run()
     session.close()
     assert json.loads((tmp_path / SESSIONS).read_text())[1]["runs_attempted"] == 1
@@ -155,6 +167,7 @@ def test_malformed_sessions_file_is_one_line(tmp_path, tiny_models, data_dir, ca
     path = write_sweep(tmp_path, tiny_models, data_dir)
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / SESSIONS).write_text("[{")
+    capsys.readouterr()  # only what the command prints (not a tiny model's first build)
     assert main(["sweep", str(path)]) == 2
     error = capsys.readouterr().err.strip()
     assert f"{SESSIONS}:1: malformed JSON" in error and len(error.splitlines()) == 1
@@ -180,6 +193,7 @@ def test_sweep_command_shares_pretraining_and_reports(tmp_path, tiny_models, dat
                                             "end_task_overrides names tyo, not one of end_tasks")])
 def test_bad_sweep_is_one_line_and_runs_nothing(spec, message, tmp_path, tiny_models, data_dir, capsys):
     path = write_sweep(tmp_path, tiny_models, data_dir, **spec)
+    capsys.readouterr()  # only what the command prints (not a tiny model's first build)
     assert main(["sweep", str(path)]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
@@ -207,20 +221,38 @@ def test_parallel_jobs_run_every_run_in_processes_of_their_own(tmp_path, tiny_mo
 
 
 def die_on_seed_1(config):
-    """A worker that dies the way an out-of-memory kill ends it, while the other run still trains."""
-    import os
+    """A worker that dies the way an out-of-memory kill ends it, while the other run still trains.
+    First attempts meet at a FIFO ($TARTAN_TEST_RENDEZVOUS): seed 1's worker opens it to write and
+    dies holding it; seed 0's reads it to its end, which comes when seed 1's worker is dead, so seed 0
+    is running when the pool breaks. Tried again alone, seed 1 dies at once and seed 0 trains."""
+    import signal
+    from pathlib import Path
 
-    time.sleep(1.0)
+    rendezvous = Path(os.environ["TARTAN_TEST_RENDEZVOUS"])
+    try:
+        (rendezvous.parent / f"seed{config.seed}.tried").touch(exist_ok=False)
+        first = True
+    except FileExistsError:
+        first = False
+    signal.alarm(120)  # a worker that never meets the other dies rather than hang the test
     if config.seed == 1:
+        if first:
+            open(rendezvous, "w")  # returns once seed 0's worker opens it to read
         os._exit(1)
-    time.sleep(2.0)  # seed 0 is still training when seed 1's worker dies
+    if first:
+        with open(rendezvous) as pipe:  # returns once seed 1's worker opens it to write
+            pipe.read()  # the end: seed 1's worker is dead
+    signal.alarm(0)
     return run_module.train(config)
 
 
-def test_a_dead_worker_fails_its_own_run_only(tmp_path, tiny_models, data_dir):
+def test_a_dead_worker_fails_its_own_run_only(tmp_path, tiny_models, data_dir, monkeypatch):
     # when a worker dies the pool breaks under both running runs; the sweep cannot tell whose worker
     # it was, so both train again alone and only the run that kills its worker alone is failed
     path = write_sweep(tmp_path, tiny_models, data_dir, end_tasks=["toy"], recipes=["finetune"])
+    (tmp_path / "meet").mkdir()
+    os.mkfifo(tmp_path / "meet" / "fifo")
+    monkeypatch.setenv("TARTAN_TEST_RENDEZVOUS", str(tmp_path / "meet" / "fifo"))  # the workers inherit it
     status = run_sweep(path, progress=False, jobs=2, train_fn=die_on_seed_1)
     assert status["toy/finetune/seed0"]["status"] == "done"
     assert status["toy/finetune/seed1"]["status"] == "failed"
@@ -230,8 +262,9 @@ def test_a_dead_worker_fails_its_own_run_only(tmp_path, tiny_models, data_dir):
 
 def test_workers_exit_when_the_sweep_is_killed(tmp_path):
     # a parent that starts a worker the way the sweep does, reports the worker's pid, then dies
-    # without any chance to clean up (SIGKILL): the worker must not train on, orphaned
-    import os
+    # without any chance to clean up (SIGKILL): the worker must not train on, orphaned (the parent and
+    # its worker sleep only to be there when killed)
+    import select
     import signal
     import subprocess
     import sys
@@ -250,25 +283,18 @@ def test_workers_exit_when_the_sweep_is_killed(tmp_path):
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     worker = int(parent.stdout.readline())
     os.kill(worker, 0)  # alive
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if not _alive(worker):
-            break
-        time.sleep(0.2)
-    else:
+    watch = os.pidfd_open(worker)  # before the kill: the pid cannot be reused while this is open
+    try:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        # readable once the worker has ended (a zombie too, that a non-reaping PID 1 leaves behind);
+        # the worker looks for its parent every 2 s
+        ended = select.select([watch], [], [], 30)[0]
+    finally:
+        os.close(watch)
+    if not ended:
         os.kill(worker, signal.SIGKILL)
         pytest.fail("the worker outlived its sweep by 30 s")
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie that a non-reaping PID 1 (a container without init) left behind."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_run_waits_while_another_computes_its_pretraining_stage(tmp_path, tiny_models, data_dir):

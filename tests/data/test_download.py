@@ -6,7 +6,6 @@ import json
 import socket
 import struct
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -56,7 +55,7 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
-            time.sleep(0.1)  # let the client read what was sent before the reset
+            self.server.body_read.wait(timeout=5)  # the client has read some of the body: reset it mid-body
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             self.close_connection = True
@@ -85,6 +84,23 @@ def server(monkeypatch):
     monkeypatch.delenv("TARTAN_DOWNLOAD_URL", raising=False)
     httpd = Server(("127.0.0.1", 0), Handler)
     httpd.routes = {}
+    httpd.body_read = threading.Event()  # set once the client has read a block of a response's body
+    opened = download.urllib.request.urlopen
+
+    def urlopen(*args, **kwargs):
+        response = opened(*args, **kwargs)
+        read1 = response.read1
+
+        def read1_and_tell(*read_args):
+            block = read1(*read_args)
+            if block:
+                httpd.body_read.set()
+            return block
+
+        response.read1 = read1_and_tell
+        return response
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", urlopen)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     httpd.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/data"
@@ -132,7 +148,7 @@ def test_base_url_from_environment(server, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("behaviour, pattern", [("truncated", r"truncated: got \d+ of \d+ bytes"),
-                                                ("drop", r"connection dropped"),
+                                                ("drop", r"connection dropped after \d+ of \d+ bytes"),
                                                 ("chunked-cut", r"connection dropped.*incomplete chunked")])
 @pytest.mark.parametrize("had_old_version", [False, True])
 def test_incomplete_body_leaves_previous_file(server, tmp_path, behaviour, pattern, had_old_version):

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, BertTokenizerFast
 from tartan.data.batching import collate
 from tartan.data.encoding import encode, tokenizer_fingerprint
 
-from conftest import make_texts
+from helpers import make_texts
 
 TEXTS = make_texts(12, seed=3)
 PAIRS = make_texts(12, seed=4)

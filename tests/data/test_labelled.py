@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
@@ -10,13 +9,7 @@ import pytest
 from tartan.data.labelled import file_digest, load_labelled_task
 from tartan.errors import TartanError
 
-from conftest import LABELS
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
+from helpers import LABELS, read_jsonl, write_jsonl
 
 
 def write_delimited(path: Path, rows: list[dict], delimiter: str) -> Path:
@@ -26,10 +19,6 @@ def write_delimited(path: Path, rows: list[dict], delimiter: str) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def load_error(data_dir: Path, name: str = "toy") -> TartanError:
@@ -56,6 +45,7 @@ def test_toy_task_loads_with_sorted_label_vocabulary_from_train(data_dir):
 
 def test_label_vocabulary_comes_from_train_only(tmp_path):
     folder = tmp_path / "data" / "t"
+    folder.mkdir(parents=True)
     write_jsonl(folder / "train.jsonl", [{"text": "a", "label": "zebra"}, {"text": "b", "label": "apple"},
                                          {"text": "c", "label": "mango"}, {"text": "d", "label": "apple"}])
     write_jsonl(folder / "dev.jsonl", [{"text": "e", "label": "apple"}])  # dev need not have every label
@@ -66,6 +56,7 @@ def test_label_vocabulary_comes_from_train_only(tmp_path):
 
 def test_integer_labels_are_read_as_strings(tmp_path):
     folder = tmp_path / "data" / "t"
+    folder.mkdir(parents=True)
     write_jsonl(folder / "train.jsonl", [{"text": "a", "label": 1}, {"text": "b", "label": 0}])
     write_jsonl(folder / "dev.jsonl", [{"text": "c", "label": "1"}])
     task = load_labelled_task(tmp_path / "data", "t")

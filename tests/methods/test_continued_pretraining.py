@@ -1,7 +1,4 @@
-import json
 import threading
-import time
-from pathlib import Path
 
 import pytest
 from transformers import AutoModel
@@ -10,9 +7,7 @@ from tartan.config import cache_dir, load_config
 from tartan import run as run_module
 from tartan.run import train
 
-from conftest import tiny_overrides
-
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+from helpers import read_jsonl, recipe, tiny_overrides
 SHORT = {"train.max_steps": 3, "pretrain.precision": "fp32", "pretrain.batch_size": 8, "domain.path": "toy_pairs/train.jsonl"}
 
 
@@ -21,7 +16,7 @@ SHORT = {"train.max_steps": 3, "pretrain.precision": "fp32", "pretrain.batch_siz
 def test_every_method_runs_on_tiny_models(method, kind, tiny_models, data_dir, tmp_path):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(tiny_models[kind], data_dir, run_dir, **SHORT)
-    metrics = train(load_config(RECIPES / f"{method}.yaml", overrides))
+    metrics = train(load_config(recipe(method), overrides))
     expected = {"finetune": ["finetune"], "tapt": ["tapt", "finetune"], "dapt": ["dapt", "finetune"],
                 "dapt_tapt": ["dapt", "tapt", "finetune"]}[method]
     assert list(metrics["stages"]) == expected
@@ -33,29 +28,53 @@ def test_every_method_runs_on_tiny_models(method, kind, tiny_models, data_dir, t
 
 def test_runs_started_together_compute_a_shared_stage_once(tiny_models, data_dir, tmp_path, monkeypatch):
     # two runs (as two sweep workers) need the same TAPT stage at once: one computes it while the
-    # other waits, then reuses it; the pause keeps the first inside the stage while the second arrives
-    computed = []
-    real_run_stage = run_module.run_stage
+    # other waits, then reuses it. Whichever computes it holds on inside the stage until the other has
+    # come to the stage's lock: without the lock, the other would find no stored stage and compute it too
+    import contextlib
 
-    def slow_run_stage(stage, *args, **kwargs):
+    from tartan import rundir
+
+    computed = []
+    real_run_stage, real_exclusive = run_module.run_stage, rundir.exclusive
+    arrivals, first_arrived, both_arrived = [], threading.Event(), threading.Event()
+
+    @contextlib.contextmanager
+    def exclusive(lock_file, enabled=True):
+        if enabled and lock_file is not None:
+            arrivals.append(lock_file)
+            (first_arrived if len(arrivals) == 1 else both_arrived).set()
+        with real_exclusive(lock_file, enabled):
+            yield
+
+    def held_run_stage(stage, *args, **kwargs):
         computed.append(stage.name)
         if stage.name == "tapt":
-            time.sleep(2)
+            assert both_arrived.wait(timeout=120), "the other run never came to the stage"
         return real_run_stage(stage, *args, **kwargs)
 
-    monkeypatch.setattr(run_module, "run_stage", slow_run_stage)
-    results = {}
+    monkeypatch.setattr(rundir, "exclusive", exclusive)
+    monkeypatch.setattr(run_module, "run_stage", held_run_stage)
+    results, errors = {}, []
 
     def run(seed):
         overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / f"run{seed}", seed=seed, **SHORT)
-        results[seed] = train(load_config(RECIPES / "tapt.yaml", overrides))
+        try:
+            results[seed] = train(load_config(recipe("tapt"), overrides))
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+            first_arrived.set()  # let the other run go on
+            both_arrived.set()
 
     threads = [threading.Thread(target=run, args=(seed,)) for seed in (0, 1)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.5)
+    # the second run starts once the first has loaded its model: transformers' from_pretrained swaps
+    # torch's init functions out and back, and two threads inside it at once can leave them swapped out
+    threads[0].start()
+    assert first_arrived.wait(timeout=120), "the first run never came to the stage"
+    threads[1].start()
     for thread in threads:
         thread.join()
+    assert not errors, errors
+    assert len(arrivals) == 2 and arrivals[0] == arrivals[1]  # the same stage, under the same lock
     assert computed.count("tapt") == 1 and computed.count("finetune") == 2
     assert sorted("reused" in results[seed]["stages"]["tapt"] for seed in (0, 1)) == [False, True]
     assert len(list((cache_dir() / "stages").glob("tapt-*"))) == 1
@@ -65,7 +84,7 @@ def test_a_pretraining_stage_is_reused_across_fine_tuning_seeds(tiny_models, dat
     def run(seed, **extra):
         overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / f"run{seed}{len(extra)}",
                                    seed=seed, **{**SHORT, **extra})
-        return train(load_config(RECIPES / "tapt.yaml", overrides))
+        return train(load_config(recipe("tapt"), overrides))
 
     first = run(0)
     assert "reused" not in first["stages"]["tapt"]
@@ -74,7 +93,7 @@ def test_a_pretraining_stage_is_reused_across_fine_tuning_seeds(tiny_models, dat
     second = run(1)
     assert second["stages"]["tapt"]["reused"] == str(stores[0])
     assert sorted((cache_dir() / "stages").glob("tapt-*")) == stores  # nothing computed anew
-    log = [json.loads(line) for line in (tmp_path / "run10" / "log.jsonl").read_text().splitlines()]
+    log = read_jsonl(tmp_path / "run10" / "log.jsonl")
     assert not [r for r in log if r.get("stage") == "tapt" and "loss" in r]  # no MLM step was taken
     changed = run(2, **{"pretrain.lr_body": 5e-4})  # another pre-training config: computed anew
     assert "reused" not in changed["stages"]["tapt"]
@@ -83,7 +102,7 @@ def test_a_pretraining_stage_is_reused_across_fine_tuning_seeds(tiny_models, dat
 
 def test_whole_word_masking_runs_through_a_method(tiny_models, data_dir, tmp_path):
     overrides = tiny_overrides(tiny_models["roberta"], data_dir, tmp_path / "run", **SHORT, **{"mlm.whole_word": "true"})
-    metrics = train(load_config(RECIPES / "tapt.yaml", overrides))
+    metrics = train(load_config(recipe("tapt"), overrides))
     assert metrics["stages"]["tapt"]["steps"] == 3
 
 
@@ -91,17 +110,19 @@ def test_a_body_that_cannot_carry_an_mlm_head_is_one_line_and_nothing_written(ti
                                                                               monkeypatch, capsys):
     from tartan.cli import main
 
+    model = tiny_models["bert"]  # built (with its embeddings) before they go
+    capsys.readouterr()  # only what the command prints, not the progress bars of a tiny model's first build
     monkeypatch.setattr("transformers.BertModel.get_input_embeddings", lambda self: None)
     run_dir = tmp_path / "run"
-    code = main(["train", str(RECIPES / "tapt.yaml"), *tiny_overrides(tiny_models["bert"], data_dir, run_dir, **SHORT)])
+    code = main(["train", str(recipe("tapt")), *tiny_overrides(model, data_dir, run_dir, **SHORT)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cannot carry an MLM head" in err[0]
     assert not run_dir.exists()
 
 
 def test_a_shorter_run_never_reuses_a_stage_for_a_longer_one(tiny_models, data_dir, tmp_path):
-    short = train(load_config(RECIPES / "tapt.yaml", tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "a", **SHORT)))
-    longer = train(load_config(RECIPES / "tapt.yaml", tiny_overrides(
+    short = train(load_config(recipe("tapt"), tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "a", **SHORT)))
+    longer = train(load_config(recipe("tapt"), tiny_overrides(
         tiny_models["bert"], data_dir, tmp_path / "b", **{**SHORT, "train.max_steps": 4})))
     assert "reused" not in longer["stages"]["tapt"]
     assert (short["stages"]["tapt"]["steps"], longer["stages"]["tapt"]["steps"]) == (3, 4)
@@ -111,10 +132,10 @@ def test_dapt_then_tapt_continues_with_the_dapt_trained_mlm_head(tiny_models, da
     from safetensors.torch import load_file
 
     run_dir = tmp_path / "run"
-    train(load_config(RECIPES / "dapt_tapt.yaml", tiny_overrides(tiny_models["bert"], data_dir, run_dir, **SHORT)))
+    train(load_config(recipe("dapt_tapt"), tiny_overrides(tiny_models["bert"], data_dir, run_dir, **SHORT)))
     dapt = load_file(str(run_dir / "heads" / "dapt.safetensors"))
     tapt = load_file(str(run_dir / "heads" / "tapt.safetensors"))
-    fresh_tapt = train(load_config(RECIPES / "tapt.yaml", tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "t", **SHORT)))
+    fresh_tapt = train(load_config(recipe("tapt"), tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "t", **SHORT)))
     alone = load_file(str(tmp_path / "t" / "heads" / "tapt.safetensors"))
     # 3 TAPT steps move the head a little: it stays closer to where DAPT left it than to a fresh start
     distance = lambda a, b: sum(float((a[k] - b[k]).norm()) for k in a)  # noqa: E731
@@ -131,7 +152,7 @@ def test_a_run_killed_after_storing_its_own_stage_keeps_that_stage_as_computed(t
             raise KeyboardInterrupt("killed")
         return real_run_stage(stage, *args, **kwargs)
 
-    config = load_config(RECIPES / "tapt.yaml", tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **SHORT))
+    config = load_config(recipe("tapt"), tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **SHORT))
     monkeypatch.setattr(run_module, "run_stage", killed_in_finetune)
     with pytest.raises(KeyboardInterrupt):
         train(config)
@@ -140,5 +161,5 @@ def test_a_run_killed_after_storing_its_own_stage_keeps_that_stage_as_computed(t
     metrics = train(config)
     assert "reused" not in metrics["stages"]["tapt"]  # computed here, so its time counts in this run
     assert metrics["train_seconds"] > metrics["stages"]["finetune"]["train_seconds"]
-    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    log = read_jsonl(tmp_path / "run" / "log.jsonl")
     assert [r for r in log if r.get("stage") == "tapt" and "loss" in r]  # its steps are still in the log

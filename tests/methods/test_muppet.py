@@ -10,7 +10,6 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from conftest import tiny_overrides, write_task
 from tartan.config import load_config
 from tartan.errors import TartanError
 from tartan.run import train
@@ -18,7 +17,7 @@ from tartan.rundir import RunLog
 from tartan.tasks.classification import ClassificationTask
 from tartan.weighting import StepInputs, strategies
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+from helpers import read_jsonl, recipe, tiny_overrides, write_task
 
 
 def muppet_overrides(tiny_models, data_dir, run_dir, **extra):
@@ -74,21 +73,21 @@ def test_heterogeneous_update_is_the_sum_of_the_batches_gradients(multitask_setu
 
 @pytest.mark.parametrize("batching", ["heterogeneous", "batch_homogeneous", "dataset_homogeneous"])
 def test_muppet_runs_drops_its_heads_and_reuses_the_stage(batching, tiny_models, muppet_data, tmp_path):
-    first = train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
+    first = train(load_config(recipe("muppet"), muppet_overrides(
         tiny_models, muppet_data, tmp_path / "s0", **{"muppet.batching": batching})))
     # train.max_steps caps the fine-tuning; pre-finetuning keeps its own muppet.max_steps
     assert list(first["stages"]) == ["prefinetune", "finetune"]
     assert first["stages"]["prefinetune"]["steps"] == 4 and first["stages"]["finetune"]["steps"] == 3
     assert set(first["stages"]["prefinetune"]["best_dev"]["tasks"]) == {"toy_pairs", "three"}
     assert sorted(p.name for p in (tmp_path / "s0" / "heads").iterdir()) == ["toy.json", "toy.safetensors"]
-    second = train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
+    second = train(load_config(recipe("muppet"), muppet_overrides(
         tiny_models, muppet_data, tmp_path / "s1", seed=1, **{"muppet.batching": batching})))
     assert second["stages"]["prefinetune"]["reused"] and "reused" not in first["stages"]["prefinetune"]
     assert sorted(p.name for p in (tmp_path / "s1" / "heads").iterdir()) == ["toy.json", "toy.safetensors"]
 
 
 def test_muppet_with_r3f_runs(tiny_models, muppet_data, tmp_path):
-    metrics = train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
+    metrics = train(load_config(recipe("muppet"), muppet_overrides(
         tiny_models, muppet_data, tmp_path / "r", **{"muppet.r3f": "true", "muppet.r3f_eps": 0.1})))
     assert metrics["stages"]["prefinetune"]["steps"] == 4
 
@@ -97,7 +96,7 @@ def test_prefinetuning_is_recomputed_when_its_data_or_heads_change(tiny_models, 
     # the stage's key covers the labelled files and the pre-finetuning heads' own dropout; the
     # fine-tuning's head dropout and the end task are no part of it
     def run(name, **extra):
-        return train(load_config(RECIPES / "muppet.yaml", muppet_overrides(tiny_models, muppet_data, tmp_path / name,
+        return train(load_config(recipe("muppet"), muppet_overrides(tiny_models, muppet_data, tmp_path / name,
                                                                            **extra)))["stages"]["prefinetune"]
 
     assert "reused" not in run("first", **{"muppet.head_dropout": 0.3})
@@ -116,14 +115,14 @@ def test_prefinetuning_is_recomputed_when_its_data_or_heads_change(tiny_models, 
 def test_loss_scaling_through_a_muppet_run(tiny_models, muppet_data, tmp_path):
     # the first step's losses come from the same batches and weights: scaled = unscaled / log(C)
     def first_losses(name, scale):
-        train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
+        train(load_config(recipe("muppet"), muppet_overrides(
             tiny_models, muppet_data, tmp_path / name, **{"muppet.scale_loss": scale, "muppet.log_every": 1})))
         return next(r["loss"] for r in prefinetune_steps(tmp_path / name) if r["step"] == 1)
 
     scaled, unscaled = first_losses("scaled", "true"), first_losses("unscaled", "false")
     assert set(scaled) == set(unscaled) and scaled
     for name, loss in scaled.items():
-        classes = len({json.loads(line)["label"] for line in (muppet_data / name / "train.jsonl").read_text().splitlines()})
+        classes = len({row["label"] for row in read_jsonl(muppet_data / name / "train.jsonl")})
         assert classes > 1 and loss == pytest.approx(unscaled[name] / math.log(classes), rel=1e-4)
 
 
@@ -131,7 +130,7 @@ def test_logged_loss_is_a_mean_over_the_tasks_own_batches(tiny_models, muppet_da
     # 4 batches an update from 2 tasks: some task is drawn at least twice in every step. Scaled, a
     # near-uniform prediction of the fresh heads costs about 1 a batch; a sum over a task's batches, or
     # a mean over steps that counts the steps a task was not drawn in, would stray from 1.
-    train(load_config(RECIPES / "muppet.yaml", muppet_overrides(
+    train(load_config(recipe("muppet"), muppet_overrides(
         tiny_models, muppet_data, tmp_path / "run", **{"muppet.scale_loss": "true", "muppet.log_every": 2,
                                                        "muppet.tasks_per_update": 4})))
     logged = prefinetune_steps(tmp_path / "run")
@@ -144,7 +143,7 @@ def test_logged_loss_is_a_mean_over_the_tasks_own_batches(tiny_models, muppet_da
 @pytest.mark.parametrize("tasks, message", [("toy,three", "lists the end task 'toy'"), ("[]", "muppet.tasks is empty")])
 def test_muppet_bad_task_lists(tasks, message, tiny_models, muppet_data, tmp_path):
     with pytest.raises(TartanError, match=message):
-        train(load_config(RECIPES / "muppet.yaml", muppet_overrides(tiny_models, muppet_data, tmp_path / "x",
+        train(load_config(recipe("muppet"), muppet_overrides(tiny_models, muppet_data, tmp_path / "x",
                                                                     **{"muppet.tasks": tasks})))
     assert not (tmp_path / "x").exists()
 
@@ -153,7 +152,7 @@ def test_labelled_auxiliary_task_inside_meta_tartan_with_loss_scaling(tiny_model
     overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **{
         "train.max_steps": 3, "multitask.auxiliary": "tapt,toy_pairs", "multitask.scale_loss": "true",
         "multitask.auxiliary_batch_size": 4, "meta.dev_batch_size": 8, "train.log_every": 1})
-    metrics = train(load_config(RECIPES / "meta_tartan_supervised.yaml", overrides))
+    metrics = train(load_config(recipe("meta_tartan_supervised"), overrides))
     assert metrics["stages"]["multitask"]["steps"] == 3
     header, *rows = (tmp_path / "run" / "task_weights.csv").read_text().splitlines()
     assert {row.split(",")[1] for row in rows} == {"toy", "tapt", "toy_pairs"}

@@ -9,9 +9,11 @@ from tartan.errors import TartanError
 from tartan.inference import evaluate_run
 from tartan.methods import methods
 from tartan.models.body import load_body
+from tartan.report import setting_of
 from tartan.run import stage_key, train
+from tartan.rundir import read_config
 
-from conftest import custom_code_model, tiny_overrides
+from helpers import custom_code_model, tiny_overrides
 
 ATTENTION_DROPOUT = {"bert": "attention_probs_dropout_prob", "roberta": "attention_probs_dropout_prob",
                      "distilbert": "attention_dropout"}
@@ -70,9 +72,17 @@ def test_a_model_with_code_of_its_own_needs_trust_remote_code(tiny_models, data_
 
 def test_trust_remote_code_does_not_make_a_run_another_config(tiny_models, data_dir, tmp_path):
     # it permits loading a model and changes nothing the run computes
-    overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run", **{"train.max_steps": 2})
-    first = train(load_config(None, overrides))
-    assert train(load_config(None, overrides + ["trust_remote_code=true"])) == first
+    def run(folder: str, *extra: str) -> dict:
+        overrides = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / folder, **{"train.max_steps": 2})
+        return train(load_config(None, overrides + list(extra)))
+
+    plain, trusted = run("plain"), run("trusted", "trust_remote_code=true")
+    assert (trusted["dev"], trusted["test"], trusted["best_step"]) == (plain["dev"], plain["test"], plain["best_step"])
+    configs = [read_config(tmp_path / folder) for folder in ("plain", "trusted")]
+    assert [c["trust_remote_code"] for c in configs] == [False, True]  # saved as set
+    assert setting_of(configs[0]) == setting_of(configs[1])  # the report groups them as seeds of one config
+    # and the finished run is the same run with it set: not retrained, not refused as another config
+    assert run("plain", "trust_remote_code=true") == plain
 
 
 def test_weights_missing_from_a_checkpoint_are_one_warning_a_missing_pooler_none(tiny_models, tmp_path, capsys):

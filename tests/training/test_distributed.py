@@ -15,9 +15,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
-from conftest import tiny_overrides
-
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import recipe, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +29,11 @@ def model_without_dropout(tiny_models, tmp_path_factory) -> Path:
     return folder
 
 
-def run(processes: int, recipe: str, overrides: list[str]) -> None:
+def run(processes: int, name: str, overrides: list[str]) -> None:
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
                 if processes > 1 else [sys.executable])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*launcher, "-m", "tartan", "train", str(ROOT / "recipes" / f"{recipe}.yaml"), *overrides],
+    result = subprocess.run([*launcher, "-m", "tartan", "train", str(recipe(name)), *overrides],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
