@@ -64,7 +64,80 @@ TEST_FILES = ("tests/weighting", "tests/training", "tests/tasks", "tests/methods
 # Survivors that cannot be killed because they compute the same thing, keyed by
 # (module, the original line stripped, mutation) -> why. Keyed by text, not line number, so that
 # edits elsewhere in the module do not detach a reason from its mutant.
-EQUIVALENT: dict[tuple[str, str, str], str] = {}
+EQUIVALENT: dict[tuple[str, str, str], str] = {
+    ('tartan/training/loop.py', 'best_step: int = 0', '0 -> 1'):
+        'set at the first evaluation, which always counts as an improvement, and every stage evaluates at its last step',
+    ('tartan/training/loop.py', 'stale_evals: int = 0', '0 -> 1'):
+        'the first evaluation always improves (there is no best yet) and resets it to 0',
+    ('tartan/training/loop.py', 'if state.step >= total_steps or state.stopped_early:', '>= -> >'):
+        'a stage resumed at its last step skips the loop (`while step < total`) and ends in the same _finish',
+    ('tartan/training/loop.py', 'lr = scheduler.get_last_lr()[0]  # the rate this step used', '0 -> 1'):
+        "group 1 is the body's no-decay group, at the body's rate like group 0",
+    ('tartan/training/loop.py', 'return torch.optim.AdamW(groups, fused=True)', 'True -> False'):
+        'the per-tensor AdamW computes the same update; fused is a speed choice',
+    ('tartan/training/loop.py', 'self.per_epoch = len(task.train_batches(0))', '0 -> 1'):
+        'every epoch has the same number of batches, only their order differs',
+    ('tartan/training/loop.py', 'self._epoch, self._batches = -1, []', '1 -> 2'):
+        '-2, like -1, is no epoch: the first call loads its epoch either way',
+    ('tartan/training/loop.py', 'return stage.task_names[:1] if stage.select_on == "end_task" else stage.task_names', '1 -> 2'):
+        'a labelled end task always has a dev split (data/labelled.py requires one), so has_dev and the first name are unchanged',
+    ('tartan/training/loop.py', 'return stage.task_names[:1] if stage.select_on == "end_task" else stage.task_names', '== -> !='):
+        'has_dev only: the first task of every stage that selects on its end task has dev, and every labelled task of a mean-selecting stage has one too',
+    ('tartan/weighting/meta.py', 'if accelerator.num_processes > 1:  # every process trains the same head on the global batch', '> -> >='):
+        'with one process the gather returns the rows unchanged',
+    ('tartan/weighting/meta.py', 'if value.dim() > 1:', '> -> >='):
+        "accelerate's pad_across_processes returns a tensor with no dimension 1 unchanged",
+    ('tartan/weighting/meta.py', 'features = accelerator.gather(accelerator.pad_across_processes(features.contiguous(), dim=1))', '1 -> 2'):
+        "every process's rows are cut from one global batch collated to one length, so there is nothing to pad along any dimension (issue 26's per-process collation will change this)",
+    ('tartan/weighting/meta.py', 'value = accelerator.pad_across_processes(value.contiguous(), dim=1)', '1 -> 2'):
+        'as above: the rows of one global batch have one length',
+    ('tartan/weighting/meta.py', 'optimizer.zero_grad(set_to_none=True)', 'True -> False'):
+        'every parameter of the meta head gets a gradient at every one of its steps: zeroed or None, AdamW computes the same',
+    ('tartan/weighting/meta.py', 'per_epoch = len(task.shuffled_batches("train", 0, task.batch_size))', '0 -> 1'):
+        'every epoch has the same number of batches',
+    ('tartan/weighting/meta.py', 'per_epoch = len(task.shuffled_batches("dev", 0, self.dev_batch_size))', '0 -> 1'):
+        'every epoch has the same number of batches',
+    ('tartan/training/sampling.py', 'while len(sequence) < steps * k:', '< -> <='):
+        'one more round of tasks is appended and never read',
+    ('tartan/training/sampling.py', 'weights = np.array([sizes[n] if sampling == "natural" else 1.0 for n in names], dtype=np.float64)', '1.0 -> 2.0'):
+        'the weights are normalised to probabilities',
+    ('tartan/tasks/classification.py', 'self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0', '0 -> 1'):
+        'padding is masked out of attention and never read: any id pads alike',
+    ('tartan/tasks/classification.py', 'self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0', 'is not -> is'):
+        'padding is masked out of attention and never read: any id pads alike',
+    ('tartan/tasks/classification.py', 'metrics = classification_metrics(gold, logits.argmax(-1))', '-x -> x'):
+        'the logits are (rows, classes): dimension 1 is the last',
+    ('tartan/tasks/mlm.py', 'self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0', '0 -> 1'):
+        'padding is masked out of attention and never selected: any id pads alike',
+    ('tartan/tasks/mlm.py', 'self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0', 'is not -> is'):
+        'padding is masked out of attention and never selected: any id pads alike',
+    ('tartan/tasks/mlm.py', 'HELDOUT_SEED = 1234  # fixed held-out masks: MLM evaluations are comparable across steps and runs', '1234 -> 1235'):
+        'any fixed draw number gives fixed held-out masks, which is the contract',
+    ('tartan/tasks/mlm.py', 'self.special = torch.zeros(max(self.vocab_size, max(tokenizer.all_special_ids) + 1), dtype=torch.bool)', '+ -> -'):
+        'len(tokenizer) counts every special token, so the vocabulary size already exceeds the largest special id',
+    ('tartan/tasks/mlm.py', 'self.special = torch.zeros(max(self.vocab_size, max(tokenizer.all_special_ids) + 1), dtype=torch.bool)', '1 -> 2'):
+        'as above: the vocabulary size is the larger',
+    ('tartan/tasks/mlm.py', 'batch = collate(self.encoded, indices, self.pad_id, with_token_types=False)', 'False -> True'):
+        'masked-LM lines are single segments: their token types are all 0, which is what the body assumes without them',
+    ('tartan/tasks/mlm.py', 'word_ids = torch.full(ids.shape, -1, dtype=torch.long)', '-x -> x'):
+        "the filler sits only at padding, which is never maskable, and no word's draw changes",
+    ('tartan/tasks/mlm.py', 'word_ids = torch.full(ids.shape, -1, dtype=torch.long)', '1 -> 2'):
+        '-2 is clamped to 0 like -1, at positions that are never maskable',
+    ('tartan/tasks/mlm.py', 'return output.sum() * 0.0', '0.0 -> 1.0'):
+        'the output there has no rows: its sum is 0 whatever it is multiplied by',
+    ('tartan/data/masking.py', 'IGNORE = -100', '100 -> 101'):
+        "IGNORE is only ever compared with itself (and passed as cross-entropy's ignore_index): any value no token id takes works",
+    ('tartan/data/masking.py', 'selected = (torch.rand(input_ids.shape, generator=generator) < probability) & maskable', '< -> <='):
+        'torch.rand draws multiples of 2**-24: it hits the boundary with probability 6e-8 a token',
+    ('tartan/data/masking.py', 'draw = torch.rand((input_ids.shape[0], int(words.max()) + 1), generator=generator) < probability', '< -> <='):
+        'torch.rand draws multiples of 2**-24: it hits the boundary with probability 6e-8 a token',
+    ('tartan/data/masking.py', 'to_mask = selected & (roll < 0.8)', '< -> <='):
+        'torch.rand draws multiples of 2**-24: it hits the boundary with probability 6e-8 a token',
+    ('tartan/data/masking.py', 'to_random = selected & (roll >= 0.8) & (roll < 0.9)', '< -> <='):
+        'torch.rand draws multiples of 2**-24: it hits the boundary with probability 6e-8 a token',
+    ('tartan/data/masking.py', 'to_random = selected & (roll >= 0.8) & (roll < 0.9)', '>= -> >'):
+        'torch.rand draws multiples of 2**-24: it hits the boundary with probability 6e-8 a token',
+}
 
 SWAP_BINARY = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult,
                ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult, ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd,
@@ -353,6 +426,7 @@ def collect_coverage(shadow: Path, work: Path) -> dict:
 
 
 def run(out: Path, only: list[str] | None, retry: bool = False) -> None:
+    out = out.resolve()  # the tests run from the shadow folder
     out.mkdir(parents=True, exist_ok=True)
     modules = [m for m in TARGETS if not only or m in only]
     os.environ.setdefault("TARTAN_TEST_MODELS", str(out / "tiny_models"))

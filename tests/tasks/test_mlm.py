@@ -273,3 +273,45 @@ def test_only_masked_lm_data_depends_on_the_end_task():
 
     assert task_types.get("mlm").reads_end_task is True
     assert task_types.get("classification").reads_end_task is False
+
+
+def test_random_replacements_come_from_the_whole_vocabulary(tiny_models, data_dir):
+    task = mlm_task(tiny_models, data_dir, probability=1.0)
+    body = AutoModel.from_pretrained(tiny_models["bert"])
+    task.make_head(body)  # sizes the replacements to the embedding rows
+    assert task.vocab_size == body.get_input_embeddings().weight.shape[0] > body.config.hidden_size
+    indices = np.arange(len(task.encoded))
+    replaced = []
+    for draw in range(30):
+        batch = task.collate("train", indices, draw=draw)
+        selected = batch["mlm_labels"] != IGNORE
+        swapped = selected & (batch["input_ids"] != task.mask_id) & (batch["input_ids"] != batch["mlm_labels"])
+        replaced += batch["input_ids"][swapped].tolist()
+    assert max(replaced) > body.config.hidden_size and max(replaced) < task.vocab_size
+
+
+def test_a_single_held_out_token_is_scored_alone_and_perplexity_is_capped(tiny_models, data_dir):
+    import torch.nn.functional as F
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    # one word a line, one line held out: one masked token in all
+    task = MaskedLMTask("tapt", ["zeta", "kappa"], "d", tokenizer, max_length=32, batch_size=2, eval_batch_size=2,
+                        seed=0, heldout=0.5)
+    body = AutoModel.from_pretrained(tiny_models["bert"])
+    model = MultiTaskModel(body, {"tapt": task.make_head(body)}).eval()
+    no_autocast = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    from tartan.tasks.mlm import HELDOUT_SEED
+
+    batch = task.collate("heldout", task.rows["dev"], draw=HELDOUT_SEED)
+    target = batch["mlm_labels"][batch["mlm_labels"] != IGNORE]
+    assert len(target) == 1
+    with torch.no_grad():
+        logits = model("tapt", batch).float()
+    figures = task.evaluate(model, "dev", no_autocast)
+    assert figures["loss"] == pytest.approx(float(F.cross_entropy(logits, target)), rel=1e-5)
+    assert figures["accuracy"] == float(logits.argmax(-1) == target)
+    with torch.no_grad():  # every other token far likelier: a loss of hundreds of nats
+        model.heads["tapt"].bias.fill_(500.0)
+        model.heads["tapt"].bias[target] = -500.0
+    figures = task.evaluate(model, "dev", no_autocast)
+    assert figures["loss"] > 100 and figures["perplexity"] == pytest.approx(np.exp(50.0))

@@ -51,7 +51,8 @@ def test_two_processes_match_one_process_on_the_same_global_batches(recipe, auxi
                                                                     data_dir, tmp_path):
     extra = {"train.max_steps": 3, "train.eval_every": 3, "train.head_dropout": 0.0, "train.log_every": 1,
              "train.batch_size": batch_size, "multitask.auxiliary": auxiliary,
-             "multitask.auxiliary_batch_size": batch_size, "meta.dev_batch_size": 8}
+             "multitask.auxiliary_batch_size": batch_size,
+             "meta.dev_batch_size": 7}  # dev batches of 7 split 4 + 3: the dev gradient is weighted by share too
     for processes in (1, 2):
         run(processes, recipe, tiny_overrides(model_without_dropout, data_dir, tmp_path / f"p{processes}", **extra))
     one, two = tmp_path / "p1", tmp_path / "p2"

@@ -314,7 +314,7 @@ def test_a_checkpoint_between_evaluations_moves_the_resume_state_not_the_best_we
 
 
 def fake_clock(monkeypatch):
-    """Every reading of the loop's perf_counter is one second after the last."""
+    """Every reading of the loop's perf_counter is half a second after the last."""
     import itertools
     import time as real_time
     from types import SimpleNamespace
@@ -322,7 +322,7 @@ def fake_clock(monkeypatch):
     import tartan.training.loop as loop
 
     ticks = itertools.count()
-    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks)),
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: next(ticks) / 2,
                                                       monotonic=real_time.monotonic))
 
 
@@ -330,14 +330,14 @@ def test_a_stage_times_its_steps_and_evaluations_apart(monkeypatch, tmp_path, ti
     fake_clock(monkeypatch)
     dev = ScriptedDev({"s": [0.1, 0.2, 0.3]})
     state, _ = run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, dev, max_steps=5, eval_every=2, log_every=2)
-    # a step is read twice (start, end): 1 s each; so is an evaluation, at 2, 4 and 5
-    assert state.train_seconds == 5.0 and state.wall_seconds == 8.0
+    # a step is read twice (start, end): 0.5 s each; so is an evaluation, at 2, 4 and 5
+    assert state.train_seconds == 2.5 and state.wall_seconds == 4.0
     _, task, _ = tiny_setup(tiny_models, data_dir)
     batches = TaskBatches(task)
     tokens = [int(batches.at(n, torch.device("cpu"))["attention_mask"].sum()) for n in range(5)]
     logged = [r for r in RunLog(tmp_path).records() if "loss" in r]
-    assert [r["tokens_per_second"] for r in logged] == pytest.approx([sum(tokens[:2]) / 2, sum(tokens[2:4]) / 2,
-                                                                      tokens[4] / 1])
+    assert [r["tokens_per_second"] for r in logged] == pytest.approx([sum(tokens[:2]) / 1, sum(tokens[2:4]) / 1,
+                                                                      tokens[4] / 0.5])
 
 
 def test_warm_up_takes_its_share_of_the_stages_steps(tiny_models, data_dir, tmp_path):
@@ -349,3 +349,31 @@ def test_warm_up_takes_its_share_of_the_stages_steps(tiny_models, data_dir, tmp_
     rates = [r["lr"] for r in RunLog(tmp_path).records() if "loss" in r]
     # int(0.4 x 5) = 2 warm-up steps rising as (k + 1) / 3, then (5 - k) / 3
     assert rates == pytest.approx([1e-4 / 3, 2e-4 / 3, 3e-4 / 3, 2e-4 / 3, 1e-4 / 3])
+
+
+def test_a_head_whose_task_is_not_drawn_in_a_step_does_not_move(monkeypatch, tmp_path, tiny_models, data_dir):
+    # AdamW skips a parameter without a gradient; a zeroed gradient would still move it by momentum
+    from tartan.tasks.classification import ClassificationTask
+
+    config, toy, model = build_multitask(tiny_models["bert"], data_dir, heads=("toy", "toy_pairs"))
+    pairs = ClassificationTask.from_config("toy_pairs", config, __import__("transformers").AutoTokenizer
+                                           .from_pretrained(tiny_models["bert"]))
+    import tartan.training.loop as loop
+
+    snapshots = []
+    make_optimizer_ = loop.make_optimizer
+
+    def make(model, train):
+        optimizer = make_optimizer_(model, train)
+        optimizer.register_step_post_hook(lambda *_: snapshots.append(model.heads["toy"].dense.weight.detach().clone()))
+        return optimizer
+
+    monkeypatch.setattr(loop, "make_optimizer", make)
+    # one batch an update, one task's epoch after the other's: toy for its 6 batches, then toy_pairs
+    stage = Stage(name="s", tasks=[("toy", "classification", {}), ("toy_pairs", "classification", {})],
+                  weighting="sum", sampling="dataset_homogeneous", sampling_options={"tasks_per_update": 1})
+    train = TrainConfig(max_steps=8, batch_size=8, precision="fp32", progress=False, patience=0)
+    run_stage(stage, model, {"toy": toy, "toy_pairs": pairs}, train, make_accelerator("fp32"), tmp_path / "stage",
+              RunLog(tmp_path), progress=False)
+    assert not torch.equal(snapshots[4], snapshots[5])  # step 6 drew toy
+    assert torch.equal(snapshots[5], snapshots[6]) and torch.equal(snapshots[6], snapshots[7])

@@ -34,6 +34,7 @@ class Body(nn.Module):
         super().__init__()
         self.theta = nn.Parameter(torch.tensor([0.3, -0.2, 0.1, 0.4]))
         self.phi = nn.Parameter(torch.tensor([0.7, -0.5]))
+        self.unused = nn.Parameter(torch.ones(3))  # reached by no loss, as a body's pooler is not
 
     def flat(self) -> torch.Tensor:
         return torch.cat([self.theta, self.phi])
@@ -110,6 +111,7 @@ def test_one_update_moves_each_logit_by_lr_times_the_cosine_and_mixes_the_gradie
     assert [weights[n] for n in TASK_GRADIENTS] == pytest.approx(expected_weights, abs=1e-6)
     mixed = sum(w * g for w, g in zip(expected_weights, TASK_GRADIENTS.values()))
     assert torch.cat([model.body.theta.grad, model.body.phi.grad]).tolist() == pytest.approx(mixed.tolist(), abs=1e-6)
+    assert model.body.unused.grad.tolist() == [0.0, 0.0, 0.0]
 
 
 def test_logits_accumulate_over_updates_and_only_on_update_steps():
