@@ -87,6 +87,12 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         'with one process the gather returns the rows unchanged',
     ('tartan/weighting/meta.py', 'if value.dim() > 1:', '> -> >='):
         "accelerate's pad_across_processes returns a tensor with no dimension 1 unchanged",
+    ('tartan/training/loop.py', 'if step < warmup_steps:', '< -> <='):
+        'at step == warmup both branches give 1.0: (w + 1) / (w + 1) and (total - w) / (total - w)',
+    ('tartan/weighting/meta.py', 'if value.dim() > 1:', '1 -> 2'):
+        'the batch tensors it skips padding then (input ids, masks) come from one global batch of one length',
+    ('tartan/weighting/sum.py', 'draws = inputs.draws or dict.fromkeys(losses, 1)', '1 -> 2'):
+        'an equal count for every task gives the same shares',
     ('tartan/weighting/meta.py', 'features = accelerator.gather(accelerator.pad_across_processes(features.contiguous(), dim=1))', '1 -> 2'):
         "every process's rows are cut from one global batch collated to one length, so there is nothing to pad along any dimension (issue 26's per-process collation will change this)",
     ('tartan/weighting/meta.py', 'value = accelerator.pad_across_processes(value.contiguous(), dim=1)', '1 -> 2'):
@@ -458,8 +464,9 @@ def run(out: Path, only: list[str] | None, retry: bool = False) -> None:
             queue = list(todo)
             for number, mutant in enumerate(queue, 1):
                 covering = coverage["lines"][mutant.module].get(str(mutant.line), [])
-                if not covering and str(mutant.line) in coverage["imported"][mutant.module]:
-                    # a value set at import time: every test that runs the module may read it
+                if str(mutant.line) in coverage["imported"][mutant.module]:
+                    # a value set at import time (a default, a constant): every test that runs the
+                    # module may read it, though only those that import it in a subprocess ran its line
                     covering = sorted({t for tests in coverage["lines"][mutant.module].values() for t in tests})
                 covering = [t for t in covering if t not in failing]
                 covering.sort(key=lambda t: coverage["durations"].get(t, 1.0))

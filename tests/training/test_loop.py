@@ -41,6 +41,9 @@ def test_linear_warmup_then_decay_to_zero():
     # rising over the 4 warm-up steps to (k + 1) / 5, then falling linearly to 0 after the last step
     assert rates == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
     assert schedule.get_last_lr()[0] == 0.0
+    # a one-step stage without warm-up takes its one step at the full rate
+    single = linear_schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), warmup_steps=0, total_steps=1)
+    assert single.get_last_lr()[0] == 1.0
 
 
 def test_batches_of_a_step_are_a_pure_function_of_the_step(tiny_models, data_dir):
