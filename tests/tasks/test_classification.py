@@ -114,3 +114,11 @@ def test_evaluate_is_sklearns_metrics_of_the_argmax_of_the_logits(multitask_setu
     assert metrics["micro_f1"] == pytest.approx(f1_score(gold, predicted, average="micro", zero_division=0))
     assert metrics["accuracy"] == pytest.approx(accuracy_score(gold, predicted))
     assert metrics["loss"] == pytest.approx(float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(gold))))
+
+
+def test_the_configs_metric_is_the_end_tasks_and_other_tasks_keep_their_own(tiny_models, data_dir):
+    config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
+                                "data.max_length=32", "metric=accuracy"])
+    _, tokenizer = load_body(str(tiny_models["bert"]))
+    assert ClassificationTask.from_config("toy", config, tokenizer).metric == "accuracy"
+    assert ClassificationTask.from_config("toy_pairs", config, tokenizer).metric == "macro_f1"
