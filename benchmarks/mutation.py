@@ -129,6 +129,8 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "the filler sits only at padding, which is never maskable, and no word's draw changes",
     ('tartan/tasks/mlm.py', 'word_ids = torch.full(ids.shape, -1, dtype=torch.long)', '1 -> 2'):
         '-2 is clamped to 0 like -1, at positions that are never maskable',
+    ('tartan/tasks/mlm.py', 'correct += int((logits.argmax(-1) == targets).sum())', '-x -> x'):
+        'the logits are (tokens, vocabulary): dimension 1 is the last',
     ('tartan/tasks/mlm.py', 'return output.sum() * 0.0', '0.0 -> 1.0'):
         'the output there has no rows: its sum is 0 whatever it is multiplied by',
     ('tartan/data/masking.py', 'IGNORE = -100', '100 -> 101'):

@@ -59,6 +59,14 @@ def test_sources_sizes_and_heldout(tiny_models, data_dir, tmp_path):
     assert counted.num_texts == 30
     again = MaskedLMTask.from_config("dapt", config, tokenizer, path=str(domain), size=30)
     assert [list(x) for x in counted.encoded.input_ids] == [list(x) for x in again.encoded.input_ids]
+    # the digest (which keys a stored pre-training stage) tells samples apart; the whole file is the file's
+    from tartan.data.labelled import file_digest
+
+    other_seed = MaskedLMTask.from_config("dapt", config_for(tiny_models["bert"], data_dir, "pretrain.seed=1"),
+                                          tokenizer, path=str(domain), size=30)
+    assert whole.digest == file_digest(domain)
+    assert len({whole.digest, counted.digest, twice.digest, other_seed.digest}) == 4
+    assert counted.digest == again.digest
     with pytest.raises(TartanError, match="asked for 4800 lines but the file has only 200"):
         MaskedLMTask.from_config("dapt", config, tokenizer, path=str(domain), size="100x")
 
