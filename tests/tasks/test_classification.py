@@ -84,6 +84,11 @@ def test_a_scaled_loss_needs_two_labels(tiny_models, data_dir):
     assert toy_task(tiny_models, data_dir, "one_label").label_names == ["only"]
     with pytest.raises(TartanError, match="one label in train"):
         toy_task(tiny_models, data_dir, "one_label", scale_loss=True)
+    two = data_dir / "two_labels"
+    two.mkdir()
+    for split in ("train", "dev"):
+        write_jsonl(two / f"{split}.jsonl", [{"text": "zeta the model", "label": "a"}, {"text": "kappa", "label": "b"}])
+    assert toy_task(tiny_models, data_dir, "two_labels", scale_loss=True).loss_scale == pytest.approx(1 / math.log(2))
 
 
 class LengthHead(torch.nn.Module):
