@@ -521,11 +521,13 @@ def write_summary(out: Path, modules: list[str], done: dict) -> None:
                              + (f". Equivalent: {reason}" if reason else ""))
         score = killed / max(1, len(records) - len(equivalent))
         totals = [totals[0] + len(records), totals[1] + killed, totals[2] + len(alive), totals[3] + len(equivalent)]
-        lines.append(f"| {module} | {len(records)} | {killed} | {len(alive)} | {len(equivalent)} | {100 * score:.1f}% |")
+        shown = f"{100 * score:.1f}%" if records else "-"  # nothing to mutate (only imports and classes)
+        lines.append(f"| {module} | {len(records)} | {killed} | {len(alive)} | {len(equivalent)} | {shown} |")
     total, killed, alive, equivalent = totals
     lines.append(f"| all | {total} | {killed} | {alive} | {equivalent} | "
                  f"{100 * killed / max(1, total - equivalent):.1f}% |")
-    text = ("Score: killed / (mutants - equivalent survivors).\n\n" + "\n".join(lines)
+    text = ("Score: killed / (mutants - equivalent survivors); the survivors that are not equivalent are what "
+            "the tests miss.\n\n" + "\n".join(lines)
             + "\n\n## Survivors\n" + ("\n".join(survivors) or "none") + "\n")
     (out / "summary.md").write_text(text)
     print(text)
