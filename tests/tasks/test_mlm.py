@@ -275,12 +275,13 @@ def test_stable_seeds_are_pinned():
     assert all(0 <= stable_seed(i, "meta head") < 2 ** 63 for i in range(200))
 
 
-def test_only_masked_lm_data_depends_on_the_end_task():
+def test_only_masked_lm_data_depends_on_the_end_task(tiny_models, data_dir):
     # a sweep tells shared pre-training stages apart by this: a classification task's data is its own folder
-    from tartan.tasks import task_types
+    from helpers import build_multitask
 
-    assert task_types.get("mlm").reads_end_task is True
-    assert task_types.get("classification").reads_end_task is False
+    _, classification, _ = build_multitask(tiny_models["bert"], data_dir)
+    assert mlm_task(tiny_models, data_dir).reads_end_task is True
+    assert classification.reads_end_task is False
 
 
 def test_random_replacements_come_from_the_whole_vocabulary(tiny_models, data_dir):
@@ -318,6 +319,9 @@ def test_a_single_held_out_token_is_scored_alone_and_perplexity_is_capped(tiny_m
     figures = task.evaluate(model, "dev", no_autocast)
     assert figures["loss"] == pytest.approx(float(F.cross_entropy(logits, target)), rel=1e-5)
     assert figures["accuracy"] == float(logits.argmax(-1) == target)
+    with torch.no_grad():  # the target far likelier than any other token: one right of one
+        model.heads["tapt"].bias[target] = 500.0
+    assert task.evaluate(model, "dev", no_autocast)["accuracy"] == 1.0
     with torch.no_grad():  # every other token far likelier: a loss of hundreds of nats
         model.heads["tapt"].bias.fill_(500.0)
         model.heads["tapt"].bias[target] = -500.0
