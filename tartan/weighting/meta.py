@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..data.batching import to_device
+from ..tasks.mlm import stable_seed  # below 2**63, alike in every process
 from ..training.distributed import average_list_across_processes, global_share, shard_rows
 from . import StepInputs, WeightingStrategy, strategies
 
@@ -79,7 +80,7 @@ class MetaWeighting(WeightingStrategy):
         # every process must draw the same meta head and dev batch: seed from (seed, step), not from
         # the process's random state
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed(self.seed, inputs.step))
+            torch.manual_seed(stable_seed(self.seed, inputs.step))
             head = model.heads[self.end_task] if self.head == "same" else self.train_meta_head(inputs)
             dev = self.dev_batch(task, inputs)
             with accelerator.autocast():
@@ -120,7 +121,7 @@ class MetaWeighting(WeightingStrategy):
         update = inputs.step // self.update_every
         per_epoch = len(task.shuffled_batches("train", 0, task.batch_size))
         epoch, offset = divmod(update, per_epoch)
-        indices = task.shuffled_batches("train", _seed("meta head", self.seed, epoch), task.batch_size)[offset]
+        indices = task.shuffled_batches("train", stable_seed("meta head", self.seed, epoch), task.batch_size)[offset]
         batch = to_device(task.collate("train", indices), inputs.accelerator.device)
         with torch.no_grad(), inputs.accelerator.autocast():
             return inputs.model.encode(batch), batch
@@ -170,10 +171,3 @@ def _gather_rows(features: torch.Tensor, batch: dict, accelerator) -> tuple[torc
             value = accelerator.pad_across_processes(value.contiguous(), dim=1)
         gathered[key] = accelerator.gather(value)
     return features, gathered
-
-
-def _seed(*parts) -> int:
-    """A seed (below 2**63) that every process derives alike from its parts."""
-    from ..tasks.mlm import stable_seed
-
-    return stable_seed(*parts)

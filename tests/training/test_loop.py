@@ -359,8 +359,9 @@ def test_a_head_whose_task_is_not_drawn_in_a_step_does_not_move(monkeypatch, tmp
     from tartan.tasks.classification import ClassificationTask
 
     config, toy, model = build_multitask(tiny_models["bert"], data_dir, heads=("toy", "toy_pairs"))
-    pairs = ClassificationTask.from_config("toy_pairs", config, __import__("transformers").AutoTokenizer
-                                           .from_pretrained(tiny_models["bert"]))
+    from transformers import AutoTokenizer
+
+    pairs = ClassificationTask.from_config("toy_pairs", config, AutoTokenizer.from_pretrained(tiny_models["bert"]))
     import tartan.training.loop as loop
 
     snapshots = []
