@@ -4,8 +4,8 @@ vocabulary projection gathered at the masked positions against full logits; and 
 step of MT-TARTAN (static weights) against META-TARTAN's (learned weights) on ACL-ARC with TAPT + DAPT
 auxiliary tasks, each in a process of its own so that its peak memory is its own.
 
-    python benchmarks/speed.py [--quick] [--data-dir ../shared/data] [--steps N]
-                               [--only multitask|r3f|attention|processes]
+    python benchmarks/speed.py [--quick] [--data-dir ../shared/data] [--steps N] [--device auto]
+                               [--batch-sizes 16,64] [--only finetune|multitask|r3f|attention|processes]
 
 The last line printed is one JSON object (tokens_per_second_tartan, tokens_per_second_bare,
 tartan_vs_bare, the same per precision, mlm_tokens_per_second, mlm_gathered_vs_full,
@@ -31,34 +31,47 @@ from tartan.methods import Stage, methods
 from tartan.models.body import accepts_token_types, load_body
 from tartan.models.multitask import MultiTaskModel
 from tartan.rundir import RunLog
-from tartan.run import build_task, make_accelerator
+from tartan.run import build_task
+from tartan.training.device import make_accelerator, resolve_device
 from tartan.training.loop import make_optimizer, run_stage
 
 
-def fresh_model(config, task, token_types: bool | None = None):
+def fresh_model(config, task, token_types: bool | None = None, device: torch.device | str = "cpu"):
     torch.manual_seed(0)
     body, _ = load_body(config.model, config.trust_remote_code, config_overrides=config.model_config)
     return MultiTaskModel(body, {task.name: task.make_head(body)},
-                          token_types=accepts_token_types(body) if token_types is None else token_types)
+                          token_types=accepts_token_types(body) if token_types is None else token_types).to(device)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def bare_loop(model, batches, train, precision: str, warmup: int) -> tuple[int, float]:
-    """What a user would write by hand: forward, loss, backward, clip, step; tokens/s after warm-up."""
+    """What a user would write by hand: forward, loss, backward, clip, step, each batch copied to the
+    model's device from pinned memory; tokens/s after warm-up, timed from the device's clock edges."""
+    device = next(model.parameters()).device
     optimizer = make_optimizer(model, train)
     model.train()
-    tokens, seconds = 0, 0.0
+    if device.type == "cuda":
+        batches = [(task, {k: v.pin_memory() for k, v in batch.items()}) for task, batch in batches]
+    tokens, started = 0, None
     for i, (task, batch) in enumerate(batches):
-        started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        if i == warmup:
+            synchronize(device)
+            started = time.perf_counter()
+        if i >= warmup:
+            tokens += int(batch["attention_mask"].sum())  # on the host copy
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = task.loss(model.heads[task.name](model.encode(batch), batch), batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if i >= warmup:
-            seconds += time.perf_counter() - started
-            tokens += int(batch["attention_mask"].sum())
-    return tokens, seconds
+    synchronize(device)
+    return tokens, time.perf_counter() - started
 
 
 def tartan_loop(model, task, config, precision: str, steps: int, warmup: int, r3f: bool = False) -> tuple[int, float]:
@@ -66,7 +79,7 @@ def tartan_loop(model, task, config, precision: str, steps: int, warmup: int, r3
     config.train.max_steps = warmup + steps
     config.train.progress = False
     config.train.eval_every = 10 ** 9  # evaluation only at the end, and not timed
-    accelerator = make_accelerator(precision)
+    accelerator = make_accelerator(precision, config.device)
     with tempfile.TemporaryDirectory() as tmp:
         log = RunLog(Path(tmp))
         stage = Stage(name="speed", tasks=[(task.name, "classification", {})],
@@ -88,7 +101,9 @@ def mlm_loop(config, tokenizer, precision: str, steps: int, warmup: int, full_lo
     task = MaskedLMTask.from_config("tapt", config, tokenizer, source="task")
     batches = [(task, task.collate("train", indices, draw=i, full_logits=full_logits))
                for i, indices in enumerate(task.train_batches(0)[:warmup + steps])]
-    tokens, seconds = bare_loop(fresh_model(config, task, token_types=False), batches, config.pretrain, precision, warmup)
+    batches = [(t, t.host_fields(b)) for t, b in batches]  # the positions a step gathers, chosen on the host
+    tokens, seconds = bare_loop(fresh_model(config, task, token_types=False, device=resolve_device(config.device)),
+                                batches, config.pretrain, precision, warmup)
     return tokens / seconds
 
 
@@ -103,7 +118,8 @@ def multitask_step(recipe: str, data_dir: str, steps: int, warmup: int, override
     torch.manual_seed(0)
     model = MultiTaskModel(body, {name: task.make_head(body) for name, task in tasks.items()},
                            token_types=accepts_token_types(body))
-    accelerator = make_accelerator(config.train.precision)
+    accelerator = make_accelerator(config.train.precision, config.device)
+    model.to(accelerator.device)
     with tempfile.TemporaryDirectory() as tmp:
         log = RunLog(Path(tmp))
         config.train.max_steps = warmup
@@ -120,8 +136,8 @@ def compare_r3f(config, task, precision: str, steps: int, rounds: int, warmup: i
     totals = {"plain": [0, 0.0], "r3f": [0, 0.0]}
     for round_ in range(rounds):
         for name in (("plain", "r3f") if round_ % 2 == 0 else ("r3f", "plain")):
-            tokens, seconds = tartan_loop(fresh_model(config, task), task, config, precision, steps, warmup,
-                                          r3f=name == "r3f")
+            tokens, seconds = tartan_loop(fresh_model(config, task, device=resolve_device(config.device)), task,
+                                          config, precision, steps, warmup, r3f=name == "r3f")
             totals[name][0] += tokens
             totals[name][1] += seconds
     plain, r3f = (totals[n][1] / totals[n][0] for n in ("plain", "r3f"))  # seconds per token
@@ -136,7 +152,7 @@ def _step_child(recipe: str, data_dir: str, steps: int, overrides: list[str] = (
     """A process timing `steps` multi-task steps of `recipe` (see multitask_step)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     command = [sys.executable, __file__, "--multitask-step", recipe, "--data-dir", data_dir, "--steps", str(steps)]
-    return subprocess.Popen(command + [f"--set={o}" for o in overrides], stdout=subprocess.PIPE,
+    return subprocess.Popen(command + [f"--set={o}" for o in [*DEVICE_OVERRIDE, *overrides]], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=env)
 
 
@@ -180,6 +196,7 @@ def compare_multitask(data_dir: str, steps: int, rounds: int, warmup: int) -> di
 
 
 ATTENTION_DROPOUT_OFF = "model_config={attention_probs_dropout_prob: 0}"
+DEVICE_OVERRIDE: list[str] = []  # the device every child process trains on (--device)
 
 
 def compare_attention_dropout(data_dir: str, steps: int, rounds: int) -> dict:
@@ -222,11 +239,15 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--task", default="citation_intent")
     parser.add_argument("--precisions", default="bf16,fp32")
-    parser.add_argument("--only", choices=("multitask", "r3f", "attention", "processes"), help="run one part only")
+    parser.add_argument("--only", choices=("finetune", "multitask", "r3f", "attention", "processes"),
+                        help="run one part only")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--batch-sizes", help="fine-tuning batch sizes to compare at, e.g. 16,64 (default: the recipe's)")
     parser.add_argument("--multitask-step", help=argparse.SUPPRESS)  # the child process of compare_multitask
     parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)  # the child's overrides
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else 30)  # per round
+    DEVICE_OVERRIDE[:] = [f"device={args.device}"]
     rounds = 2 if args.quick else 4
     warmup = 3
     if args.multitask_step:
@@ -242,35 +263,47 @@ def main() -> None:
         print(json.dumps(compare_multitask(args.data_dir, steps, rounds, warmup)))
         return
     config = load_config(Path(__file__).resolve().parents[1] / "recipes" / "finetune.yaml",
-                         [f"data_dir={args.data_dir}", f"end_task={args.task}"])
+                         [f"data_dir={args.data_dir}", f"end_task={args.task}", f"device={args.device}"])
     _, tokenizer = load_body(config.model, config.trust_remote_code, config_overrides=config.model_config)
     task = build_task(args.task, "classification", {}, config, tokenizer)
     if args.only == "r3f":
         print(json.dumps(compare_r3f(config, task, args.precisions.split(",")[0], steps, rounds, warmup)))
         return
-    # the tartan side runs its warm-up as a stage of its own, which starts again at the first batch
-    epoch = task.train_batches(0)
-    batches = [(task, task.collate("train", i)) for i in list(epoch[:warmup]) + list(epoch[:steps])]
-    result = {"task": args.task, "model": config.model, "steps": steps, "batch_size": config.train.batch_size,
-              "threads": torch.get_num_threads()}
-    for precision in args.precisions.split(","):
-        # alternate the two loops over rounds (a single pair swings by 10-20% with the
-        # machine's state); each figure is its total tokens over its total seconds
-        totals = {"tartan": [0, 0.0], "bare": [0, 0.0]}
-        for round_ in range(rounds):
-            for name in (("tartan", "bare") if round_ % 2 == 0 else ("bare", "tartan")):
-                if name == "tartan":
-                    tokens, seconds = tartan_loop(fresh_model(config, task), task, config, precision, steps, warmup)
-                else:
-                    tokens, seconds = bare_loop(fresh_model(config, task), batches, config.train, precision, warmup)
-                totals[name][0] += tokens
-                totals[name][1] += seconds
-        tartan, bare = (totals[n][0] / totals[n][1] for n in ("tartan", "bare"))
-        result[f"{precision}_tokens_per_second_tartan"] = round(tartan, 1)
-        result[f"{precision}_tokens_per_second_bare"] = round(bare, 1)
-        result[f"{precision}_tartan_vs_bare"] = round(tartan / bare, 3)
-        print(f"{precision}: tartan {tartan:.0f} tokens/s, bare {bare:.0f} tokens/s, ratio {tartan / bare:.3f}",
-              flush=True)
+    device = resolve_device(args.device)
+    result = {"task": args.task, "model": config.model, "device": str(device), "steps": steps,
+              "batch_size": config.train.batch_size, "threads": torch.get_num_threads()}
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [config.train.batch_size]
+    for number, batch_size in enumerate(batch_sizes):
+        # keys of the first batch size unprefixed, as before batch sizes could be chosen
+        prefix = "" if number == 0 else f"batch{batch_size}_"
+        config.train.batch_size = batch_size
+        sized = build_task(args.task, "classification", {"batch_size": batch_size}, config, tokenizer)
+        # the tartan side runs its warm-up as a stage of its own, which starts again at the first batch
+        epoch = sized.train_batches(0)
+        batches = [(sized, sized.collate("train", i)) for i in list(epoch[:warmup]) + list(epoch[:steps])]
+        for precision in args.precisions.split(","):
+            # alternate the two loops over rounds (a single pair swings by 10-20% with the
+            # machine's state); each figure is its total tokens over its total seconds
+            totals = {"tartan": [0, 0.0], "bare": [0, 0.0]}
+            for round_ in range(rounds):
+                for name in (("tartan", "bare") if round_ % 2 == 0 else ("bare", "tartan")):
+                    model = fresh_model(config, sized, device=device)
+                    if name == "tartan":
+                        tokens, seconds = tartan_loop(model, sized, config, precision, steps, warmup)
+                    else:
+                        tokens, seconds = bare_loop(model, batches, config.train, precision, warmup)
+                    totals[name][0] += tokens
+                    totals[name][1] += seconds
+            tartan, bare = (totals[n][0] / totals[n][1] for n in ("tartan", "bare"))
+            result[f"{prefix}{precision}_tokens_per_second_tartan"] = round(tartan, 1)
+            result[f"{prefix}{precision}_tokens_per_second_bare"] = round(bare, 1)
+            result[f"{prefix}{precision}_tartan_vs_bare"] = round(tartan / bare, 3)
+            print(f"batch {batch_size}, {precision}: tartan {tartan:.0f} tokens/s, bare {bare:.0f} tokens/s, "
+                  f"ratio {tartan / bare:.3f}", flush=True)
+    config.train.batch_size = batch_sizes[0]
+    if args.only == "finetune":
+        print(json.dumps(result))
+        return
     first = args.precisions.split(",")[0]
     mlm_steps = max(4, steps // 2)
     gathered = mlm_loop(config, tokenizer, first, mlm_steps, warmup, full_logits=False)

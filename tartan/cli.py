@@ -39,7 +39,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .inference import evaluate_run
 
-    metrics = evaluate_run(Path(args.run_dir), args.split, args.data_dir)
+    metrics = evaluate_run(Path(args.run_dir), args.split, args.data_dir, args.device)
     print(_table({args.split: metrics}))
     return 0
 
@@ -52,11 +52,11 @@ def cmd_predict(args) -> int:
         import io
 
         buffer = io.StringIO()
-        count = predict_file(Path(args.run_dir), Path(args.file), buffer)
+        count = predict_file(Path(args.run_dir), Path(args.file), buffer, device=args.device)
         write_text_atomic(Path(args.output), buffer.getvalue())
         print(f"{count} predictions written to {args.output}", file=sys.stderr)
     else:
-        predict_file(Path(args.run_dir), Path(args.file))
+        predict_file(Path(args.run_dir), Path(args.file), device=args.device)
     return 0
 
 
@@ -114,7 +114,7 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from .export import export_classifier
 
-    result = export_classifier(Path(args.run_dir), Path(args.output))
+    result = export_classifier(Path(args.run_dir), Path(args.output), args.device)
     print(f"wrote {args.output}: AutoModelForSequenceClassification ({result['model_type']}), labels "
           f"{', '.join(result['labels'])}; reproduces the run's logits to {result['max_difference']:.1e}",
           file=sys.stderr)
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"))
     evaluate.add_argument("--data-dir", help="read the task from here instead of the run's data_dir")
+    evaluate.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's device setting)")
     evaluate.set_defaults(func=cmd_eval)
 
     predict = commands.add_parser("predict", help="predict a label for every line of a file",
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir")
     predict.add_argument("file")
     predict.add_argument("--output", "-o", help="write here (default: standard output)")
+    predict.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's device setting)")
     predict.set_defaults(func=cmd_predict)
 
     export = commands.add_parser("export", help="write a finished run as a Hugging Face sequence classifier",
@@ -155,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "as a folder that AutoModelForSequenceClassification loads.")
     export.add_argument("run_dir")
     export.add_argument("output", help="a new or empty folder")
+    export.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's device setting)")
     export.set_defaults(func=cmd_export)
 
     download = commands.add_parser("download", help="fetch 'Don't Stop Pretraining' task files",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,13 +17,17 @@ import yaml
 
 from .errors import TartanError
 
-PRECISIONS = ("bf16", "fp32")
+# auto: bf16 where the device computes it natively, else fp32; a run records what auto resolved to
+PRECISIONS = ("auto", "bf16", "fp32")
 METRICS = ("macro_f1", "micro_f1", "accuracy")
 
 
-def checked(default, *, choices: tuple | None = None, minimum: float | None = None, below: float | None = None):
-    """A config field whose value is checked where it is read (recipe line or override)."""
-    return field(default=default, metadata={"choices": choices, "minimum": minimum, "below": below})
+def checked(default, *, choices: tuple | None = None, minimum: float | None = None, below: float | None = None,
+            pattern: str | None = None, spelled: str | None = None):
+    """A config field whose value is checked where it is read (recipe line or override); `pattern`
+    is a regular expression the whole value must match, `spelled` says what it accepts."""
+    return field(default=default, metadata={"choices": choices, "minimum": minimum, "below": below,
+                                            "pattern": pattern, "spelled": spelled})
 
 
 @dataclass
@@ -45,11 +50,16 @@ class TrainConfig:
     # fraction of the steps spent warming the learning rate up
     warmup: float = checked(0.06, minimum=0, below=1)
     grad_clip: float = checked(1.0, minimum=0)
+    # micro-batches per optimizer step (gradient accumulation): a step sees accumulate x batch_size
+    # examples of each task, as one batch that large would, in the memory of one micro-batch
+    accumulate: int = checked(1, minimum=1)
+    # steps whose batches a background thread collates (and masks) ahead of the device; 0: none
+    prefetch: int = checked(2, minimum=0)
     # evaluate every N optimizer steps; null evaluates once per epoch
     eval_every: typing.Optional[int] = checked(None, minimum=1)
     # evaluations without improvement before stopping; 0 never stops early
     patience: int = checked(3, minimum=0)
-    precision: str = checked("bf16", choices=PRECISIONS)
+    precision: str = checked("auto", choices=PRECISIONS)
     head_dropout: float = checked(0.1, minimum=0, below=1)
     log_every: int = checked(20, minimum=1)
     progress: bool = True
@@ -168,6 +178,9 @@ class Config:
     # only for models whose code you trust
     trust_remote_code: bool = False
     data_dir: typing.Optional[str] = None
+    # where to compute: auto (CUDA where present, else the CPU), cpu, cuda, cuda:N. Not part of what
+    # a run is: a run begun on one device resumes on another
+    device: str = checked("auto", pattern=r"auto|cpu|cuda(:\d+)?", spelled="auto, cpu, cuda or cuda:N")
     end_task: str = "citation_intent"
     # dev metric that selects checkpoints; null takes the end task's customary one
     metric: typing.Optional[str] = checked(None, choices=METRICS)
@@ -376,6 +389,8 @@ def _check(value: Any, spec: dataclasses.Field, dotted: str, source: str, line: 
     rules = spec.metadata
     if rules.get("choices") and value not in rules["choices"]:
         raise TartanError(f"{dotted} must be one of {', '.join(rules['choices'])}, got {value!r}", source, line)
+    if rules.get("pattern") and not re.fullmatch(rules["pattern"], str(value)):
+        raise TartanError(f"{dotted} must be {rules['spelled']}, got {value!r}", source, line)
     if rules.get("minimum") is not None and value < rules["minimum"]:
         raise TartanError(f"{dotted} must be at least {rules['minimum']}, got {value!r}", source, line)
     if rules.get("below") is not None and value >= rules["below"]:

@@ -35,7 +35,7 @@ _TOLERANCE = 1e-4
 _CHECK_TEXTS = ["a short check", "a longer sentence that the exported classifier and the run's model both score"]
 
 
-def export_classifier(run_dir: Path, output: Path) -> dict:
+def export_classifier(run_dir: Path, output: Path, device: str | None = None) -> dict:
     """Write the finished run at `run_dir` to `output` as an AutoModelForSequenceClassification
     folder with its tokenizer and label names; returns {model_type, labels, max_difference}."""
     from .inference import load_finished
@@ -43,14 +43,16 @@ def export_classifier(run_dir: Path, output: Path) -> dict:
     run_dir, output = Path(run_dir), Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise TartanError("exists and is not an empty folder: choose a new one", output)
-    config, model, tokenizer, meta = load_finished(run_dir)
+    config, model, tokenizer, meta = load_finished(run_dir, device)
     if not type(model.body).__module__.startswith("transformers."):
         # a model of its own code may reuse a built-in model type's name and compute something else
         raise TartanError(f"cannot export a run of a model that ships its own code ({type(model.body).__name__})",
                           run_dir)
     labels = list(meta["labels"])
     classifier = build_classifier(run_dir / "model", model.heads[config.end_task], labels, run_dir)
-    inputs = [tokenizer(text, return_tensors="pt") for text in _CHECK_TEXTS]  # one at a time: no pad token needed
+    device = next(model.parameters()).device
+    classifier.to(device)
+    inputs = [tokenizer(text, return_tensors="pt").to(device) for text in _CHECK_TEXTS]  # one at a time: no pad token needed
     difference = max_difference(model, config.end_task, classifier, inputs)
     if not difference <= _TOLERANCE:
         raise TartanError(f"the exported {classifier.config.model_type!r} classifier does not reproduce the run's "

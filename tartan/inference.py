@@ -14,12 +14,14 @@ from .errors import TartanError
 from .models.body import accepts_token_types, load_body
 from .models.heads import ClassificationHead, load_head_meta, load_head_weights
 from .models.multitask import MultiTaskModel
-from .run import build_task, load_run_config, make_accelerator
+from .run import build_task, load_run_config
+from .training.device import make_accelerator, resolve_device
 from .tasks.classification import logits_of
 
 
-def load_finished(run_dir: Path):
-    """(config, model with the end task's head, tokenizer, head meta) of a finished run."""
+def load_finished(run_dir: Path, device: str | None = None):
+    """(config, model with the end task's head on `device`, tokenizer, head meta) of a finished run;
+    `device` None: the run's own device setting (auto, unless it named one)."""
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     if not (run_dir / rundir.MODEL).is_dir() or not (run_dir / rundir.HEADS).is_dir():
@@ -29,11 +31,14 @@ def load_finished(run_dir: Path):
     head = ClassificationHead(body.config.hidden_size, len(meta["labels"]), meta.get("dropout", 0.1))
     load_head_weights(head, run_dir / rundir.HEADS, config.end_task)
     model = MultiTaskModel(body, {config.end_task: head}, token_types=accepts_token_types(body))
-    return config, model.eval(), tokenizer, meta
+    if device is not None:
+        config.device = device
+    return config, model.to(resolve_device(config.device)).eval(), tokenizer, meta
 
 
-def evaluate_run(run_dir: Path, split: str = "test", data_dir: str | None = None) -> dict[str, float]:
-    config, model, tokenizer, meta = load_finished(run_dir)
+def evaluate_run(run_dir: Path, split: str = "test", data_dir: str | None = None,
+                 device: str | None = None) -> dict[str, float]:
+    config, model, tokenizer, meta = load_finished(run_dir, device)
     if data_dir is not None:
         config.data_dir = data_dir
     task = build_task(config.end_task, "classification", {}, config, tokenizer)
@@ -44,12 +49,12 @@ def evaluate_run(run_dir: Path, split: str = "test", data_dir: str | None = None
                           f"trained on {list(meta['labels'])}", Path(config.data_dir) / config.end_task)
     if split not in task.splits:
         raise TartanError(f"task {config.end_task!r} has no {split} split", Path(config.data_dir) / config.end_task)
-    return task.evaluate(model, split, make_accelerator(config.train.precision).autocast)
+    return task.evaluate(model, split, make_accelerator(config.train.precision, config.device).autocast)
 
 
-def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64) -> int:
+def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, device: str | None = None) -> int:
     """Write one JSON line per input row: the predicted label name and its probability."""
-    config, model, tokenizer, meta = load_finished(run_dir)
+    config, model, tokenizer, meta = load_finished(run_dir, device)
     texts, pairs = [], []
     for line, row in read_rows(Path(path)):
         if not isinstance(row.get("text"), str):
@@ -62,7 +67,7 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64) -
     encoded = encode(tokenizer, texts, [p or "" for p in pairs] if has_pairs else None, config.data.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     logits = logits_of(model, config.end_task, encoded, pad_id, len(meta["labels"]), batch_size,
-                       make_accelerator(config.train.precision).autocast)
+                       make_accelerator(config.train.precision, config.device).autocast)
     probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
     out = output or sys.stdout
     for row in probabilities:

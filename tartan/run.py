@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from . import rundir
@@ -31,6 +30,7 @@ from .models.multitask import MultiTaskModel
 from .rundir import RunLog, write_json_atomic, write_text_atomic
 from .tasks import task_types
 from .training.checkpoint import best_weights, checkpoint_state
+from .training.device import make_accelerator, processes, resolve_device, resolve_precision
 from .training.loop import run_stage
 from .weighting import strategies
 
@@ -45,39 +45,12 @@ def resolve(config: Config) -> Config:
     # directory and the same place spelled two ways is the same config; symlinks are kept as named
     config.data_dir = os.path.abspath(os.path.expanduser(config.data_dir))
     config.output_dir = os.path.abspath(os.path.expanduser(config.output_dir))
+    # precision: auto is recorded as what it means on this device, so that the run's config says how
+    # it trained; resumed on a device without bf16, such a run is reported as another config
+    device = resolve_device(config.device)
+    for section in (config.train, config.pretrain, config.muppet):
+        section.precision = resolve_precision(section.precision, device)
     return config
-
-
-def make_accelerator(precision: str):
-    import torch
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    mixed_precision = "bf16" if precision == "bf16" else "no"
-    if mixed_precision == "bf16" and not torch.cuda.is_available() and not _cpu_has_bf16():
-        print("warning: this CPU has no native bf16 support; training in fp32 (train.precision=fp32 silences this)",
-              file=sys.stderr)
-        mixed_precision = "no"
-    # accelerate keeps one global state per process; a second run in the same process (tests, the
-    # speed benchmark) may ask for another precision, so drop the old state but keep the process group
-    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=not _cuda(), mixed_precision=mixed_precision)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _cpu_has_bf16() -> bool:
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def build_task(name: str, kind: str, options: dict, config: Config, tokenizer):
@@ -98,7 +71,12 @@ def train(config: Config, force: bool = False) -> dict:
         def settings(values: dict) -> dict:
             return {k: v for k, v in rundir.defining(values).items() if k != "output_dir"}
 
-        previous, current = settings(with_defaults(rundir.read_config(run_dir))), settings(config.to_dict())
+        # a section the saved run predates trained at today's default, precision auto, as it resolves here
+        previous = with_defaults(rundir.read_config(run_dir))
+        for section in ("train", "pretrain", "muppet"):
+            if isinstance(previous.get(section), dict) and previous[section].get("precision") == "auto":
+                previous[section]["precision"] = resolve_precision("auto", resolve_device(config.device))
+        previous, current = settings(previous), settings(config.to_dict())
         if previous != current:
             changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
             raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}); "
@@ -125,15 +103,16 @@ def train(config: Config, force: bool = False) -> dict:
         strategies.get(stage.weighting)(stage.task_names, config.end_task, **stage.weighting_options)
 
     # every input is read and checked: only now is anything written, by the main process only
-    processes = PartialState(cpu=not _cuda())
-    if processes.is_main_process:
+    device = resolve_device(config.device)
+    processes_state = processes(device)
+    if processes_state.is_main_process:
         if force and run_dir.exists():
             for name in (rundir.METRICS, rundir.LOG, rundir.WEIGHTS, rundir.MODEL, rundir.HEADS, rundir.CHECKPOINT):
                 target = run_dir / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(existing, resolved)
-    processes.wait_for_everyone()
+    processes_state.wait_for_everyone()
 
     model = MultiTaskModel(body, {}, token_types=accepts_token_types(body))
     log = RunLog(run_dir, enabled=True)
@@ -144,7 +123,7 @@ def train(config: Config, force: bool = False) -> dict:
         section = getattr(config, stage.train_section)
         stage_seed = section.seed if stage.reusable else config.seed
         set_seed(stage_seed)
-        accelerator = make_accelerator(section.precision)
+        accelerator = make_accelerator(section.precision, device)
         log.enabled = accelerator.is_main_process
         # heads are made when their stage starts, under the stage's seed: a reused stage computes
         # the same, whichever run computed it first
@@ -162,8 +141,8 @@ def train(config: Config, force: bool = False) -> dict:
         # a run that needs a stage another run (another sweep worker, another command) is computing
         # waits for it and reuses it, rather than computing it a second time beside it
         with rundir.exclusive(stored.with_name(f".{stored.name}.lock") if stored else None,
-                              enabled=stored is not None and processes.is_main_process):
-            processes.wait_for_everyone()
+                              enabled=stored is not None and processes_state.is_main_process):
+            processes_state.wait_for_everyone()
             if stored is not None and (stored / "stage.json").is_file():
                 load_stage(stored, model, stage)
                 result = _read_json(stored / "stage.json")

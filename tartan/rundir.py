@@ -26,7 +26,7 @@ CHECKPOINT = "checkpoint"
 
 
 # in any section: they do not change what a run computes (trust_remote_code only permits loading a model)
-DISPLAY_KEYS = ("progress", "log_every", "checkpoint_minutes", "trust_remote_code")
+DISPLAY_KEYS = ("progress", "log_every", "checkpoint_minutes", "trust_remote_code", "device", "prefetch")
 
 
 def defining(config: dict, prefix: str = "") -> dict:

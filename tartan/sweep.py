@@ -309,6 +309,9 @@ def _run_parallel(runs: list[SweepRun], jobs: int, train_fn, record) -> None:
                                    initializer=_init_worker, initargs=(threads, os.getpid()))
 
     executor, running = pool(), {}
+    # on a machine with GPUs, runs that may use one are spread over them, several to a GPU when
+    # there are more jobs than GPUs: a small model leaves most of a GPU idle
+    gpus, placed = _gpu_count(), {}
     signatures = {run.id: stage_signatures(run.config) for run in runs}
     try:
         while pending or running:
@@ -317,18 +320,24 @@ def _run_parallel(runs: list[SweepRun], jobs: int, train_fn, record) -> None:
                 if pending[index].id in suspects and running:
                     break  # a suspect waits for the others to finish
                 run = pending.pop(index)
-                running[executor.submit(_train_timed, train_fn, run.config)] = run
+                config, gpu = on_gpu(run.config, gpus, list(placed.values()))
+                future = executor.submit(_train_timed, train_fn, config)
+                running[future] = run
+                if gpu is not None:
+                    placed[future] = gpu
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 if future not in running:  # handed back to pending when the pool broke
                     continue
                 run = running.pop(future)
+                placed.pop(future, None)
                 suspects.discard(run.id)  # settled now, unless the pool broke under it with others
                 try:
                     metrics, seconds = future.result()
                     record(run, metrics, seconds, None)
                 except BrokenProcessPool as error:  # a worker died (killed, out of memory): a new pool
                     broken = [run] + [running.pop(f) for f in list(running)]
+                    placed.clear()
                     executor.shutdown(wait=False, cancel_futures=True)
                     executor = pool()
                     if len(broken) == 1:
@@ -340,6 +349,21 @@ def _run_parallel(runs: list[SweepRun], jobs: int, train_fn, record) -> None:
                     record(run, None, getattr(error, "seconds", 0.0), error)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def on_gpu(config: Config, gpus: int, busy: list[int]) -> tuple[Config, int | None]:
+    """The run's config placed on the GPU that holds the fewest running runs (`busy`: the GPU of
+    each), and that GPU; unchanged where there is none or the run names its device (cpu, cuda:N)."""
+    if gpus == 0 or config.device not in ("auto", "cuda"):
+        return config, None
+    gpu = min(range(gpus), key=lambda k: (busy.count(k), k))
+    return dataclasses.replace(config, device=f"cuda:{gpu}"), gpu
 
 
 def next_run(pending: list[SweepRun], running: list[SweepRun], signatures: dict[str, set[str]]) -> int:

@@ -32,7 +32,8 @@ def test_defaults():
     assert config.name == "finetune"  # no recipe: named after the method
     assert config.data_dir is None and config.output_dir is None and config.metric is None
     assert config.train == default.train and config.data == default.data
-    assert config.train.lr_body == 1e-4 and config.train.precision == "bf16" and config.train.max_steps is None
+    assert config.train.lr_body == 1e-4 and config.train.precision == "auto" and config.train.max_steps is None
+    assert config.device == "auto" and config.train.accumulate == 1
 
 
 def test_recipe_values_over_defaults(tmp_path):

@@ -349,3 +349,36 @@ def test_a_stage_capped_by_train_max_steps_has_the_signature_of_its_cap(tmp_path
     _, runs = load_sweep(path)
     first, second = (stage_signatures(run.config) for run in runs)
     assert first == second
+
+
+def record_device(config):
+    """A worker that notes the device the sweep gave its run, then trains it on the CPU (the machine
+    running the test may have no GPU)."""
+    import dataclasses
+    from pathlib import Path
+
+    Path(os.environ["TARTAN_TEST_DEVICES"], f"seed{config.seed}").write_text(config.device)
+    return run_module.train(dataclasses.replace(config, device="cpu"))
+
+
+def test_jobs_are_spread_over_the_gpus_several_to_a_gpu(tmp_path, tiny_models, data_dir, monkeypatch):
+    import tartan.sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "_gpu_count", lambda: 2)  # what the sweep sees of the machine
+    (tmp_path / "devices").mkdir()
+    monkeypatch.setenv("TARTAN_TEST_DEVICES", str(tmp_path / "devices"))
+    path = write_sweep(tmp_path, tiny_models, data_dir, recipes=["finetune"], seeds=[0, 1, 2])
+    status = run_sweep(path, progress=False, jobs=3, train_fn=record_device)
+    assert all(v["status"] == "done" for v in status.values())
+    # three jobs at once on two GPUs: the third shares the emptier (first) one
+    assert [(tmp_path / "devices" / f"seed{s}").read_text() for s in (0, 1, 2)] == ["cuda:0", "cuda:1", "cuda:0"]
+
+
+def test_a_run_that_names_its_device_keeps_it():
+    from tartan.config import Config
+    from tartan.sweep import on_gpu
+
+    assert on_gpu(Config(device="cpu"), 2, [])[0].device == "cpu"
+    assert on_gpu(Config(device="cuda:1"), 2, [])[0].device == "cuda:1"
+    assert on_gpu(Config(), 0, []) == (Config(), None)  # no GPU: auto stays auto
+    assert on_gpu(Config(), 2, [0, 0, 1])[1] == 1

@@ -49,5 +49,10 @@ def collate(encoded: Encoded, indices: np.ndarray, pad_id: int, labels: np.ndarr
     return batch
 
 
+def pin(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch in page-locked memory, from which a copy to a GPU need not wait for the host."""
+    return {key: value.pin_memory() for key, value in batch.items()}
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}

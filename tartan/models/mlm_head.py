@@ -73,9 +73,12 @@ class MaskedLMHead(nn.Module):
         return self.embeddings[0].weight
 
     def forward(self, hidden_states: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
-        """Logits at the selected positions only (where batch["mlm_labels"] is not -100, row-major
-        order); at every position when the batch has no "mlm_labels"."""
-        if batch is not None and "mlm_labels" in batch:
+        """Logits at the selected positions only (batch["mlm_positions"], flat row-major indices the
+        host chose at collate time, gathered without the device deciding any shape; or, from a batch
+        with "mlm_labels" only, where those are not -100); at every position otherwise."""
+        if batch is not None and "mlm_positions" in batch:
+            hidden_states = hidden_states.reshape(-1, hidden_states.shape[-1]).index_select(0, batch["mlm_positions"])
+        elif batch is not None and "mlm_labels" in batch:
             hidden_states = hidden_states.reshape(-1, hidden_states.shape[-1])[batch["mlm_labels"].reshape(-1) != IGNORE]
         x = self.norm(self.activation(self.dense(hidden_states)))
         return nn.functional.linear(x, self.decoder_weight, self.bias)

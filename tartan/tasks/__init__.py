@@ -34,6 +34,9 @@ class Task(Protocol):
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int: ...
     def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]: ...
     def head_meta(self) -> dict: ...
+    # optional: host_fields(batch) -> batch, fields derived on the host from this process's rows of a
+    # collated batch (a masked-LM task's selected positions), so that the device never has to decide
+    # a shape from its own values (training/distributed.py: own_rows)
 
 
 task_types: Registry = Registry("task type")

@@ -127,9 +127,18 @@ class MaskedLMTask:
         batch["mlm_full_labels" if full_logits else "mlm_labels"] = labels
         return batch
 
+    def host_fields(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The selected positions (flat, row-major) and their original tokens, computed on the host
+        from this process's rows: on the device, choosing them would make it wait to learn how many."""
+        if "mlm_labels" not in batch:
+            return batch
+        flat = batch["mlm_labels"].reshape(-1)
+        positions = (flat != IGNORE).nonzero().squeeze(1)
+        return {**batch, "mlm_positions": positions, "mlm_targets": flat[positions]}
+
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "mlm_labels" in batch:
-            targets = selected_targets(batch["mlm_labels"])
+            targets = batch["mlm_targets"] if "mlm_targets" in batch else selected_targets(batch["mlm_labels"])
             if targets.numel() == 0:  # nothing maskable in the batch (all special tokens)
                 return output.sum() * 0.0
             return F.cross_entropy(output.float(), targets)
@@ -148,14 +157,16 @@ class MaskedLMTask:
         total_loss, correct, count = 0.0, 0, 0
         device = next(model.parameters()).device
         for k, b in enumerate(sorted_batches(self.lengths[rows], self.eval_batch_size)):
-            batch = to_device(self.collate("heldout", rows[b], draw=HELDOUT_SEED + k), device)
+            batch = to_device(self.host_fields(self.collate("heldout", rows[b], draw=HELDOUT_SEED + k)), device)
             with autocast():
                 logits = model(self.name, batch).float()
-            targets = selected_targets(batch["mlm_labels"])
-            total_loss += float(F.cross_entropy(logits, targets, reduction="sum"))
-            correct += int((logits.argmax(-1) == targets).sum())
+            targets = batch["mlm_targets"]
+            # summed on the device, read once after the last batch
+            total_loss = total_loss + F.cross_entropy(logits, targets, reduction="sum")
+            correct = correct + (logits.argmax(-1) == targets).sum()
             count += len(targets)
         model.train(was_training)
+        total_loss, correct = float(total_loss), int(correct)
         loss = total_loss / max(count, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / max(count, 1)}
 

@@ -39,6 +39,10 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, best
     replace_dir(tmp, folder)
 
 
+def _device_of(model) -> torch.device:
+    return next(iter(model.parameters())).device
+
+
 def best_weights(folder: Path) -> Path:
     found = existing_dir(folder)
     if found is None or not (found / BEST).is_file():
@@ -62,10 +66,12 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict | None:
     found = _complete(folder)
     if found is None:
         return None
-    load_model(model, str(found / "model.safetensors"))
-    optimizer.load_state_dict(torch.load(found / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(found / "scheduler.pt", weights_only=True))
-    rng = torch.load(found / "rng.pt", weights_only=True)
+    # read onto the CPU whatever device wrote them: the optimizer moves its state to its parameters'
+    # device, so that a run begun on a GPU resumes on a CPU and back
+    load_model(model, str(found / "model.safetensors"), device=str(_device_of(model)))
+    optimizer.load_state_dict(torch.load(found / "optimizer.pt", map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(found / "scheduler.pt", map_location="cpu", weights_only=True))
+    rng = torch.load(found / "rng.pt", map_location="cpu", weights_only=True)
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(rng["cuda"])

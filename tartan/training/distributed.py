@@ -3,12 +3,14 @@ gradients are averaged explicitly. The weighting strategies need each task's gra
 across processes *before* they mix them (META-TARTAN's cosines), which DDP's one fused backward
 cannot give; averaging ourselves keeps one code path for every strategy and every launcher.
 A process's loss is a mean over its own units (rows; masked tokens for MLM), which differ between
-processes (an odd batch, a different number of masked tokens): `global_share` weighs each
+processes (an odd batch, a different number of masked tokens): `loss_share` weighs each
 process's loss so that the average of the processes' gradients is the gradient of the global mean."""
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from .device import to_host
 
 
 def shard_rows(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
@@ -24,15 +26,20 @@ def shard_rows(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[st
     return {key: value[start:stop] for key, value in batch.items()}
 
 
-def global_share(task, batch: dict[str, torch.Tensor], accelerator) -> float:
-    """processes x this process's share of the global batch's loss units (`task.loss_units`); 1 for
-    one process, without counting anything."""
-    if accelerator.num_processes == 1:
-        return 1.0
-    units = task.loss_units(batch)
-    total = torch.tensor([float(units)], device=accelerator.device)
-    torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
-    return units * accelerator.num_processes / max(float(total), 1.0)
+def own_rows(task, batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+    """This process's rows of a global batch collated on the host, with the fields its task derives
+    from them there (`host_fields`: a masked-LM task's selected positions)."""
+    rows = shard_rows(batch, rank, world)
+    derive = getattr(task, "host_fields", None)
+    return derive(rows) if derive is not None else rows
+
+
+def loss_share(own_units: int, global_units: int, world: int) -> float:
+    """processes x this process's share of the loss units (`task.loss_units`) of what the loss is a
+    mean over: the factor on this process's mean loss under which the average of the processes'
+    gradients is the gradient of the global mean. Counted on the host, where every process collates
+    the whole global batch, so that no process waits on another (or on its device) to learn it."""
+    return own_units * world / max(global_units, 1)
 
 
 def average_across_processes(tensor: torch.Tensor, accelerator) -> torch.Tensor:
@@ -65,7 +72,7 @@ def average_gradients(model: torch.nn.Module, accelerator) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=accelerator.device)
     torch.distributed.all_reduce(has_grad, op=torch.distributed.ReduceOp.MAX)
-    params = [p for p, flag in zip(params, has_grad.tolist()) if flag]
+    params = [p for p, flag in zip(params, to_host(has_grad).tolist()) if flag]
     for p in params:
         if p.grad is None:  # this process's batch did not reach it: its share is zero
             p.grad = torch.zeros_like(p)

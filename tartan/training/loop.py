@@ -13,14 +13,16 @@ from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
-from ..data.batching import to_device
+from ..data.batching import pin, to_device
 from ..errors import TartanError
 from ..methods import Stage
 from ..rundir import RunLog
 from ..weighting import StepInputs, strategies
 from .checkpoint import best_weights, load_checkpoint, save_checkpoint
 from . import sampling
-from .distributed import average_gradients, global_share, shard_rows
+from .device import to_host
+from .distributed import average_gradients, loss_share, own_rows
+from .prefetch import Prefetcher
 from .r3f import r3f_penalty
 
 
@@ -64,6 +66,19 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@dataclass
+class HostBatch:
+    """One batch of a step as collated on the host, with the counts the step needs, taken there so
+    that the device never stops to be asked."""
+
+    task: str
+    rows: dict[str, torch.Tensor]  # this process's rows of the global batch
+    tokens: int  # their non-padding tokens
+    own_units: int  # what the task's loss is a mean over, in these rows (task.loss_units)
+    global_units: int  # the same in the whole global batch
+    share: float = 1.0  # the factor on this batch's mean loss (set_shares)
+
+
 class TaskBatches:
     """The batch a task contributes at a given step: a pure function of the step (epoch = step //
     batches per epoch), so that a resumed run draws the same batches; auxiliary tasks cycle. With
@@ -75,13 +90,33 @@ class TaskBatches:
         self.per_epoch = len(task.train_batches(0))
         self._epoch, self._batches = -1, []
 
-    def at(self, number: int, device: torch.device) -> dict[str, torch.Tensor]:
-        """The task's `number`-th batch (its step, unless a schedule draws the task)."""
+    def at(self, number: int) -> HostBatch:
+        """The task's `number`-th batch (its micro-step, unless a schedule draws the task), on the host."""
         epoch, offset = divmod(number, self.per_epoch)
         if epoch != self._epoch:
             self._epoch, self._batches = epoch, self.task.train_batches(epoch)
         batch = self.task.collate("train", self._batches[offset], draw=number)
-        return to_device(shard_rows(batch, self.rank, self.world), device)
+        rows = own_rows(self.task, batch, self.rank, self.world)
+        own = self.task.loss_units(rows)
+        return HostBatch(self.task.name, rows, int(rows["attention_mask"].sum()), own,
+                         own if self.world == 1 else self.task.loss_units(batch))
+
+
+def set_shares(micro_batches: list[list[HostBatch]], world: int) -> None:
+    """Each batch's factor on its mean loss, so that the step's gradient is, per task, that of the
+    mean over the loss units of all its batches in the step, across micro-batches and processes:
+    N accumulated micro-batches make the update of one batch N times as large, and a task drawn
+    twice in a micro-step (MUPPET's sampling) adds both batches' losses, as a batch of both would
+    count twice."""
+    accumulate = len(micro_batches)
+    by_task: dict[str, list[HostBatch]] = {}
+    for micro in micro_batches:
+        for batch in micro:
+            by_task.setdefault(batch.task, []).append(batch)
+    for batches in by_task.values():
+        total = sum(b.global_units for b in batches)
+        for b in batches:
+            b.share = loss_share(b.own_units, total, world) * len(batches) / accumulate
 
 
 def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainConfig, accelerator,
@@ -91,13 +126,16 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     sources = {name: TaskBatches(tasks[name], accelerator.process_index, accelerator.num_processes)
                for name in stage.task_names}
     per_epoch = {name: source.per_epoch for name, source in sources.items()}
-    steps_per_epoch = sampling.steps_per_epoch(stage.sampling, stage.task_names, per_epoch, stage.sampling_options)
+    accumulate = train.accumulate
+    # a step takes `accumulate` micro-steps of the schedule
+    micro_per_epoch = sampling.steps_per_epoch(stage.sampling, stage.task_names, per_epoch, stage.sampling_options)
+    steps_per_epoch = -(-micro_per_epoch // accumulate)
     total_steps = train.epochs * steps_per_epoch
     if train.max_steps is not None:
         total_steps = min(total_steps, train.max_steps)
     # train sizes, for the schemes that draw tasks in proportion to them
     sizes = {name: tasks[name].num_examples("train") for name in stage.task_names} if stage.sampling != "all" else {}
-    schedule = sampling.Schedule(stage.sampling, stage.task_names, sizes, per_epoch, total_steps,
+    schedule = sampling.Schedule(stage.sampling, stage.task_names, sizes, per_epoch, total_steps * accumulate,
                                  stage.sampling_options)
     eval_every = train.eval_every or steps_per_epoch
     strategy = strategies.get(stage.weighting)(stage.task_names, end_task.name, **stage.weighting_options)
@@ -124,11 +162,22 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     if state.step >= total_steps or state.stopped_early:
         return _finish(model, checkpoint, state)
 
+    def step_batches(step: int) -> list[list[HostBatch]]:
+        """The step's micro-steps, each a batch per drawn task; pinned when bound for a GPU."""
+        micro = [[sources[name].at(number) for name, number in schedule.at(step * accumulate + m)]
+                 for m in range(accumulate)]
+        set_shares(micro, accelerator.num_processes)
+        if device.type == "cuda":
+            for batch in (b for batches in micro for b in batches):
+                batch.rows = pin(batch.rows)
+        return micro
+
     bar = tqdm(total=total_steps, initial=state.step, desc=stage.name, unit="step", dynamic_ncols=True,
                disable=not (progress and accelerator.is_main_process), mininterval=1.0)
     model.train()
-    # losses summed per task with the number of batches behind them: under MUPPET's sampling a task
-    # may be drawn twice in a step or not at all, and its logged loss is the mean over its own batches
+    # losses summed per task on the device, with the number of batches behind them on the host: under
+    # MUPPET's sampling a task may be drawn twice in a step or not at all, and its logged loss is the
+    # mean over its own batches; they are read once per log step
     window_tokens, window_seconds, window_loss, window_batches = 0, 0.0, {}, {}
 
     def save(best_is_current: bool) -> None:
@@ -137,87 +186,91 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                          "seeds": batch_seeds(stage, tasks)}, best_is_current=best_is_current)
 
     last_saved = time.monotonic()
-    while state.step < total_steps:
-        started = time.perf_counter()
-        batches, losses, features, draws, tokens, logged = {}, {}, {}, {}, 0, {}
-        with accelerator.autocast():
-            for name, number in schedule.at(state.step):
-                batch = sources[name].at(number, device)
-                hidden = model.encode(batch)
-                output = model.heads[name](hidden, batch)
-                loss = tasks[name].loss(output, batch)
-                if stage.r3f:
-                    loss = loss + r3f_penalty(model, name, batch, output, **stage.r3f)
-                # logged: this process's own mean, read after the step (no device sync mid-step)
-                logged[name] = logged[name] + loss.detach() if name in logged else loss.detach()
-                loss = loss * global_share(tasks[name], batch, accelerator)
-                # a task drawn twice in a step (MUPPET's sampling) adds its batches' losses
-                losses[name] = losses[name] + loss if name in losses else loss
-                batches[name], features[name] = batch, hidden.detach()
-                draws[name] = draws.get(name, 0) + 1
-                tokens += int(batch["attention_mask"].sum())
-        weights = strategy.backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator,
-                                                       draws))
-        del features
-        average_gradients(model, accelerator)
-        if train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.grad_clip)
-        lr = scheduler.get_last_lr()[0]  # the rate this step used
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
+    with Prefetcher(step_batches, state.step, total_steps, train.prefetch) as ahead:
+        for micro_batches in ahead:
+            started = time.perf_counter()
+            tokens, draws = 0, {}
+            for m, micro in enumerate(micro_batches):
+                batches, losses, features = {}, {}, {}
+                with accelerator.autocast():
+                    for host_batch in micro:
+                        name = host_batch.task
+                        batch = to_device(host_batch.rows, device)
+                        hidden = model.encode(batch)
+                        output = model.heads[name](hidden, batch)
+                        loss = tasks[name].loss(output, batch)
+                        if stage.r3f:
+                            loss = loss + r3f_penalty(model, name, batch, output, **stage.r3f)
+                        # logged: this process's own mean, left on the device until a log step
+                        detached = loss.detach()
+                        window_loss[name] = window_loss[name] + detached if name in window_loss else detached
+                        window_batches[name] = window_batches.get(name, 0) + 1
+                        loss = loss * host_batch.share
+                        # a task drawn twice in a micro-step (MUPPET's sampling) adds its batches' losses
+                        losses[name] = losses[name] + loss if name in losses else loss
+                        batches[name], features[name] = batch, hidden.detach()
+                        draws[name] = draws.get(name, 0) + 1
+                        tokens += host_batch.tokens
+                weights = strategy.backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator,
+                                                               dict(draws), last_micro_batch=m == accumulate - 1))
+                del features
+            average_gradients(model, accelerator)
+            if train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.grad_clip)
+            lr = scheduler.get_last_lr()[0]  # the rate this step used
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
 
-        seconds = time.perf_counter() - started
-        state.train_tokens += tokens
-        state.train_seconds += seconds
-        state.wall_seconds += seconds
-        window_tokens += tokens
-        window_seconds += seconds
-        for name, loss in logged.items():
-            window_loss[name] = window_loss.get(name, 0.0) + float(loss)
-            window_batches[name] = window_batches.get(name, 0) + draws[name]
-        if state.step % train.log_every == 0 or state.step == total_steps:
-            mean_loss = {name: window_loss[name] / window_batches[name] for name in stage.task_names
-                         if name in window_loss}
-            record = {"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
-                      "loss": mean_loss, "weights": weights, "lr": lr,
-                      "tokens_per_second": window_tokens / max(window_seconds, 1e-9)}
-            if strategy.state_dict():  # e.g. META-TARTAN's logits and last cosines
-                record["strategy"] = strategy.state_dict()
-            log.write(record)
-            bar.set_postfix(loss=f"{sum(mean_loss.values()):.3f}",
-                            tok_s=f"{window_tokens / max(window_seconds, 1e-9):.0f}", refresh=False)
-            window_tokens, window_seconds, window_loss, window_batches = 0, 0.0, {}, {}
-        bar.update(1)
+            seconds = time.perf_counter() - started
+            state.train_tokens += tokens
+            state.train_seconds += seconds
+            state.wall_seconds += seconds
+            window_tokens += tokens
+            window_seconds += seconds
+            if state.step % train.log_every == 0 or state.step == total_steps:
+                names = [name for name in stage.task_names if name in window_loss]
+                sums = to_host(torch.stack([window_loss[name].float() for name in names])).tolist() if names else []
+                mean_loss = {name: total / window_batches[name] for name, total in zip(names, sums)}
+                record = {"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
+                          "loss": mean_loss, "weights": weights, "lr": lr,
+                          "tokens_per_second": window_tokens / max(window_seconds, 1e-9)}
+                if strategy.state_dict():  # e.g. META-TARTAN's logits and last cosines
+                    record["strategy"] = strategy.state_dict()
+                log.write(record)
+                bar.set_postfix(loss=f"{sum(mean_loss.values()):.3f}",
+                                tok_s=f"{window_tokens / max(window_seconds, 1e-9):.0f}", refresh=False)
+                window_tokens, window_seconds, window_loss, window_batches = 0, 0.0, {}, {}
+            bar.update(1)
 
-        if state.step % eval_every == 0 or state.step == total_steps:
-            eval_started = time.perf_counter()
-            dev, value = evaluate_stage(stage, tasks, model, accelerator) if has_dev else ({}, None)
-            improved = not has_dev or state.best_metric is None or value > state.best_metric
-            if improved:
-                state.best_metric, state.best_step, state.stale_evals, state.best_dev = value, state.step, 0, dev
-            else:
-                state.stale_evals += 1
-            state.stopped_early = bool(train.patience) and state.stale_evals >= train.patience
-            state.wall_seconds += time.perf_counter() - eval_started
-            # "task": whose metrics `dev` holds (a masked-LM stage's accuracy is not the end task's)
-            log.write({"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
-                       "task": _selecting(stage)[0] if stage.select_on == "end_task" else "mean",
-                       "dev": dev, "best": improved})
-            if accelerator.is_main_process:
-                # the best weights live inside the checkpoint folder, so that both change in one
-                # atomic replace: a kill can never leave best weights of one step beside state of another
-                save(best_is_current=improved)
-            accelerator.wait_for_everyone()
-            last_saved = time.monotonic()
-            if state.stopped_early:
-                break
-        elif _checkpoint_due(last_saved, train.checkpoint_minutes) and accelerator.is_main_process:
-            # between evaluations: only the resume state moves on, the best weights stay those chosen on
-            # dev; no barrier, since each process's clock decides for itself and only the main one writes
-            save(best_is_current=False)
-            last_saved = time.monotonic()
+            if state.step % eval_every == 0 or state.step == total_steps:
+                eval_started = time.perf_counter()
+                dev, value = evaluate_stage(stage, tasks, model, accelerator) if has_dev else ({}, None)
+                improved = not has_dev or state.best_metric is None or value > state.best_metric
+                if improved:
+                    state.best_metric, state.best_step, state.stale_evals, state.best_dev = value, state.step, 0, dev
+                else:
+                    state.stale_evals += 1
+                state.stopped_early = bool(train.patience) and state.stale_evals >= train.patience
+                state.wall_seconds += time.perf_counter() - eval_started
+                # "task": whose metrics `dev` holds (a masked-LM stage's accuracy is not the end task's)
+                log.write({"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
+                           "task": _selecting(stage)[0] if stage.select_on == "end_task" else "mean",
+                           "dev": dev, "best": improved})
+                if accelerator.is_main_process:
+                    # the best weights live inside the checkpoint folder, so that both change in one
+                    # atomic replace: a kill can never leave best weights of one step beside state of another
+                    save(best_is_current=improved)
+                accelerator.wait_for_everyone()
+                last_saved = time.monotonic()
+                if state.stopped_early:
+                    break
+            elif _checkpoint_due(last_saved, train.checkpoint_minutes) and accelerator.is_main_process:
+                # between evaluations: only the resume state moves on, the best weights stay those chosen on
+                # dev; no barrier, since each process's clock decides for itself and only the main one writes
+                save(best_is_current=False)
+                last_saved = time.monotonic()
     bar.close()
     return _finish(model, checkpoint, state)
 

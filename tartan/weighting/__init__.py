@@ -24,8 +24,11 @@ class StepInputs:
     # each task's body output for its batch, detached: a strategy can reuse the step's forward pass
     features: dict[str, torch.Tensor]
     accelerator: object
-    # batches each task drew this step (several for a task drawn more than once; its loss is their sum)
+    # batches each task drew this step so far (several for a task drawn more than once; its loss is their sum)
     draws: dict[str, int] | None = None
+    # False while the step accumulates micro-batches (train.accumulate): the strategy adds this
+    # micro-batch's gradients; on the last one it also does whatever it does once per step
+    last_micro_batch: bool = True
 
 
 class WeightingStrategy:

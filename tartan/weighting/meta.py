@@ -13,7 +13,8 @@ import torch
 
 from ..data.batching import to_device
 from ..tasks.mlm import stable_seed  # below 2**63, alike in every process
-from ..training.distributed import average_list_across_processes, global_share, shard_rows
+from ..training.device import to_host
+from ..training.distributed import average_across_processes, loss_share, own_rows
 from . import StepInputs, WeightingStrategy, strategies
 
 
@@ -32,62 +33,113 @@ class MetaWeighting(WeightingStrategy):
         # how well the meta head fits: its loss on the end-task batch it trained on, after training,
         # and the dev loss it passes the gradient of (log(classes) is chance)
         self.meta_head_losses: dict[str, float] = {}
+        self._rows: torch.Tensor | None = None  # the gradient buffer (gradient_rows)
+        self._mixed: torch.Tensor | None = None  # the body's mixed gradient, its .grad are views of it
+        self._head_losses: list[torch.Tensor] = []  # on the device until the update's one read
+        self._accumulating = False  # inside a step's micro-batches
 
     @property
     def weights(self) -> dict[str, float]:
         return dict(zip(self.task_names, torch.softmax(self.logits, 0).tolist()))
 
     def backward(self, losses: dict[str, torch.Tensor], inputs: StepInputs) -> dict[str, float]:
+        if inputs.step % self.update_every:
+            return self.static_backward(losses, inputs)
         body = [p for p in inputs.model.body.parameters() if p.requires_grad]
-        task_gradients = self.task_gradients(losses, inputs, body)
-        if inputs.step % self.update_every == 0:
-            dev_gradient = self.dev_gradient(inputs, body)
-            dev_norm = _norm(dev_gradient)
-            cosines = torch.stack([_dot(gradient, dev_gradient) / (_norm(gradient) * dev_norm).clamp_min(1e-12)
-                                   for gradient in task_gradients])
-            self.logits += self.lr * cosines.double()
-            self.cosines = dict(zip(self.task_names, cosines.tolist()))
-        mix = torch.softmax(self.logits, 0).tolist()
-        for i, p in enumerate(body):
-            # the mixed gradient written once per parameter, each task's gradient read once
-            mixed = task_gradients[0][i].mul(mix[0])
-            for weight, gradient in zip(mix[1:], task_gradients[1:]):
-                mixed.add_(gradient[i], alpha=weight)
-            p.grad = mixed if p.grad is None else p.grad + mixed
+        rows = self.gradient_rows(body, first=not self._accumulating)
+        self.task_gradients(losses, inputs, body, rows)
+        self._accumulating = not inputs.last_micro_batch
+        if self._accumulating:
+            return self.weights
+        self.dev_gradient(inputs, body, rows[-1])
+        # one all-reduce of every task's gradient and the dev gradient together
+        average_across_processes(rows, inputs.accelerator)
+        tasks, dev = rows[:-1], rows[-1]
+        cosines = tasks @ dev / (torch.linalg.vector_norm(tasks, dim=1) * torch.linalg.vector_norm(dev)).clamp_min(1e-12)
+        # the one read of the update: the cosines, and how well the meta head fit
+        read = to_host(torch.cat([cosines.float(), torch.stack(self._head_losses).float().reshape(-1)])).double()
+        self.logits += self.lr * read[:len(self.task_names)]
+        self.cosines = dict(zip(self.task_names, read[:len(self.task_names)].tolist()))
+        self.meta_head_losses = dict(zip(("train", "dev")[-len(self._head_losses):] if self._head_losses else (),
+                                         read[len(self.task_names):].tolist()))
+        mix = torch.softmax(self.logits, 0).to(device=tasks.device, dtype=tasks.dtype, non_blocking=True)
+        if self._mixed is None or any(p.grad is not None for p in body):
+            # a gradient already there may be a view of the last step's buffer: a new one
+            self._mixed = torch.empty_like(dev)
+        mixed = torch.mv(tasks.T, mix, out=self._mixed)
+        for p, gradient in zip(body, _views(mixed, body)):
+            p.grad = gradient if p.grad is None else p.grad + gradient
         return self.weights
 
-    def task_gradients(self, losses: dict[str, torch.Tensor], inputs: StepInputs, body: list) -> list[list[torch.Tensor]]:
-        """Per task, its gradient w.r.t. each body parameter, averaged across processes. Kept as the
-        tensors autograd returns: flattening them into one matrix copied 22M floats per task per step.
-        Each head's gradient goes straight to its .grad."""
-        per_task = []
-        for name in self.task_names:
+    def static_backward(self, losses: dict[str, torch.Tensor], inputs: StepInputs) -> dict[str, float]:
+        """A step that does not update the weights: one backward of the weighted sum of the losses,
+        as static weighting does, the heads' gradients then unweighted (each head steps on its own
+        task's gradient, as on update steps)."""
+        weights = self.weights
+        inputs.accelerator.backward(sum(weights[name] * loss for name, loss in losses.items()))
+        if inputs.last_micro_batch:
+            for name in losses:
+                grads = [p.grad for p in inputs.model.heads[name].parameters() if p.grad is not None]
+                if grads:
+                    torch._foreach_div_(grads, weights[name])
+        return weights
+
+    def gradient_rows(self, body: list, first: bool) -> torch.Tensor:
+        """One flat buffer, a row per task and one for the dev gradient, kept across steps; zeroed
+        at the first micro-batch of a step. The body's .grad point into a row while a task's
+        gradient is computed, so autograd writes it there: no copy, and the cosines and the mix are
+        a few operations on the whole buffer instead of a few per parameter."""
+        size = sum(p.numel() for p in body)
+        shape = (len(self.task_names) + 1, size)
+        reference = body[0]
+        if self._rows is None or self._rows.shape != shape or self._rows.device != reference.device:
+            self._rows = torch.zeros(shape, dtype=reference.dtype, device=reference.device)
+            self._mixed = None
+        elif first:
+            self._rows.zero_()
+        return self._rows
+
+    def task_gradients(self, losses: dict[str, torch.Tensor], inputs: StepInputs, body: list,
+                       rows: torch.Tensor) -> None:
+        """Each task's gradient w.r.t. the body, added to its row (this process's share; averaged
+        across processes with the dev gradient). Each head's gradient goes to its .grad."""
+        before = [p.grad for p in body]  # the loop's, if any: the mix is added to them
+        for row, name in zip(rows, self.task_names):
+            if name not in losses:
+                continue
+            for p, view in zip(body, _views(row, body)):
+                p.grad = view
             head = [p for p in inputs.model.heads[name].parameters() if p.requires_grad]
             # the tasks' graphs share only parameters, so each is walked once: together these cost
             # what one backward of the summed losses costs
-            gradients = torch.autograd.grad(losses[name], body + head, allow_unused=True)
-            per_task.append(average_list_across_processes(_zeros_for_none(gradients[:len(body)], body),
-                                                          inputs.accelerator))
-            for p, g in zip(head, gradients[len(body):]):
-                if g is not None:
-                    p.grad = g if p.grad is None else p.grad + g
-        return per_task
+            torch.autograd.backward(losses[name], inputs=body + head)
+        for p, grad in zip(body, before):
+            p.grad = grad
 
-    def dev_gradient(self, inputs: StepInputs, body: list) -> list[torch.Tensor]:
-        """The gradient w.r.t. each body parameter of the end task's loss on a dev batch, through the
-        meta head (or, for the same-head ablation, the end task's own head); averaged across processes."""
+    def dev_gradient(self, inputs: StepInputs, body: list, row: torch.Tensor | None = None) -> torch.Tensor:
+        """The gradient w.r.t. the body (flat) of the end task's loss on a dev batch, through the
+        meta head (or, for the same-head ablation, the end task's own head), added to `row`."""
+        if row is None:
+            row = torch.zeros(sum(p.numel() for p in body), dtype=body[0].dtype, device=body[0].device)
         task, model, accelerator = inputs.tasks[self.end_task], inputs.model, inputs.accelerator
+        self._head_losses = []
         # every process must draw the same meta head and dev batch: seed from (seed, step), not from
         # the process's random state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stable_seed(self.seed, inputs.step))
             head = model.heads[self.end_task] if self.head == "same" else self.train_meta_head(inputs)
-            dev = self.dev_batch(task, inputs)
+            dev, share = self.dev_batch(task, inputs)
             with accelerator.autocast():
                 loss = task.loss(head(model.encode(dev), dev), dev)
-            gradients = torch.autograd.grad(loss * global_share(task, dev, accelerator), body, allow_unused=True)
-            self.meta_head_losses["dev"] = float(loss.detach())
-        return average_list_across_processes(_zeros_for_none(gradients, body), accelerator)
+            before = [p.grad for p in body]
+            for p, view in zip(body, _views(row, body)):
+                p.grad = view
+            # inputs=body: the own head of the same-head ablation keeps its task's gradient only
+            torch.autograd.backward(loss * share, inputs=body)
+            for p, grad in zip(body, before):
+                p.grad = grad
+            self._head_losses.append(loss.detach())
+        return row
 
     def train_meta_head(self, inputs: StepInputs) -> torch.nn.Module:
         """A fresh end-task head trained on end-task train features: those of this step's batch (the
@@ -102,14 +154,16 @@ class MetaWeighting(WeightingStrategy):
                 features, batch = _gather_rows(features, batch, accelerator)
         features = features.float()
         meta_head = task.make_head(inputs.model.body).to(features.device)
-        optimizer = torch.optim.AdamW(meta_head.parameters(), lr=self.head_lr, weight_decay=self.head_weight_decay)
+        # fused: the step count stays a tensor; the per-tensor AdamW reads it on the host every step
+        optimizer = torch.optim.AdamW(meta_head.parameters(), lr=self.head_lr, weight_decay=self.head_weight_decay,
+                                      fused=True)
         for _ in range(self.head_steps):
             loss = task.loss(meta_head(features, batch), batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            self.meta_head_losses["train"] = float(task.loss(meta_head(features, batch), batch))
+            self._head_losses.append(task.loss(meta_head(features, batch), batch))
         return meta_head
 
     def other_train_batch(self, task, inputs: StepInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -126,17 +180,20 @@ class MetaWeighting(WeightingStrategy):
         with torch.no_grad(), inputs.accelerator.autocast():
             return inputs.model.encode(batch), batch
 
-    def dev_batch(self, task, inputs: StepInputs) -> dict[str, torch.Tensor]:
-        """The dev set in length-bucketed batches, one per update, cycling through epochs of it: a
+    def dev_batch(self, task, inputs: StepInputs) -> tuple[dict[str, torch.Tensor], float]:
+        """The dev set in length-bucketed batches, one per update, cycling through epochs of it (a
         random dev batch pads every example to its longest one, which made the dev gradient cost as
-        much as the three task gradients together."""
+        much as the three task gradients together); this process's rows and their loss share."""
         update = inputs.step // self.update_every
         per_epoch = len(task.shuffled_batches("dev", 0, self.dev_batch_size))
         epoch, offset = divmod(update, per_epoch)
         indices = task.shuffled_batches("dev", epoch, self.dev_batch_size)[offset]
         accelerator = inputs.accelerator
-        batch = shard_rows(task.collate("dev", indices), accelerator.process_index, accelerator.num_processes)
-        return to_device(batch, accelerator.device)
+        batch = task.collate("dev", indices)
+        rows = own_rows(task, batch, accelerator.process_index, accelerator.num_processes)
+        world = accelerator.num_processes
+        share = 1.0 if world == 1 else loss_share(task.loss_units(rows), task.loss_units(batch), world)
+        return to_device(rows, accelerator.device), share
 
     def state_dict(self) -> dict:
         return {"logits": self.logits.tolist(), "cosines": self.cosines, "meta_head_losses": self.meta_head_losses}
@@ -148,18 +205,13 @@ class MetaWeighting(WeightingStrategy):
             self.meta_head_losses = state.get("meta_head_losses", {})
 
 
-def _dot(gradient: list[torch.Tensor], other: list[torch.Tensor]) -> torch.Tensor:
-    """Dot product of two gradients given as per-parameter tensors, as if each were one flat vector."""
-    return sum(torch.vdot(a.reshape(-1), b.reshape(-1)) for a, b in zip(gradient, other))
-
-
-def _norm(gradient: list[torch.Tensor]) -> torch.Tensor:
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(gradient)))
-
-
-def _zeros_for_none(gradients, params: list) -> list[torch.Tensor]:
-    """A parameter this loss does not reach has a zero gradient."""
-    return [g if g is not None else torch.zeros_like(p) for g, p in zip(gradients, params)]
+def _views(flat: torch.Tensor, params: list) -> list[torch.Tensor]:
+    """`flat` cut into tensors shaped like `params`, sharing its memory."""
+    views, offset = [], 0
+    for p in params:
+        views.append(flat[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
+    return views
 
 
 def _gather_rows(features: torch.Tensor, batch: dict, accelerator) -> tuple[torch.Tensor, dict]:

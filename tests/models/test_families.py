@@ -51,7 +51,7 @@ def test_max_positions_is_the_longest_input_the_body_takes(kind, tiny_models):
 def test_debertas_bf16_overflow_names_the_setting_that_avoids_it(tiny_models, data_dir, tmp_path, monkeypatch):
     # DeBERTa (v1) fills its attention mask with float32's minimum (huggingface/transformers#35332)
     model = tiny_models["deberta"]
-    monkeypatch.setattr("tartan.run._cpu_has_bf16", lambda: True)  # bf16 autocast even where it is emulated
+    monkeypatch.setattr("tartan.training.device.cpu_has_bf16", lambda: True)  # bf16 autocast even where it is emulated
     overrides = tiny_overrides(model, data_dir, tmp_path / "run", **{"train.max_steps": 2, "train.precision": "bf16"})
     with pytest.raises(TartanError, match="overflows under bf16 autocast.*precision=fp32"):
         train(load_config(recipe("finetune"), overrides))

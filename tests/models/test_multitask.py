@@ -66,3 +66,25 @@ def test_forward_is_the_tasks_head_on_the_encoded_batch(body_and_pairs):
             assert torch.equal(model(name, batch), head(hidden, batch))
     assert set(dict(model.named_children())) == {"body", "heads"}  # one module: its parameters are all of them
     assert {n.split(".")[0] for n, _ in model.named_parameters()} == {"body", "heads"}
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "albert", "electra", "xlm-roberta", "mpnet",
+                                  "deberta-v2", "modernbert"])
+def test_the_prepared_attention_mask_encodes_as_the_padding_mask_does(kind, tiny_models):
+    # the 4D mask that spares transformers a read of the padding mask on the host computes what the
+    # 2D mask computes, at every real token; families that take no prepared mask get the 2D one
+    from tartan.models.body import accepts_token_types, load_body
+    from tartan.models.multitask import PREPARED_MASK_TYPES
+
+    body, tokenizer = load_body(str(tiny_models[kind]))
+    model = MultiTaskModel(body, {}, token_types=accepts_token_types(body)).eval()
+    encoded = tokenizer(["a short one", "a much longer sentence with many more words in it"], padding=True,
+                        return_tensors="pt")
+    batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    assert (model.prepared_mask(batch["attention_mask"]).dim() == 4) == (body.config.model_type in PREPARED_MASK_TYPES)
+    with torch.no_grad():
+        ours = model.encode(batch)
+        theirs = body(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    assert not real.all()  # padded
+    assert torch.allclose(ours[real], theirs[real], atol=1e-6)

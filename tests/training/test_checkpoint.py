@@ -136,3 +136,24 @@ def test_a_swap_cut_short_resumes_from_last_old(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["last"]
     assert checkpoint_state(tmp_path / "last") == later
     assert same(load_file(str(best_weights(tmp_path / "last"))), best)
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu(tmp_path, monkeypatch):
+    # the stand-in for a kill-and-resume across devices where no GPU is at hand: every tensor of the
+    # resume state saved as a GPU would save it (its storages tagged cuda:0), loaded on this CPU
+    model = make_model()
+    optimizer, scheduler = make_training(model)
+    train_steps(model, optimizer, scheduler, 3)
+    with monkeypatch.context() as on_gpu:
+        on_gpu.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        save_checkpoint(tmp_path / "last", model, optimizer, scheduler, {"loop": {"step": 3}}, best_is_current=True)
+    with pytest.raises(RuntimeError, match="CUDA device"):  # what a load without map_location meets
+        torch.load(tmp_path / "last" / "optimizer.pt", weights_only=True)
+    resumed = make_model(seed=1)
+    resumed_optimizer, resumed_scheduler = make_training(resumed)
+    assert load_checkpoint(tmp_path / "last", resumed, resumed_optimizer, resumed_scheduler) == {"loop": {"step": 3}}
+    assert same(weights_of(resumed), weights_of(model))
+    state = resumed_optimizer.state_dict()["state"]
+    assert all(v.device.type == "cpu" for s in state.values() for v in s.values() if isinstance(v, torch.Tensor))
+    assert torch.equal(state[0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+    assert resumed_scheduler.last_epoch == 3

@@ -7,7 +7,7 @@ import torch
 from tartan.config import TrainConfig
 from tartan.methods import Stage
 from tartan.rundir import RunLog
-from tartan.run import make_accelerator
+from tartan.training.device import make_accelerator
 from tartan.training.loop import TaskBatches, linear_schedule, make_optimizer, run_stage
 
 from helpers import Interrupted, ScriptedDev, build_multitask, same_weights
@@ -49,13 +49,12 @@ def test_linear_warmup_then_decay_to_zero():
 def test_batches_of_a_step_are_a_pure_function_of_the_step(tiny_models, data_dir):
     _, task, _ = tiny_setup(tiny_models, data_dir)
     first, second, resumed = TaskBatches(task), TaskBatches(task), TaskBatches(task)
-    device = torch.device("cpu")
     # a resumed run's first batch may be of any epoch
-    assert torch.equal(resumed.at(7, device)["input_ids"], first.at(7, device)["input_ids"])
+    assert torch.equal(resumed.at(7).rows["input_ids"], first.at(7).rows["input_ids"])
     for step in (0, 7, 3, 13, 6):  # out of order, across epochs (6 batches an epoch)
-        assert torch.equal(first.at(step, device)["input_ids"], second.at(step, device)["input_ids"])
+        assert torch.equal(first.at(step).rows["input_ids"], second.at(step).rows["input_ids"])
     # every epoch is shuffled anew
-    assert any(not torch.equal(first.at(i, device)["input_ids"], first.at(i + 6, device)["input_ids"]) for i in range(6))
+    assert any(not torch.equal(first.at(i).rows["input_ids"], first.at(i + 6).rows["input_ids"]) for i in range(6))
 
 
 def test_a_stage_leaves_the_model_unprepared_and_holding_its_best_weights(tiny_models, data_dir, tmp_path):
@@ -183,7 +182,7 @@ def test_a_task_drawn_twice_in_a_step_steps_on_the_sum_of_both_batches_gradients
     config, task, model = tiny_setup(tiny_models, data_dir, dropout=False)
     start = copy.deepcopy(model)
     batches = TaskBatches(task)
-    losses = [task.loss(start("toy", batches.at(n, torch.device("cpu"))), batches.at(n, torch.device("cpu")))
+    losses = [task.loss(start("toy", batches.at(n).rows), batches.at(n).rows)
               for n in (0, 1)]
     expected = gradient_of(start, losses[0] + losses[1])
     step = FirstStep(monkeypatch)
@@ -211,7 +210,7 @@ def test_no_clipping_with_grad_clip_zero(monkeypatch, tmp_path, tiny_models, dat
     import copy
 
     config, task, model = tiny_setup(tiny_models, data_dir, dropout=False)
-    batch = TaskBatches(task).at(0, torch.device("cpu"))
+    batch = TaskBatches(task).at(0).rows
     start = copy.deepcopy(model)
     expected = gradient_of(start, task.loss(start("toy", batch), batch))
     step = FirstStep(monkeypatch)
@@ -228,7 +227,7 @@ def test_r3f_adds_its_penalty_to_the_loss_the_step_descends(monkeypatch, tmp_pat
     from tartan.training.r3f import r3f_penalty
 
     config, task, model = tiny_setup(tiny_models, data_dir, dropout=False)
-    batch = TaskBatches(task).at(0, torch.device("cpu"))
+    batch = TaskBatches(task).at(0).rows
     start = copy.deepcopy(model)
     r3f = {"eps": 0.5, "noise": "normal", "weight": 3.0}
     torch.manual_seed(5)  # the loop's first random draw is the step's noise
@@ -255,7 +254,7 @@ def test_a_stage_counts_the_tokens_of_every_batch_it_trained_on_and_its_time(tin
                       make_accelerator("fp32"), tmp_path / "stage", RunLog(tmp_path), progress=False)
     elapsed = time.perf_counter() - started
     batches = TaskBatches(task)
-    assert state.train_tokens == sum(int(batches.at(n, torch.device("cpu"))["attention_mask"].sum()) for n in range(5))
+    assert state.train_tokens == sum(int(batches.at(n).rows["attention_mask"].sum()) for n in range(5))
     assert 0 < state.train_seconds <= state.wall_seconds <= elapsed
     steps = [r for r in RunLog(tmp_path).records() if "loss" in r]
     # logged every 2 steps and at the last; epochs counted in the end task's 6 batches
@@ -337,7 +336,7 @@ def test_a_stage_times_its_steps_and_evaluations_apart(monkeypatch, tmp_path, ti
     assert state.train_seconds == 2.5 and state.wall_seconds == 4.0
     _, task, _ = tiny_setup(tiny_models, data_dir)
     batches = TaskBatches(task)
-    tokens = [int(batches.at(n, torch.device("cpu"))["attention_mask"].sum()) for n in range(5)]
+    tokens = [int(batches.at(n).rows["attention_mask"].sum()) for n in range(5)]
     logged = [r for r in RunLog(tmp_path).records() if "loss" in r]
     assert [r["tokens_per_second"] for r in logged] == pytest.approx([sum(tokens[:2]) / 1, sum(tokens[2:4]) / 1,
                                                                       tokens[4] / 0.5])
@@ -381,3 +380,73 @@ def test_a_head_whose_task_is_not_drawn_in_a_step_does_not_move(monkeypatch, tmp
               RunLog(tmp_path), progress=False)
     assert not torch.equal(snapshots[4], snapshots[5])  # step 6 drew toy
     assert torch.equal(snapshots[5], snapshots[6]) and torch.equal(snapshots[6], snapshots[7])
+
+
+def test_accumulated_micro_batches_make_the_update_of_one_batch_that_large(monkeypatch, tmp_path, tiny_models,
+                                                                        data_dir):
+    import copy
+
+    import numpy as np
+
+    # micro-batches of 4, accumulated twice: the gradient (before clipping) and the step are those of
+    # one batch of the same 8 rows
+    config, task, model = build_multitask(tiny_models["bert"], data_dir, batch_size=4)
+    start = copy.deepcopy(model)
+    epoch = task.train_batches(0)
+    whole = task.collate("train", np.concatenate([epoch[0], epoch[1]]))
+    expected = gradient_of(start, task.loss(start("toy", whole), whole))
+    step = FirstStep(monkeypatch)
+    clip = 0.5
+    assert norm(expected) > 2 * clip
+    train = TrainConfig(max_steps=1, batch_size=4, accumulate=2, precision="fp32", progress=False, patience=0,
+                        grad_clip=clip, warmup=0.0, log_every=1, lr_body=1e-3, lr_head=1e-3, weight_decay=0.0)
+    run_stage(Stage(name="s", tasks=[("toy", "classification", {})]), model, {"toy": task}, train,
+              make_accelerator("fp32"), tmp_path / "stage", RunLog(tmp_path), progress=False)
+    assert set(step.left) == set(expected)
+    for name, gradient in step.left.items():
+        assert torch.allclose(gradient, expected[name], atol=1e-5), name
+    # the step itself: AdamW on the same gradient from the same weights
+    reference = copy.deepcopy(start)
+    optimizer = make_optimizer(reference, train)
+    loss = task.loss(reference("toy", whole), whole)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(reference.parameters()), clip)
+    optimizer.step()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
+    # an epoch of 12 micro-batches is 6 steps
+    logged = next(r for r in RunLog(tmp_path).records() if "loss" in r)
+    assert logged["epoch"] == pytest.approx(1 / 6)
+
+
+def test_shares_weigh_micro_batches_by_their_loss_units():
+    from tartan.training.loop import HostBatch, set_shares
+
+    # masked-LM micro-batches with 3 and 5 masked tokens: each mean loss weighs by its share of the 8,
+    # so that the sum is the mean over all 8 tokens, as one batch of both would give
+    micro = [[HostBatch("mlm", {}, 10, 3, 3)], [HostBatch("mlm", {}, 10, 5, 5)]]
+    set_shares(micro, world=1)
+    assert [m[0].share for m in micro] == [pytest.approx(3 / 8), pytest.approx(5 / 8)]
+    # two processes, this one holding 2 of a micro-batch's 3 tokens and 1 of the other's 5
+    micro = [[HostBatch("mlm", {}, 10, 2, 3)], [HostBatch("mlm", {}, 10, 1, 5)]]
+    set_shares(micro, world=2)
+    assert [m[0].share for m in micro] == [pytest.approx(2 * 2 / 8), pytest.approx(2 * 1 / 8)]
+    # drawn twice in one step without accumulation: both batches' losses count in full
+    micro = [[HostBatch("a", {}, 10, 4, 4), HostBatch("a", {}, 10, 4, 4), HostBatch("b", {}, 10, 4, 4)]]
+    set_shares(micro, world=1)
+    assert [b.share for b in micro[0]] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("prefetch", [0, 3])
+def test_prefetching_changes_no_batch_and_no_step(tmp_path, tiny_models, data_dir, prefetch):
+    # the steps trained with batches prepared ahead (or not) are those trained without: same weights
+    results = []
+    for depth in (prefetch, 1):
+        _, task, model = build_multitask(tiny_models["bert"], data_dir)
+        train = TrainConfig(max_steps=5, batch_size=8, precision="fp32", progress=False, patience=0,
+                            prefetch=depth)
+        run_stage(Stage(name="s", tasks=[("toy", "classification", {})]), model, {"toy": task}, train,
+                  make_accelerator("fp32"), tmp_path / f"stage{depth}-{len(results)}", RunLog(tmp_path),
+                  progress=False)
+        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    assert all(torch.equal(results[0][n], results[1][n]) for n in results[0])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tartan.run import make_accelerator
+from tartan.training.device import make_accelerator
 from tartan.weighting import StepInputs, strategies
 
 # the dev set: 4 rows of 6 features; encode(batch) = (theta, phi) * x, so the gradient of the dev

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tartan.run import make_accelerator
+from tartan.training.device import make_accelerator
 from tartan.weighting import StepInputs, strategies
 
 from helpers import build_multitask
@@ -97,7 +97,7 @@ def test_same_head_ablation_takes_the_dev_gradient_through_the_end_task_head(set
     for head in ("same", "separate"):
         strategy = strategies.get("meta")(["toy"], "toy", head=head, dev_batch_size=16)
         _, inputs = step_inputs(task, model, accelerator)
-        gradients[head] = torch.cat([g.reshape(-1) for g in strategy.dev_gradient(inputs, body)])
+        gradients[head] = strategy.dev_gradient(inputs, body)
     assert torch.allclose(gradients["same"], through_end_head, atol=1e-6)
     assert not torch.allclose(gradients["separate"], through_end_head, atol=1e-3)
 
@@ -118,17 +118,18 @@ def test_meta_updates_weights_every_k_steps_and_resumes_its_logits(setup):
 
 def test_meta_reports_how_well_its_meta_head_fits(setup):
     task, model, accelerator = setup
-    body = list(model.body.parameters())
-    _, inputs = step_inputs(task, model, accelerator)
     untrained = strategies.get("meta")(["toy"], "toy", head_steps=0, dev_batch_size=16)
     trained = strategies.get("meta")(["toy"], "toy", head_steps=30, head_lr=1e-2, dev_batch_size=16)
+    # read with the cosines, once per update
     for strategy in (untrained, trained):
-        strategy.dev_gradient(inputs, body)
+        losses, inputs = step_inputs(task, model, accelerator)
+        strategy.backward({"toy": losses["toy"]}, inputs)
         assert set(strategy.state_dict()["meta_head_losses"]) == {"train", "dev"}
     # the head is fit on the step's train batch: its loss there falls with training
     assert trained.meta_head_losses["train"] < untrained.meta_head_losses["train"]
     same = strategies.get("meta")(["toy"], "toy", head="same", dev_batch_size=16)
-    same.dev_gradient(inputs, body)
+    losses, inputs = step_inputs(task, model, accelerator)
+    same.backward({"toy": losses["toy"]}, inputs)
     assert set(same.meta_head_losses) == {"dev"}  # no meta head is trained
 
 
@@ -143,7 +144,7 @@ def test_meta_head_fit_on_another_train_batch_ignores_the_steps_batch(setup):
         _, inputs = step_inputs(task, model, accelerator, step)
         if scramble:
             inputs.features["toy"] = torch.randn_like(inputs.features["toy"]) * 10
-        return torch.cat([g.reshape(-1) for g in strategy.dev_gradient(inputs, body)])
+        return strategy.dev_gradient(inputs, body)
 
     assert torch.allclose(dev_gradient("other", 0, False), dev_gradient("other", 0, True))
     assert not torch.allclose(dev_gradient("step", 0, False), dev_gradient("step", 0, True), atol=1e-4)
@@ -179,9 +180,9 @@ def test_the_meta_heads_other_batch_and_the_dev_batch_advance_once_per_update(se
     every_other = strategies.get("meta")(["toy"], "toy", head_batch="other", dev_batch_size=4, seed=3, update_every=2)
     at = lambda strategy, step: step_inputs(task, model, accelerator, step)[1]  # noqa: E731
     for k in (1, 2, 5):
-        assert torch.equal(every_other.dev_batch(task, at(every_other, 2 * k))["input_ids"],
-                           every_step.dev_batch(task, at(every_step, k))["input_ids"])
+        assert torch.equal(every_other.dev_batch(task, at(every_other, 2 * k))[0]["input_ids"],
+                           every_step.dev_batch(task, at(every_step, k))[0]["input_ids"])
         assert torch.equal(every_other.other_train_batch(task, at(every_other, 2 * k))[1]["input_ids"],
                            every_step.other_train_batch(task, at(every_step, k))[1]["input_ids"])
-    assert not torch.equal(every_step.dev_batch(task, at(every_step, 1))["input_ids"],
-                           every_step.dev_batch(task, at(every_step, 2))["input_ids"])
+    assert not torch.equal(every_step.dev_batch(task, at(every_step, 1))[0]["input_ids"],
+                           every_step.dev_batch(task, at(every_step, 2))[0]["input_ids"])
