@@ -9,6 +9,8 @@ gradient) for every task, the end task included. The body steps on the softmax(l
 task gradients; each head steps on its own task's gradient, unweighted."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from ..data.batching import to_device
@@ -34,6 +36,7 @@ class MetaWeighting(WeightingStrategy):
         # and the dev loss it passes the gradient of (log(classes) is chance)
         self.meta_head_losses: dict[str, float] = {}
         self._rows: torch.Tensor | None = None  # the gradient buffer (gradient_rows)
+        self._row_views: list[list[torch.Tensor]] = []  # each row cut into the body's shapes
         self._mixed: torch.Tensor | None = None  # the body's mixed gradient, its .grad are views of it
         self._head_losses: list[torch.Tensor] = []  # on the device until the update's one read
         self._accumulating = False  # inside a step's micro-batches
@@ -94,6 +97,7 @@ class MetaWeighting(WeightingStrategy):
         reference = body[0]
         if self._rows is None or self._rows.shape != shape or self._rows.device != reference.device:
             self._rows = torch.zeros(shape, dtype=reference.dtype, device=reference.device)
+            self._row_views = [_views(row, body) for row in self._rows]
             self._mixed = None
         elif first:
             self._rows.zero_()
@@ -103,18 +107,14 @@ class MetaWeighting(WeightingStrategy):
                        rows: torch.Tensor) -> None:
         """Each task's gradient w.r.t. the body, added to its row (this process's share; averaged
         across processes with the dev gradient). Each head's gradient goes to its .grad."""
-        before = [p.grad for p in body]  # the loop's, if any: the mix is added to them
-        for row, name in zip(rows, self.task_names):
+        for views, name in zip(self._row_views, self.task_names):
             if name not in losses:
                 continue
-            for p, view in zip(body, _views(row, body)):
-                p.grad = view
             head = [p for p in inputs.model.heads[name].parameters() if p.requires_grad]
             # the tasks' graphs share only parameters, so each is walked once: together these cost
             # what one backward of the summed losses costs
-            torch.autograd.backward(losses[name], inputs=body + head)
-        for p, grad in zip(body, before):
-            p.grad = grad
+            with _gradients_into(body, views):
+                torch.autograd.backward(losses[name], inputs=body + head)
 
     def dev_gradient(self, inputs: StepInputs, body: list, row: torch.Tensor | None = None) -> torch.Tensor:
         """The gradient w.r.t. the body (flat) of the end task's loss on a dev batch, through the
@@ -131,13 +131,9 @@ class MetaWeighting(WeightingStrategy):
             dev, share = self.dev_batch(task, inputs)
             with accelerator.autocast():
                 loss = task.loss(head(model.encode(dev), dev), dev)
-            before = [p.grad for p in body]
-            for p, view in zip(body, _views(row, body)):
-                p.grad = view
             # inputs=body: the own head of the same-head ablation keeps its task's gradient only
-            torch.autograd.backward(loss * share, inputs=body)
-            for p, grad in zip(body, before):
-                p.grad = grad
+            with _gradients_into(body, _views(row, body)):
+                torch.autograd.backward(loss * share, inputs=body)
             self._head_losses.append(loss.detach())
         return row
 
@@ -203,6 +199,20 @@ class MetaWeighting(WeightingStrategy):
             self.logits = torch.tensor(state["logits"], dtype=torch.float64)
             self.cosines = state.get("cosines", {})
             self.meta_head_losses = state.get("meta_head_losses", {})
+
+
+@contextmanager
+def _gradients_into(body: list, views: list[torch.Tensor]):
+    """While inside, autograd adds the body's gradients into `views` (their .grad point at them);
+    the .grad there before (the loop's, if any: the mix is added to them) come back after."""
+    before = [p.grad for p in body]
+    for p, view in zip(body, views):
+        p.grad = view
+    try:
+        yield
+    finally:
+        for p, grad in zip(body, before):
+            p.grad = grad
 
 
 def _views(flat: torch.Tensor, params: list) -> list[torch.Tensor]:
