@@ -17,8 +17,9 @@ import yaml
 
 from .errors import TartanError
 
-# auto: bf16 where the device computes it natively, else fp32; a run records what auto resolved to
-PRECISIONS = ("auto", "bf16", "fp32")
+# auto: bf16 where the device computes it natively, else fp16 (loss-scaled) on a GPU, else fp32; a
+# run records what auto resolved to
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 METRICS = ("macro_f1", "micro_f1", "accuracy")
 
 

@@ -146,18 +146,18 @@ def test_section_given_a_scalar_names_the_line(tmp_path):
 
 
 def test_bad_precision_choice():
-    error = config_error(None, ["train.precision=fp16"])
-    assert "train.precision" in error.message and "bf16" in error.message and "'fp16'" in error.message
+    error = config_error(None, ["train.precision=fp8"])
+    assert "train.precision" in error.message and "bf16" in error.message and "'fp8'" in error.message
 
 
 def test_bad_precision_in_recipe_names_the_line(tmp_path):
-    recipe = write_recipe(tmp_path, "method: finetune\ntrain:\n  precision: fp16\n")
+    recipe = write_recipe(tmp_path, "method: finetune\ntrain:\n  precision: fp8\n")
     error = config_error(recipe)
     assert (error.path, error.line) == (str(recipe), 3)
 
 
 def test_bad_precision_in_override_names_the_override():
-    error = config_error(recipe_path("finetune"), ["train.precision=fp16"])
+    error = config_error(recipe_path("finetune"), ["train.precision=fp8"])
     assert "override" in str(error)
 
 

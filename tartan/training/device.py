@@ -1,7 +1,7 @@
 """Where a run computes and in what precision, and the one way a value leaves the device.
 
 `device`: auto (CUDA where present, else the CPU), cpu, cuda, cuda:N. `precision`: auto (bf16
-where the device computes it natively, else fp32), bf16, fp32. Everything else in tartan takes the
+where the device computes it natively, else fp16 on a GPU, else fp32), bf16, fp16, fp32. Everything else in tartan takes the
 accelerator this module makes and never asks which device it is on.
 
 Every read of a device value on the host inside training goes through `to_host`, which counts its
@@ -53,16 +53,18 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device, warn: bool = True) -> str:
-    """bf16 or fp32: `auto` is bf16 where the device has it; an explicit bf16 on a device without it
-    trains in fp32, with a warning (emulated bf16 is slower than fp32 and no more accurate)."""
-    if precision == "fp32":
-        return "fp32"
+    """bf16, fp16 or fp32. `auto`: bf16 where the device computes it natively, else fp16 (with a
+    gradient scaler) on a GPU, else fp32. An explicit bf16 on a device without it trains as auto
+    would, with a warning (emulated bf16 is slower than fp32 and no more accurate)."""
+    if precision in ("fp32", "fp16"):
+        return precision
     if has_bf16(device):
         return "bf16"
+    fallback = "fp16" if device.type == "cuda" else "fp32"
     if precision == "bf16" and warn:
-        print(f"warning: {device.type} here has no native bf16 support; training in fp32 "
-              "(precision=fp32 or precision=auto silences this)", file=sys.stderr)
-    return "fp32"
+        print(f"warning: {device.type} here has no native bf16 support; training in {fallback} "
+              "(precision=auto silences this)", file=sys.stderr)
+    return fallback
 
 
 def make_accelerator(precision: str = "auto", device: str | torch.device = "auto"):
@@ -71,7 +73,7 @@ def make_accelerator(precision: str = "auto", device: str | torch.device = "auto
     from accelerate.state import AcceleratorState
 
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    mixed_precision = "bf16" if resolve_precision(precision, target) == "bf16" else "no"
+    mixed_precision = {"bf16": "bf16", "fp16": "fp16"}.get(resolve_precision(precision, target), "no")
     cpu = target.type == "cpu"
     if not cpu and target.index is not None:
         # accelerate places a single process on the current CUDA device
@@ -83,6 +85,12 @@ def make_accelerator(precision: str = "auto", device: str | torch.device = "auto
         if state.mixed_precision != mixed_precision or (state.device.type == "cpu") != cpu:
             AcceleratorState._reset_state(reset_partial_state=(state.device.type == "cpu") != cpu)
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+
+
+def gradient_scaler(accelerator) -> torch.amp.GradScaler:
+    """The loss scaler fp16 needs (its small range would flush small gradients to zero); a
+    pass-through for every other precision. Powers of two: scaling and unscaling change no bit."""
+    return torch.amp.GradScaler(accelerator.device.type, enabled=accelerator.mixed_precision == "fp16")
 
 
 def processes(device: str | torch.device = "auto"):

@@ -20,7 +20,7 @@ from ..rundir import RunLog
 from ..weighting import StepInputs, strategies
 from .checkpoint import best_weights, load_checkpoint, save_checkpoint
 from . import sampling
-from .device import to_host
+from .device import gradient_scaler, to_host
 from .distributed import average_gradients, loss_share, own_rows
 from .prefetch import Prefetcher
 from .r3f import r3f_penalty
@@ -152,12 +152,15 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     # without held-out data the last weights are the result
     has_dev = any("dev" in tasks[name].splits for name in _selecting(stage))
 
+    scaler = gradient_scaler(accelerator)
     state = LoopState()
     saved = load_checkpoint(checkpoint, model, optimizer, scheduler)
     if saved is not None:
         check_batch_seeds(saved, stage, tasks, checkpoint)
         state = LoopState(**saved["loop"])
         strategy.load_state_dict(saved["strategy"])
+        if scaler.is_enabled() and "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
     log.drop_after(stage.name, state.step)  # what a killed run logged past its checkpoint
     if state.step >= total_steps or state.stopped_early:
         return _finish(model, checkpoint, state)
@@ -181,9 +184,10 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     window_tokens, window_seconds, window_loss, window_batches = 0, 0.0, {}, {}
 
     def save(best_is_current: bool) -> None:
+        extra = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
         save_checkpoint(checkpoint, model, optimizer, scheduler,
                         {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict(),
-                         "seeds": batch_seeds(stage, tasks)}, best_is_current=best_is_current)
+                         "seeds": batch_seeds(stage, tasks), **extra}, best_is_current=best_is_current)
 
     last_saved = time.monotonic()
     with Prefetcher(step_batches, state.step, total_steps, train.prefetch) as ahead:
@@ -205,7 +209,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                         detached = loss.detach()
                         window_loss[name] = window_loss[name] + detached if name in window_loss else detached
                         window_batches[name] = window_batches.get(name, 0) + 1
-                        loss = loss * host_batch.share
+                        loss = scaler.scale(loss * host_batch.share)  # fp16 only: else the loss itself
                         # a task drawn twice in a micro-step (MUPPET's sampling) adds its batches' losses
                         losses[name] = losses[name] + loss if name in losses else loss
                         batches[name], features[name] = batch, hidden.detach()
@@ -215,10 +219,13 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                                                                dict(draws), last_micro_batch=m == accumulate - 1))
                 del features
             average_gradients(model, accelerator)
+            scaler.unscale_(optimizer)
             if train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.grad_clip)
             lr = scheduler.get_last_lr()[0]  # the rate this step used
-            optimizer.step()
+            # fp16: skipped where a gradient overflowed (which reads the device), and the scale adapts
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1

@@ -38,7 +38,8 @@ class WeightingStrategy:
 
     def backward(self, losses: dict[str, torch.Tensor], inputs: StepInputs) -> dict[str, float]:
         """Leave the gradients of this step (this process's share) in the parameters' .grad; the
-        loop averages them across processes. Return the weights used."""
+        loop averages them across processes (and under fp16 unscales them: the losses come
+        multiplied by the loss scale). Return the weights used."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:

@@ -79,7 +79,7 @@ class MetaWeighting(WeightingStrategy):
         as static weighting does, the heads' gradients then unweighted (each head steps on its own
         task's gradient, as on update steps)."""
         weights = self.weights
-        inputs.accelerator.backward(sum(weights[name] * loss for name, loss in losses.items()))
+        sum(weights[name] * loss for name, loss in losses.items()).backward()
         if inputs.last_micro_batch:
             for name in losses:
                 grads = [p.grad for p in inputs.model.heads[name].parameters() if p.grad is not None]

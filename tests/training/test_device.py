@@ -49,9 +49,13 @@ def test_precision_auto_is_bf16_only_where_the_device_has_it(monkeypatch, capsys
     assert "no native bf16" in capsys.readouterr().err
 
 
-def test_a_cuda_device_without_bf16_trains_in_fp32(monkeypatch):
+def test_a_cuda_device_without_bf16_trains_in_fp16(monkeypatch, capsys):
+    # with the loss scaler (tests/training/test_loop.py checks it)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
-    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert resolve_precision("bf16", torch.device("cuda")) == "fp16"
+    assert "training in fp16" in capsys.readouterr().err
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
 

@@ -450,3 +450,35 @@ def test_prefetching_changes_no_batch_and_no_step(tmp_path, tiny_models, data_di
                   progress=False)
         results.append({n: p.detach().clone() for n, p in model.named_parameters()})
     assert all(torch.equal(results[0][n], results[1][n]) for n in results[0])
+
+
+@pytest.mark.parametrize("weighting", ["static", "meta"])
+def test_fp16_scales_the_losses_and_unscales_the_gradients_it_steps_on(weighting, tmp_path, tiny_models, data_dir):
+    # on this CPU autocast leaves fp16 alone, so only the loss scaler differs from fp32: scaling by a
+    # power of two and back changes no bit, and the runs must end with the same weights
+    import json
+
+    results = {}
+    for precision in ("fp32", "fp16"):
+        _, task, model = build_multitask(tiny_models["bert"], data_dir, heads=("toy", "toy_too"))
+        stage = Stage(name="s", tasks=[("toy", "classification", {}), ("toy_too", "classification", {})],
+                      weighting=weighting, weighting_options={"head": "same"} if weighting == "meta" else {})
+        train = TrainConfig(max_steps=3, batch_size=8, precision=precision, progress=False, patience=0)
+        toy_too = copy_task(task, "toy_too")
+        run_stage(stage, model, {"toy": task, "toy_too": toy_too}, train, make_accelerator(precision, "cpu"),
+                  tmp_path / precision, RunLog(tmp_path), progress=False)
+        results[precision] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        saved = json.loads((tmp_path / precision / "last" / "state.json").read_text())
+        assert ("scaler" in saved) == (precision == "fp16")
+        if precision == "fp16":
+            assert saved["scaler"]["scale"] == 65536.0  # no overflow, no step skipped
+    assert all(torch.allclose(results["fp16"][n], results["fp32"][n], atol=1e-6) for n in results["fp32"])
+
+
+def copy_task(task, name: str):
+    """The same classification task under another name (a second head to weigh)."""
+    import copy
+
+    other = copy.copy(task)
+    other.name = name
+    return other
