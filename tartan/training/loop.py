@@ -190,7 +190,8 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                          "seeds": batch_seeds(stage, tasks), **extra}, best_is_current=best_is_current)
 
     last_saved = time.monotonic()
-    with Prefetcher(step_batches, state.step, total_steps, train.prefetch) as ahead:
+    ahead_steps = train.prefetch if train.prefetch is not None else (2 if device.type == "cuda" else 0)
+    with Prefetcher(step_batches, state.step, total_steps, ahead_steps) as ahead:
         for micro_batches in ahead:
             started = time.perf_counter()
             tokens, draws = 0, {}
