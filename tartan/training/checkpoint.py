@@ -17,9 +17,20 @@ from ..rundir import existing_dir, replace_dir
 BEST = "best.safetensors"
 
 
-def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, best_is_current: bool) -> None:
+def rng_state() -> dict:
+    """This process's random generators: the CPU's, and a GPU's where there is one (dropout on a
+    GPU draws from the device's generators)."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, best_is_current: bool,
+                    rng_states: list[dict] | None = None) -> None:
     """Write the resume state and the best weights so far (the current ones, or those of the
-    previous checkpoint, if any) as one folder that replaces the previous one atomically."""
+    previous checkpoint, if any) as one folder that replaces the previous one atomically.
+    `rng_states`: every process's generators, by rank (default: this process's only)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     previous = existing_dir(folder)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
@@ -31,10 +42,7 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, best
     # else a timed checkpoint before the first evaluation: no best weights yet
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():  # dropout on a GPU draws from the device's generators
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
+    torch.save({"ranks": rng_states or [rng_state()]}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(state))
     replace_dir(tmp, folder)
 
@@ -61,8 +69,9 @@ def checkpoint_state(folder: Path) -> dict | None:
     return None if found is None else json.loads((found / "state.json").read_text())
 
 
-def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict | None:
-    """Restore what save_checkpoint wrote; the loop state, or None when there is no checkpoint."""
+def load_checkpoint(folder: Path, model, optimizer, scheduler, rank: int = 0) -> dict | None:
+    """Restore what save_checkpoint wrote, the generators of process `rank`; the loop state, or
+    None when there is no checkpoint."""
     found = _complete(folder)
     if found is None:
         return None
@@ -72,6 +81,8 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict | None:
     optimizer.load_state_dict(torch.load(found / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(found / "scheduler.pt", map_location="cpu", weights_only=True))
     rng = torch.load(found / "rng.pt", map_location="cpu", weights_only=True)
+    if "ranks" in rng:  # else a checkpoint from before every process's generators were saved
+        rng = rng["ranks"][rank] if rank < len(rng["ranks"]) else rng["ranks"][0]
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(rng["cuda"])

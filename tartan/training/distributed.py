@@ -34,6 +34,20 @@ def own_rows(task, batch: dict[str, torch.Tensor], rank: int, world: int) -> dic
     return derive(rows) if derive is not None else rows
 
 
+def global_units(task, batch: dict[str, torch.Tensor], world: int) -> int:
+    """The loss units of a global batch as the processes hold it: each its rows, or, for a batch
+    with fewer rows than processes, each the whole batch (shard_rows)."""
+    units = task.loss_units(batch)
+    return units * world if len(next(iter(batch.values()))) < world else units
+
+
+def rows_per_process(rows: int, world: int) -> list[int]:
+    """How many of a global batch's rows each process holds (shard_rows): known to every process."""
+    if rows < world:
+        return [rows] * world
+    return [len(part) for part in np.array_split(np.arange(rows), world)]
+
+
 def loss_share(own_units: int, global_units: int, world: int) -> float:
     """processes x this process's share of the loss units (`task.loss_units`) of what the loss is a
     mean over: the factor on this process's mean loss under which the average of the processes'
@@ -78,3 +92,23 @@ def average_gradients(model: torch.nn.Module, accelerator) -> None:
             p.grad = torch.zeros_like(p)
     for p, mean in zip(params, average_list_across_processes([p.grad for p in params], accelerator)):
         p.grad.copy_(mean)
+
+
+def gathered(value, accelerator) -> list:
+    """Every process's `value` (any picklable object), by rank; [value] for one process."""
+    if accelerator.num_processes == 1:
+        return [value]
+    values = [None] * accelerator.num_processes
+    torch.distributed.all_gather_object(values, value)
+    return values
+
+
+def decided_by_main(value, accelerator):
+    """The main process's `value` in every process: a decision (improved, stop, checkpoint now)
+    taken once, so that a numeric difference between processes can never send one down another
+    path and leave the others waiting in a collective."""
+    if accelerator.num_processes == 1:
+        return value
+    holder = [value]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return holder[0]

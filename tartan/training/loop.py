@@ -18,10 +18,10 @@ from ..errors import TartanError
 from ..methods import Stage
 from ..rundir import RunLog
 from ..weighting import StepInputs, strategies
-from .checkpoint import best_weights, load_checkpoint, save_checkpoint
+from .checkpoint import best_weights, load_checkpoint, rng_state, save_checkpoint
 from . import sampling
 from .device import gradient_scaler, to_host
-from .distributed import average_gradients, loss_share, own_rows
+from .distributed import average_gradients, decided_by_main, gathered, global_units, loss_share, own_rows
 from .prefetch import Prefetcher
 from .r3f import r3f_penalty
 
@@ -75,7 +75,8 @@ class HostBatch:
     rows: dict[str, torch.Tensor]  # this process's rows of the global batch
     tokens: int  # their non-padding tokens
     own_units: int  # what the task's loss is a mean over, in these rows (task.loss_units)
-    global_units: int  # the same in the whole global batch
+    global_units: int  # the same over every process's rows (distributed.global_units)
+    global_rows: int = 0  # rows of the global batch
     share: float = 1.0  # the factor on this batch's mean loss (set_shares)
 
 
@@ -99,7 +100,8 @@ class TaskBatches:
         rows = own_rows(self.task, batch, self.rank, self.world)
         own = self.task.loss_units(rows)
         return HostBatch(self.task.name, rows, int(rows["attention_mask"].sum()), own,
-                         own if self.world == 1 else self.task.loss_units(batch))
+                         own if self.world == 1 else global_units(self.task, batch, self.world),
+                         len(batch["input_ids"]))
 
 
 def set_shares(micro_batches: list[list[HostBatch]], world: int) -> None:
@@ -154,7 +156,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
 
     scaler = gradient_scaler(accelerator)
     state = LoopState()
-    saved = load_checkpoint(checkpoint, model, optimizer, scheduler)
+    saved = load_checkpoint(checkpoint, model, optimizer, scheduler, rank=accelerator.process_index)
     if saved is not None:
         check_batch_seeds(saved, stage, tasks, checkpoint)
         state = LoopState(**saved["loop"])
@@ -184,10 +186,15 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     window_tokens, window_seconds, window_loss, window_batches = 0, 0.0, {}, {}
 
     def save(best_is_current: bool) -> None:
-        extra = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
-        save_checkpoint(checkpoint, model, optimizer, scheduler,
-                        {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict(),
-                         "seeds": batch_seeds(stage, tasks), **extra}, best_is_current=best_is_current)
+        """Called by every process: each one's generators go into the checkpoint the main one writes."""
+        rng_states = gathered(rng_state(), accelerator)
+        if accelerator.is_main_process:
+            extra = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
+            save_checkpoint(checkpoint, model, optimizer, scheduler,
+                            {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict(),
+                             "seeds": batch_seeds(stage, tasks), **extra}, best_is_current=best_is_current,
+                            rng_states=rng_states)
+        accelerator.wait_for_everyone()
 
     last_saved = time.monotonic()
     ahead_steps = train.prefetch if train.prefetch is not None else (2 if device.type == "cuda" else 0)
@@ -196,7 +203,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
             started = time.perf_counter()
             tokens, draws = 0, {}
             for m, micro in enumerate(micro_batches):
-                batches, losses, features = {}, {}, {}
+                batches, losses, features, global_rows = {}, {}, {}, {}
                 with accelerator.autocast():
                     for host_batch in micro:
                         name = host_batch.task
@@ -214,12 +221,15 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                         # a task drawn twice in a micro-step (MUPPET's sampling) adds its batches' losses
                         losses[name] = losses[name] + loss if name in losses else loss
                         batches[name], features[name] = batch, hidden.detach()
+                        global_rows[name] = host_batch.global_rows
                         draws[name] = draws.get(name, 0) + 1
                         tokens += host_batch.tokens
                 weights = strategy.backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator,
-                                                               dict(draws), last_micro_batch=m == accumulate - 1))
+                                                               dict(draws), last_micro_batch=m == accumulate - 1,
+                                                               global_rows=global_rows))
                 del features
-            average_gradients(model, accelerator)
+            # what the strategy averaged already is not averaged twice
+            average_gradients(model.heads if strategy.body_averaged else model, accelerator)
             scaler.unscale_(optimizer)
             if train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.grad_clip)
@@ -255,6 +265,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
             if state.step % eval_every == 0 or state.step == total_steps:
                 eval_started = time.perf_counter()
                 dev, value = evaluate_stage(stage, tasks, model, accelerator) if has_dev else ({}, None)
+                dev, value = decided_by_main((dev, value), accelerator)
                 improved = not has_dev or state.best_metric is None or value > state.best_metric
                 if improved:
                     state.best_metric, state.best_step, state.stale_evals, state.best_dev = value, state.step, 0, dev
@@ -266,17 +277,14 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                 log.write({"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
                            "task": _selecting(stage)[0] if stage.select_on == "end_task" else "mean",
                            "dev": dev, "best": improved})
-                if accelerator.is_main_process:
-                    # the best weights live inside the checkpoint folder, so that both change in one
-                    # atomic replace: a kill can never leave best weights of one step beside state of another
-                    save(best_is_current=improved)
-                accelerator.wait_for_everyone()
+                # the best weights live inside the checkpoint folder, so that both change in one
+                # atomic replace: a kill can never leave best weights of one step beside state of another
+                save(best_is_current=improved)
                 last_saved = time.monotonic()
                 if state.stopped_early:
                     break
-            elif _checkpoint_due(last_saved, train.checkpoint_minutes) and accelerator.is_main_process:
-                # between evaluations: only the resume state moves on, the best weights stay those chosen on
-                # dev; no barrier, since each process's clock decides for itself and only the main one writes
+            elif checkpoint_due(last_saved, train.checkpoint_minutes, state.step, train.log_every, accelerator):
+                # between evaluations: only the resume state moves on, the best weights stay those chosen on dev
                 save(best_is_current=False)
                 last_saved = time.monotonic()
     bar.close()
@@ -304,6 +312,16 @@ def check_batch_seeds(saved: dict, stage: Stage, tasks: dict, checkpoint: Path) 
 
 def _checkpoint_due(last_saved: float, minutes: float | None) -> bool:
     return minutes is not None and time.monotonic() - last_saved >= 60 * minutes
+
+
+def checkpoint_due(last_saved: float, minutes: float | None, step: int, log_every: int, accelerator) -> bool:
+    """Whether a timed checkpoint is due now. With several processes, every one must take part in
+    it (each saves its generators): the main process's clock decides, asked at log steps only."""
+    if accelerator.num_processes == 1:
+        return _checkpoint_due(last_saved, minutes)
+    if minutes is None or step % log_every:
+        return False
+    return decided_by_main(_checkpoint_due(last_saved, minutes), accelerator)
 
 
 def _selecting(stage: Stage) -> list[str]:

@@ -29,9 +29,15 @@ class StepInputs:
     # False while the step accumulates micro-batches (train.accumulate): the strategy adds this
     # micro-batch's gradients; on the last one it also does whatever it does once per step
     last_micro_batch: bool = True
+    # rows of each task's global batch (this process holds its share of them: distributed.shard_rows)
+    global_rows: dict[str, int] | None = None
 
 
 class WeightingStrategy:
+    # set by backward: the body's .grad it left are averaged across processes already (META mixes
+    # averaged task gradients), so that the loop averages the heads' only
+    body_averaged = False
+
     def __init__(self, task_names: list[str], end_task: str, **options):
         self.task_names = list(task_names)
         self.end_task = end_task

@@ -16,7 +16,8 @@ import torch
 from ..data.batching import to_device
 from ..tasks.mlm import stable_seed  # below 2**63, alike in every process
 from ..training.device import to_host
-from ..training.distributed import average_across_processes, loss_share, own_rows
+from ..training.distributed import (average_across_processes, global_units, loss_share, own_rows,
+                                    rows_per_process)
 from . import StepInputs, WeightingStrategy, strategies
 
 
@@ -46,6 +47,7 @@ class MetaWeighting(WeightingStrategy):
         return dict(zip(self.task_names, torch.softmax(self.logits, 0).tolist()))
 
     def backward(self, losses: dict[str, torch.Tensor], inputs: StepInputs) -> dict[str, float]:
+        self.body_averaged = False
         if inputs.step % self.update_every:
             return self.static_backward(losses, inputs)
         body = [p for p in inputs.model.body.parameters() if p.requires_grad]
@@ -72,6 +74,7 @@ class MetaWeighting(WeightingStrategy):
         mixed = torch.mv(tasks.T, mix, out=self._mixed)
         for p, gradient in zip(body, _views(mixed, body)):
             p.grad = gradient if p.grad is None else p.grad + gradient
+        self.body_averaged = True
         return self.weights
 
     def static_backward(self, losses: dict[str, torch.Tensor], inputs: StepInputs) -> dict[str, float]:
@@ -147,7 +150,7 @@ class MetaWeighting(WeightingStrategy):
         else:
             features, batch = inputs.features[self.end_task], inputs.batches[self.end_task]
             if accelerator.num_processes > 1:  # every process trains the same head on the global batch
-                features, batch = _gather_rows(features, batch, accelerator)
+                features, batch = _gather_rows(features, batch, accelerator, inputs.global_rows[self.end_task])
         features = features.float()
         meta_head = task.make_head(inputs.model.body).to(features.device)
         # fused: the step count stays a tensor; the per-tensor AdamW reads it on the host every step
@@ -188,7 +191,7 @@ class MetaWeighting(WeightingStrategy):
         batch = task.collate("dev", indices)
         rows = own_rows(task, batch, accelerator.process_index, accelerator.num_processes)
         world = accelerator.num_processes
-        share = 1.0 if world == 1 else loss_share(task.loss_units(rows), task.loss_units(batch), world)
+        share = 1.0 if world == 1 else loss_share(task.loss_units(rows), global_units(task, batch, world), world)
         return to_device(rows, accelerator.device), share
 
     def state_dict(self) -> dict:
@@ -224,12 +227,23 @@ def _views(flat: torch.Tensor, params: list) -> list[torch.Tensor]:
     return views
 
 
-def _gather_rows(features: torch.Tensor, batch: dict, accelerator) -> tuple[torch.Tensor, dict]:
-    """The global batch from every process's rows (padded to the longest sequence of any process)."""
-    features = accelerator.gather(accelerator.pad_across_processes(features.contiguous(), dim=1))
-    gathered = {}
-    for key, value in batch.items():
-        if value.dim() > 1:
-            value = accelerator.pad_across_processes(value.contiguous(), dim=1)
-        gathered[key] = accelerator.gather(value)
-    return features, gathered
+def _gather_rows(features: torch.Tensor, batch: dict, accelerator, global_rows: int) -> tuple[torch.Tensor, dict]:
+    """The global batch from every process's rows. Processes may hold different numbers of rows (16
+    on 3, an epoch's short last batch): each pads its rows to the most any holds (every process
+    knows every process's count on the host) and keeps the real rows after the gather. The sequence
+    width is the global batch's in every process. A batch with fewer rows than processes is whole
+    in each already."""
+    world = accelerator.num_processes
+    if global_rows < world:
+        return features, batch
+    counts = rows_per_process(global_rows, world)
+    most = max(counts)
+    keep = torch.tensor([rank * most + i for rank, count in enumerate(counts) for i in range(count)])
+    keep = keep.to(features.device, non_blocking=True)
+
+    def gathered(tensor: torch.Tensor) -> torch.Tensor:
+        if len(tensor) < most:
+            tensor = torch.cat([tensor, tensor.new_zeros((most - len(tensor), *tensor.shape[1:]))])
+        return accelerator.gather(tensor.contiguous()).index_select(0, keep)
+
+    return gathered(features), {key: gathered(value) for key, value in batch.items()}

@@ -157,3 +157,28 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu(tmp_path, monkeypatch)
     assert all(v.device.type == "cpu" for s in state.values() for v in s.values() if isinstance(v, torch.Tensor))
     assert torch.equal(state[0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
     assert resumed_scheduler.last_epoch == 3
+
+
+def test_each_process_resumes_with_its_own_generators(tmp_path):
+    from tartan.training.checkpoint import rng_state
+
+    model = make_model()
+    optimizer, scheduler = make_training(model)
+    torch.manual_seed(1)
+    first = rng_state()
+    torch.manual_seed(2)
+    second = rng_state()
+    save_checkpoint(tmp_path / "last", model, optimizer, scheduler, {"loop": {}}, best_is_current=True,
+                    rng_states=[first, second])
+    for rank, expected in ((0, 1), (1, 2)):
+        torch.manual_seed(99)
+        load_checkpoint(tmp_path / "last", model, optimizer, scheduler, rank=rank)
+        drawn = torch.rand(3)
+        torch.manual_seed(expected)
+        assert torch.equal(drawn, torch.rand(3))
+    # a checkpoint from before every process's generators were kept: its one state for every rank
+    torch.save({"torch": first["torch"]}, tmp_path / "last" / "rng.pt")
+    load_checkpoint(tmp_path / "last", model, optimizer, scheduler, rank=1)
+    drawn = torch.rand(3)
+    torch.manual_seed(1)
+    assert torch.equal(drawn, torch.rand(3))

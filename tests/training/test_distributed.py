@@ -45,18 +45,22 @@ def weights(run_dir: Path) -> list[tuple[int, str, float]]:
 
 # the labelled auxiliary task splits 8 rows 4 + 4; the masked-LM one (TAPT) on batches of 7 splits them
 # 4 + 3 with unequal numbers of masked tokens, which each process's mean loss must be weighted by
-@pytest.mark.parametrize("recipe, auxiliary, batch_size", [("mt_tartan", "toy_pairs", 8), ("meta_tartan", "toy_pairs", 8),
-                                                           ("mt_tartan", "tapt", 7)])
-def test_two_processes_match_one_process_on_the_same_global_batches(recipe, auxiliary, batch_size, model_without_dropout,
-                                                                    data_dir, tmp_path):
+# 3 processes: the end task's batches of 8 split 3 + 3 + 2 (META's meta head gathers rows of unequal
+# counts), dev batches of 7 split 3 + 2 + 2, and auxiliary batches of 2 are whole in every process
+@pytest.mark.parametrize("recipe, auxiliary, batch_size, processes, auxiliary_batch_size", [
+    ("mt_tartan", "toy_pairs", 8, 2, 8), ("meta_tartan", "toy_pairs", 8, 2, 8), ("mt_tartan", "tapt", 7, 2, 7),
+    ("meta_tartan", "toy_pairs", 8, 3, 2)])
+def test_several_processes_match_one_process_on_the_same_global_batches(recipe, auxiliary, batch_size, processes,
+                                                                        auxiliary_batch_size, model_without_dropout,
+                                                                        data_dir, tmp_path):
     extra = {"train.max_steps": 3, "train.eval_every": 3, "train.head_dropout": 0.0, "train.log_every": 1,
              "train.batch_size": batch_size, "multitask.auxiliary": auxiliary,
-             "multitask.auxiliary_batch_size": batch_size,
+             "multitask.auxiliary_batch_size": auxiliary_batch_size,
              "meta.dev_batch_size": 7}  # dev batches of 7 split 4 + 3: the dev gradient is weighted by share too
-    for processes in (1, 2):
-        run(processes, recipe, tiny_overrides(model_without_dropout, data_dir, tmp_path / f"p{processes}", **extra))
-    one, two = tmp_path / "p1", tmp_path / "p2"
-    assert [json.loads((d / "metrics.json").read_text())["processes"] for d in (one, two)] == [1, 2]
+    for count in (1, processes):
+        run(count, recipe, tiny_overrides(model_without_dropout, data_dir, tmp_path / f"p{count}", **extra))
+    one, two = tmp_path / "p1", tmp_path / f"p{processes}"
+    assert [json.loads((d / "metrics.json").read_text())["processes"] for d in (one, two)] == [1, processes]
     for (step_a, task_a, w_a), (step_b, task_b, w_b) in zip(weights(one), weights(two), strict=True):
         assert (step_a, task_a) == (step_b, task_b) and w_a == pytest.approx(w_b, abs=1e-5)
     if recipe == "meta_tartan":
@@ -70,3 +74,80 @@ def test_two_processes_match_one_process_on_the_same_global_batches(recipe, auxi
     moved = [k for k in start if k in load_file(str(one / "model/model.safetensors"))
              and not torch.equal(start[k], load_file(str(one / "model/model.safetensors"))[k])]
     assert moved  # training changed the body, so the comparison above means something
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_nodes(name: str, overrides: list[str], port: int) -> list[subprocess.Popen]:
+    """Two "machines" of 2 processes each on this one: two torchrun launchers meeting at 127.0.0.1."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=2",
+                              f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}",
+                              "-m", "tartan", "train", str(recipe(name)), *overrides],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                             start_new_session=True)
+            for rank in (0, 1)]
+
+
+def finish(nodes: list[subprocess.Popen]) -> None:
+    for node in nodes:
+        _, err = node.communicate(timeout=300)
+        assert node.returncode == 0, err[-3000:]
+
+
+def body(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("meta_tartan", {"multitask.auxiliary": "tapt", "multitask.auxiliary_batch_size": 6}),
+    ("muppet", {"muppet.tasks": "[toy_pairs]", "muppet.max_steps": 3, "muppet.batch_size": 6,
+                "muppet.tasks_per_update": 2})])
+def test_two_machines_of_two_processes_match_one_process(name, extra, model_without_dropout, data_dir, tmp_path):
+    # batches of 6 rows on 4 processes split 2 + 2 + 1 + 1
+    overrides = {"train.max_steps": 3, "train.eval_every": 3, "train.head_dropout": 0.0, "train.batch_size": 6,
+                 "meta.dev_batch_size": 6, "pretrain.progress": "false", "muppet.progress": "false", **extra}
+    run(1, name, tiny_overrides(model_without_dropout, data_dir, tmp_path / "one", **overrides))
+    finish(launch_nodes(name, tiny_overrides(model_without_dropout, data_dir, tmp_path / "four", **overrides),
+                        free_port()))
+    one, four = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "four"))
+    assert four["processes"] == 4
+    assert four["test"]["accuracy"] == pytest.approx(one["test"]["accuracy"])
+    assert four["dev"]["loss"] == pytest.approx(one["dev"]["loss"], abs=1e-5)
+    a, b = body(tmp_path / "one"), body(tmp_path / "four")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_a_run_of_two_machines_killed_and_resumed_ends_as_one_never_stopped(tiny_models, data_dir, tmp_path):
+    # with dropout on, each process draws its own masks: a resume that restored one process's generators
+    # into every process would continue differently
+    import signal
+    import time
+
+    overrides = {"train.max_steps": 6, "train.eval_every": 2, "multitask.auxiliary": "tapt",
+                 "multitask.auxiliary_batch_size": 8, "meta.dev_batch_size": 8}
+    finish(launch_nodes("meta_tartan", tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "whole", **overrides),
+                        free_port()))
+    stopped = tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "stopped", **overrides)
+    nodes = launch_nodes("meta_tartan", stopped, free_port())
+    state = tmp_path / "stopped" / "checkpoint" / "multitask" / "last" / "state.json"
+    deadline = time.time() + 240
+    while not state.is_file() and time.time() < deadline and all(n.poll() is None for n in nodes):
+        time.sleep(0.05)
+    for node in nodes:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+    killed_at = json.loads(state.read_text())["loop"]["step"]
+    assert 0 < killed_at < 6 and not (tmp_path / "stopped" / "metrics.json").exists()
+    finish(launch_nodes("meta_tartan", stopped, free_port()))
+    a, b = body(tmp_path / "whole"), body(tmp_path / "stopped")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    for (step_a, task_a, w_a), (step_b, task_b, w_b) in zip(weights(tmp_path / "whole"), weights(tmp_path / "stopped"),
+                                                            strict=True):
+        assert (step_a, task_a) == (step_b, task_b) and w_a == pytest.approx(w_b, abs=1e-6)

@@ -186,3 +186,35 @@ def test_the_meta_heads_other_batch_and_the_dev_batch_advance_once_per_update(se
                            every_step.other_train_batch(task, at(every_step, k))[1]["input_ids"])
     assert not torch.equal(every_step.dev_batch(task, at(every_step, 1))[0]["input_ids"],
                            every_step.dev_batch(task, at(every_step, 2))[0]["input_ids"])
+
+
+class TwoProcesses:
+    """This process as rank 0 of 2 whose other rank computes the same: an all-reduce doubles."""
+
+    num_processes, process_index = 2, 0
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+
+    def __getattr__(self, name):
+        return getattr(self.accelerator, name)
+
+
+def test_a_meta_update_averages_every_gradient_once(setup, monkeypatch):
+    from tartan.training.distributed import average_gradients
+
+    task, model, accelerator = setup
+    sizes = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, op=None: sizes.append(tensor.numel())
+                        or tensor.mul_(2))
+    strategy = strategies.get("meta")(["toy", "aligned", "opposed"], "toy", head="same", dev_batch_size=16)
+    losses, inputs = step_inputs(task, model, TwoProcesses(accelerator))
+    strategy.backward(losses, inputs)
+    average_gradients(model.heads if strategy.body_averaged else model, inputs.accelerator)
+    body = sum(p.numel() for p in model.body.parameters())
+    heads = [p for p in model.heads.parameters()]
+    # the 3 task gradients and the dev gradient in one all-reduce; then the heads' flags and gradients:
+    # T + 1 body gradients sent once, none twice (before: one per task, the dev gradient, then the
+    # whole model again)
+    assert sizes == [4 * body, len(heads), sum(p.numel() for p in heads if p.grad is not None)]
+    assert strategy.body_averaged
