@@ -76,11 +76,13 @@ def count(recipe: str, overrides: list[str], data_dir: str, steps: int, device: 
                 return function(*args, **kwargs)
         return run
 
-    # collation is host work, whichever thread does it
+    # collation is host work, whichever thread does it (with the counts taken from it on the host)
     for task in tasks.values():
         for method in ("collate", "host_fields"):
             if hasattr(task, method):
                 setattr(task, method, paused(getattr(task, method)))
+    batches_at = loop.TaskBatches.at
+    loop.TaskBatches.at = paused(batches_at)
     marks = syncs.StepMarks(counter, host_reads)
     make_optimizer = loop.make_optimizer
     strict = accelerator.device.type == "cuda"
@@ -104,6 +106,7 @@ def count(recipe: str, overrides: list[str], data_dir: str, steps: int, device: 
         return {"error": str(error).splitlines()[0], "syncs_per_step": marks.syncs_per_step()}
     finally:
         loop.make_optimizer = make_optimizer
+        loop.TaskBatches.at = batches_at
         if meta_read is not None:
             meta.to_host = meta_read
         if strict:
