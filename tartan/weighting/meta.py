@@ -128,7 +128,9 @@ class MetaWeighting(WeightingStrategy):
         self._head_losses = []
         # every process must draw the same meta head and dev batch: seed from (seed, step), not from
         # the process's random state
-        with torch.random.fork_rng(devices=[]):
+        device = inputs.accelerator.device
+        # the GPU's generators too: the meta head is drawn there, and the step's dropout must not notice
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(stable_seed(self.seed, inputs.step))
             head = model.heads[self.end_task] if self.head == "same" else self.train_meta_head(inputs)
             dev, share = self.dev_batch(task, inputs)
@@ -152,7 +154,8 @@ class MetaWeighting(WeightingStrategy):
             if accelerator.num_processes > 1:  # every process trains the same head on the global batch
                 features, batch = _gather_rows(features, batch, accelerator, inputs.global_rows[self.end_task])
         features = features.float()
-        meta_head = task.make_head(inputs.model.body).to(features.device)
+        with features.device:  # made where it trains: a copy from the host would wait on the device
+            meta_head = task.make_head(inputs.model.body)
         # fused: the step count stays a tensor; the per-tensor AdamW reads it on the host every step
         optimizer = torch.optim.AdamW(meta_head.parameters(), lr=self.head_lr, weight_decay=self.head_weight_decay,
                                       fused=True)
