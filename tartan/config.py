@@ -54,6 +54,8 @@ class TrainConfig:
     # micro-batches per optimizer step (gradient accumulation): a step sees accumulate x batch_size
     # examples of each task, as one batch that large would, in the memory of one micro-batch
     accumulate: int = checked(1, minimum=1)
+    # what gradients are sent in between processes: fp32, or bf16 (half the bytes, summed in bf16)
+    reduce_dtype: str = checked("fp32", choices=("fp32", "bf16"))
     # steps whose batches a background thread collates (and masks) ahead of the device; 0: none;
     # null: 2 on a GPU, none on a CPU (whose cores the step keeps busy: collating beside it slowed an
     # MT-TARTAN step by 9% on 2 cores)

@@ -56,21 +56,26 @@ def loss_share(own_units: int, global_units: int, world: int) -> float:
     return own_units * world / max(global_units, 1)
 
 
-def average_across_processes(tensor: torch.Tensor, accelerator) -> torch.Tensor:
-    """Mean over processes, in place; a no-op for one process."""
+def average_across_processes(tensor: torch.Tensor, accelerator, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Mean over processes, in place; a no-op for one process. `dtype` (bf16): what is sent, half
+    the bytes of fp32 gradients, summed in that precision."""
     if accelerator.num_processes > 1:
-        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        sent = tensor if dtype is None or dtype == tensor.dtype else tensor.to(dtype)
+        torch.distributed.all_reduce(sent, op=torch.distributed.ReduceOp.SUM)
+        if sent is not tensor:
+            tensor.copy_(sent)
         tensor /= accelerator.num_processes
     return tensor
 
 
-def average_list_across_processes(tensors: list[torch.Tensor], accelerator) -> list[torch.Tensor]:
+def average_list_across_processes(tensors: list[torch.Tensor], accelerator,
+                                  dtype: torch.dtype | None = None) -> list[torch.Tensor]:
     """Mean over processes of each tensor, in one flat all-reduce; the same list for one process.
     The means are views of one new buffer: autograd's outputs may be expanded (stride-0) tensors that
     cannot be written into."""
     if accelerator.num_processes == 1:
         return tensors
-    flat = average_across_processes(torch.cat([t.reshape(-1) for t in tensors]), accelerator)
+    flat = average_across_processes(torch.cat([t.reshape(-1) for t in tensors]), accelerator, dtype)
     views, offset = [], 0
     for t in tensors:
         views.append(flat[offset:offset + t.numel()].view_as(t))
@@ -78,7 +83,7 @@ def average_list_across_processes(tensors: list[torch.Tensor], accelerator) -> l
     return views
 
 
-def average_gradients(model: torch.nn.Module, accelerator) -> None:
+def average_gradients(model: torch.nn.Module, accelerator, dtype: torch.dtype | None = None) -> None:
     """Average every parameter's .grad across processes in one flat all-reduce. A parameter no
     process has a gradient for keeps none, so that the optimizer skips it as it would in one process."""
     if accelerator.num_processes == 1:
@@ -90,7 +95,7 @@ def average_gradients(model: torch.nn.Module, accelerator) -> None:
     for p in params:
         if p.grad is None:  # this process's batch did not reach it: its share is zero
             p.grad = torch.zeros_like(p)
-    for p, mean in zip(params, average_list_across_processes([p.grad for p in params], accelerator)):
+    for p, mean in zip(params, average_list_across_processes([p.grad for p in params], accelerator, dtype)):
         p.grad.copy_(mean)
 
 
@@ -112,3 +117,8 @@ def decided_by_main(value, accelerator):
     holder = [value]
     torch.distributed.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def reduce_dtype(name: str) -> torch.dtype | None:
+    """The dtype gradients are sent in between processes (train.reduce_dtype); None: their own."""
+    return torch.bfloat16 if name == "bf16" else None

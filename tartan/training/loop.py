@@ -21,7 +21,8 @@ from ..weighting import StepInputs, strategies
 from .checkpoint import best_weights, load_checkpoint, rng_state, save_checkpoint
 from . import sampling
 from .device import gradient_scaler, to_host
-from .distributed import average_gradients, decided_by_main, gathered, global_units, loss_share, own_rows
+from .distributed import (average_gradients, decided_by_main, gathered, global_units, loss_share, own_rows,
+                          reduce_dtype)
 from .prefetch import Prefetcher
 from .r3f import r3f_penalty
 
@@ -155,6 +156,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     has_dev = any("dev" in tasks[name].splits for name in _selecting(stage))
 
     scaler = gradient_scaler(accelerator)
+    sent_as = reduce_dtype(train.reduce_dtype)
     state = LoopState()
     saved = load_checkpoint(checkpoint, model, optimizer, scheduler, rank=accelerator.process_index)
     if saved is not None:
@@ -226,10 +228,10 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                         tokens += host_batch.tokens
                 weights = strategy.backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator,
                                                                dict(draws), last_micro_batch=m == accumulate - 1,
-                                                               global_rows=global_rows))
+                                                               global_rows=global_rows, reduce_dtype=sent_as))
                 del features
             # what the strategy averaged already is not averaged twice
-            average_gradients(model.heads if strategy.body_averaged else model, accelerator)
+            average_gradients(model.heads if strategy.body_averaged else model, accelerator, sent_as)
             scaler.unscale_(optimizer)
             if train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.grad_clip)

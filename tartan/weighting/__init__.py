@@ -31,6 +31,8 @@ class StepInputs:
     last_micro_batch: bool = True
     # rows of each task's global batch (this process holds its share of them: distributed.shard_rows)
     global_rows: dict[str, int] | None = None
+    # what gradients are sent in between processes (train.reduce_dtype); None: their own dtype
+    reduce_dtype: torch.dtype | None = None
 
 
 class WeightingStrategy:

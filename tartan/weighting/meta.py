@@ -58,7 +58,7 @@ class MetaWeighting(WeightingStrategy):
             return self.weights
         self.dev_gradient(inputs, body, rows[-1])
         # one all-reduce of every task's gradient and the dev gradient together
-        average_across_processes(rows, inputs.accelerator)
+        average_across_processes(rows, inputs.accelerator, inputs.reduce_dtype)
         tasks, dev = rows[:-1], rows[-1]
         cosines = tasks @ dev / (torch.linalg.vector_norm(tasks, dim=1) * torch.linalg.vector_norm(dev)).clamp_min(1e-12)
         # the one read of the update: the cosines, and how well the meta head fit

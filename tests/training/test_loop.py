@@ -163,7 +163,8 @@ class FirstStep:
             return optimizer
 
         monkeypatch.setattr(loop, "make_optimizer", make)
-        monkeypatch.setattr(loop, "average_gradients", lambda model, accelerator: self.left or self.left.update(grads(model)))
+        monkeypatch.setattr(loop, "average_gradients",
+                            lambda model, accelerator, dtype=None: self.left or self.left.update(grads(model)))
 
 
 def gradient_of(model, loss) -> dict[str, torch.Tensor]:

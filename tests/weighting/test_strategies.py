@@ -218,3 +218,20 @@ def test_a_meta_update_averages_every_gradient_once(setup, monkeypatch):
     # whole model again)
     assert sizes == [4 * body, len(heads), sum(p.numel() for p in heads if p.grad is not None)]
     assert strategy.body_averaged
+
+
+def test_gradients_go_between_processes_in_the_dtype_asked_for(setup, monkeypatch):
+    from tartan.training.distributed import average_gradients
+
+    task, model, accelerator = setup
+    sent = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, op=None: sent.append(tensor.dtype)
+                        or tensor.mul_(2))
+    strategy = strategies.get("meta")(["toy", "aligned", "opposed"], "toy", head="same", dev_batch_size=16)
+    losses, inputs = step_inputs(task, model, TwoProcesses(accelerator))
+    inputs.reduce_dtype = torch.bfloat16
+    strategy.backward(losses, inputs)
+    average_gradients(model.heads, inputs.accelerator, torch.bfloat16)
+    # the gradients in bf16, the flags of which parameters have one as they are; received back in fp32
+    assert sent == [torch.bfloat16, torch.float32, torch.bfloat16]
+    assert all(p.grad.dtype == torch.float32 for p in model.body.parameters() if p.grad is not None)
