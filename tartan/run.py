@@ -61,6 +61,7 @@ def build_task(name: str, kind: str, options: dict, config: Config, tokenizer):
 def train(config: Config, force: bool = False) -> dict:
     """Train (or resume, or return the finished result of) the run `config` describes."""
     config = resolve(config)
+    device = resolve_device(config.device)
     code = code_version()  # now: the code may change on disk while a long run trains
     run_dir = Path(config.output_dir)
     resolved = save_config(config)
@@ -75,7 +76,7 @@ def train(config: Config, force: bool = False) -> dict:
         previous = with_defaults(rundir.read_config(run_dir))
         for section in ("train", "pretrain", "muppet"):
             if isinstance(previous.get(section), dict) and previous[section].get("precision") == "auto":
-                previous[section]["precision"] = resolve_precision("auto", resolve_device(config.device))
+                previous[section]["precision"] = resolve_precision("auto", device)
         previous, current = settings(previous), settings(config.to_dict())
         if previous != current:
             changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
@@ -103,7 +104,6 @@ def train(config: Config, force: bool = False) -> dict:
         strategies.get(stage.weighting)(stage.task_names, config.end_task, **stage.weighting_options)
 
     # every input is read and checked: only now is anything written, by the main process only
-    device = resolve_device(config.device)
     processes_state = processes(device)
     if processes_state.is_main_process:
         if force and run_dir.exists():

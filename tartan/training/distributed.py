@@ -21,9 +21,9 @@ def shard_rows(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[st
     rows = len(next(iter(batch.values())))
     if rows < world:
         return batch
-    part = np.array_split(np.arange(rows), world)[rank]
-    start, stop = int(part[0]), int(part[-1]) + 1
-    return {key: value[start:stop] for key, value in batch.items()}
+    counts = rows_per_process(rows, world)
+    start = sum(counts[:rank])
+    return {key: value[start:start + counts[rank]] for key, value in batch.items()}
 
 
 def own_rows(task, batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:

@@ -39,7 +39,7 @@ class MetaWeighting(WeightingStrategy):
         self._rows: torch.Tensor | None = None  # the gradient buffer (gradient_rows)
         self._row_views: list[list[torch.Tensor]] = []  # each row cut into the body's shapes
         self._mixed: torch.Tensor | None = None  # the body's mixed gradient, its .grad are views of it
-        self._head_losses: list[torch.Tensor] = []  # on the device until the update's one read
+        self._head_losses: dict[str, torch.Tensor] = {}  # on the device until the update's one read
         self._accumulating = False  # inside a step's micro-batches
 
     @property
@@ -62,11 +62,11 @@ class MetaWeighting(WeightingStrategy):
         tasks, dev = rows[:-1], rows[-1]
         cosines = tasks @ dev / (torch.linalg.vector_norm(tasks, dim=1) * torch.linalg.vector_norm(dev)).clamp_min(1e-12)
         # the one read of the update: the cosines, and how well the meta head fit
-        read = to_host(torch.cat([cosines.float(), torch.stack(self._head_losses).float().reshape(-1)])).double()
+        head_losses = [loss.float().reshape(1) for loss in self._head_losses.values()]
+        read = to_host(torch.cat([cosines.float(), *head_losses])).double()
         self.logits += self.lr * read[:len(self.task_names)]
         self.cosines = dict(zip(self.task_names, read[:len(self.task_names)].tolist()))
-        self.meta_head_losses = dict(zip(("train", "dev")[-len(self._head_losses):] if self._head_losses else (),
-                                         read[len(self.task_names):].tolist()))
+        self.meta_head_losses = dict(zip(self._head_losses, read[len(self.task_names):].tolist()))
         mix = torch.softmax(self.logits, 0).to(device=tasks.device, dtype=tasks.dtype, non_blocking=True)
         if self._mixed is None or any(p.grad is not None for p in body):
             # a gradient already there may be a view of the last step's buffer: a new one
@@ -125,7 +125,7 @@ class MetaWeighting(WeightingStrategy):
         if row is None:
             row = torch.zeros(sum(p.numel() for p in body), dtype=body[0].dtype, device=body[0].device)
         task, model, accelerator = inputs.tasks[self.end_task], inputs.model, inputs.accelerator
-        self._head_losses = []
+        self._head_losses = {}
         # every process must draw the same meta head and dev batch: seed from (seed, step), not from
         # the process's random state
         device = inputs.accelerator.device
@@ -139,7 +139,7 @@ class MetaWeighting(WeightingStrategy):
             # inputs=body: the own head of the same-head ablation keeps its task's gradient only
             with _gradients_into(body, _views(row, body)):
                 torch.autograd.backward(loss * share, inputs=body)
-            self._head_losses.append(loss.detach())
+            self._head_losses["dev"] = loss.detach()
         return row
 
     def train_meta_head(self, inputs: StepInputs) -> torch.nn.Module:
@@ -165,7 +165,7 @@ class MetaWeighting(WeightingStrategy):
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            self._head_losses.append(task.loss(meta_head(features, batch), batch))
+            self._head_losses["train"] = task.loss(meta_head(features, batch), batch)
         return meta_head
 
     def other_train_batch(self, task, inputs: StepInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
