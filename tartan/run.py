@@ -181,6 +181,8 @@ def train(config: Config, force: bool = False) -> dict:
                    tokens_per_second=last["tokens_per_second"], stages=stage_results,
                    processes=accelerator.num_processes,
                    wall_seconds=time.time() - started, code=code)
+    # no process may still be reading a checkpoint (keep_if_better) when the main one deletes them
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _save_model(run_dir, model, tokenizer, tasks)
         write_task_weights(run_dir, log.records(), {s.name for s in stages if len(s.tasks) > 1})

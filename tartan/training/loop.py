@@ -167,7 +167,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
             scaler.load_state_dict(saved["scaler"])
     log.drop_after(stage.name, state.step)  # what a killed run logged past its checkpoint
     if state.step >= total_steps or state.stopped_early:
-        return _finish(model, checkpoint, state)
+        return _finish(model, checkpoint, state, accelerator)
 
     def step_batches(step: int) -> list[list[HostBatch]]:
         """The step's micro-steps, each a batch per drawn task; pinned when bound for a GPU."""
@@ -290,7 +290,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                 save(best_is_current=False)
                 last_saved = time.monotonic()
     bar.close()
-    return _finish(model, checkpoint, state)
+    return _finish(model, checkpoint, state, accelerator)
 
 
 def batch_seeds(stage: Stage, tasks: dict) -> dict[str, int]:
@@ -343,7 +343,9 @@ def evaluate_stage(stage: Stage, tasks: dict, model: torch.nn.Module, accelerato
     return {"mean": value, "tasks": per_task}, value
 
 
-def _finish(model: torch.nn.Module, checkpoint: Path, state: LoopState) -> LoopState:
-    """The model leaves the stage with the stage's best weights."""
+def _finish(model: torch.nn.Module, checkpoint: Path, state: LoopState, accelerator) -> LoopState:
+    """The model leaves the stage with the stage's best weights; every process has read them before
+    any goes on (the main process deletes the checkpoints once the run has finished)."""
     load_model(model, str(best_weights(checkpoint)))
+    accelerator.wait_for_everyone()
     return state
