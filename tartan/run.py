@@ -31,6 +31,8 @@ from .rundir import RunLog, write_json_atomic, write_text_atomic
 from .tasks import task_types
 from .training.checkpoint import best_weights, checkpoint_state
 from .training.device import make_accelerator, processes, resolve_device, resolve_precision
+from .training.distributed import on_main
+from .training.evaluation import evaluate
 from .training.loop import run_stage
 from .weighting import strategies
 
@@ -67,24 +69,12 @@ def train(config: Config, force: bool = False) -> dict:
     resolved = save_config(config)
     finished = run_dir / rundir.METRICS
     existing = run_dir / rundir.CONFIG
-    if existing.is_file() and not force:
-        # where the folder was when the run was saved does not matter: it may have been moved since
-        def settings(values: dict) -> dict:
-            return {k: v for k, v in rundir.defining(values).items() if k != "output_dir"}
-
-        # a section the saved run predates trained at today's default, precision auto, as it resolves here
-        previous = with_defaults(rundir.read_config(run_dir))
-        for section in ("train", "pretrain", "muppet"):
-            if isinstance(previous.get(section), dict) and previous[section].get("precision") == "auto":
-                previous[section]["precision"] = resolve_precision("auto", device)
-        previous, current = settings(previous), settings(config.to_dict())
-        if previous != current:
-            changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
-            raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}); "
-                              "pass --force to retrain, or choose another output_dir", run_dir)
-        if finished.is_file():
-            print(f"{run_dir}: finished already (--force retrains)", file=sys.stderr)
-            return rundir.read_metrics(run_dir)
+    # the main process reads the run directory and decides for all: finished, or another config there
+    processes_state = processes(device)
+    prior = on_main(lambda: finished_result(config, run_dir, device) if not force else None, processes_state)
+    if prior is not None:
+        print(f"{run_dir}: finished already (--force retrains)", file=sys.stderr)
+        return prior
 
     stages: list[Stage] = methods.get(config.method)(config)
     body, tokenizer = load_body(config.model, config.trust_remote_code, config_overrides=config.model_config)
@@ -104,7 +94,6 @@ def train(config: Config, force: bool = False) -> dict:
         strategies.get(stage.weighting)(stage.task_names, config.end_task, **stage.weighting_options)
 
     # every input is read and checked: only now is anything written, by the main process only
-    processes_state = processes(device)
     if processes_state.is_main_process:
         if force and run_dir.exists():
             for name in (rundir.METRICS, rundir.LOG, rundir.WEIGHTS, rundir.MODEL, rundir.HEADS, rundir.CHECKPOINT):
@@ -143,11 +132,14 @@ def train(config: Config, force: bool = False) -> dict:
         with rundir.exclusive(stored.with_name(f".{stored.name}.lock") if stored else None,
                               enabled=stored is not None and processes_state.is_main_process):
             processes_state.wait_for_everyone()
-            if stored is not None and (stored / "stage.json").is_file():
+            # whether the stage is stored, what it holds and whether this run stored it: the main
+            # process's reading, in every process
+            reused = on_main(lambda: stored_stage(stored, run_dir / rundir.CHECKPOINT / stage.name / "last"),
+                             processes_state) if stored is not None else None
+            if reused is not None:
+                result, computed_here = reused
                 load_stage(stored, model, stage)
-                result = _read_json(stored / "stage.json")
-                own = checkpoint_state(run_dir / rundir.CHECKPOINT / stage.name / "last")
-                if own is not None and own["loop"]["step"] == result["steps"]:
+                if computed_here:
                     # this run computed and stored the stage, then was killed: its log and its time stand
                     stage_results[stage.name] = result
                 else:
@@ -172,7 +164,7 @@ def train(config: Config, force: bool = False) -> dict:
     metrics = {"name": config.name, "method": config.method, "end_task": config.end_task, "seed": config.seed,
                "model": config.model, "metric": end_task.metric}
     for split in ("dev", "test"):
-        metrics[split] = end_task.evaluate(model, split, accelerator.autocast) if split in end_task.splits else None
+        metrics[split] = evaluate(end_task, model, split, accelerator) if split in end_task.splits else None
     # the stage whose weights the model holds: the last one, unless it was not kept
     last = next(stage_results[s.name] for s in reversed(stages) if stage_results[s.name].get("kept", True))
     # train_seconds: what this run spent training; a reused stage's own cost is in its stage entry
@@ -284,6 +276,39 @@ def save_stage(folder: Path, model: MultiTaskModel, tokenizer, stage: Stage, tas
         save_head(model.heads[name], tmp / rundir.HEADS, name, tasks[name].head_meta())
     write_json_atomic(tmp / "stage.json", result)
     rundir.replace_dir(tmp, folder)
+
+
+def finished_result(config: Config, run_dir: Path, device) -> dict | None:
+    """The metrics of the run `config` describes if `run_dir` holds it finished; None if it holds
+    it unfinished or nothing; an error if it holds another run."""
+    if not (run_dir / rundir.CONFIG).is_file():
+        return None
+
+    # where the folder was when the run was saved does not matter: it may have been moved since
+    def settings(values: dict) -> dict:
+        return {k: v for k, v in rundir.defining(values).items() if k != "output_dir"}
+
+    # a section the saved run predates trained at today's default, precision auto, as it resolves here
+    previous = with_defaults(rundir.read_config(run_dir))
+    for section in ("train", "pretrain", "muppet"):
+        if isinstance(previous.get(section), dict) and previous[section].get("precision") == "auto":
+            previous[section]["precision"] = resolve_precision("auto", device)
+    previous, current = settings(previous), settings(config.to_dict())
+    if previous != current:
+        changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
+        raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}); "
+                          "pass --force to retrain, or choose another output_dir", run_dir)
+    return rundir.read_metrics(run_dir) if (run_dir / rundir.METRICS).is_file() else None
+
+
+def stored_stage(stored: Path, own_checkpoint: Path) -> tuple[dict, bool] | None:
+    """A stored stage's results, and whether this run computed it (its checkpoint is at the stage's
+    last step: it stored the stage, then was killed); None if the stage is not stored."""
+    if not (stored / "stage.json").is_file():
+        return None
+    result = _read_json(stored / "stage.json")
+    own = checkpoint_state(own_checkpoint)
+    return result, own is not None and own["loop"]["step"] == result["steps"]
 
 
 def load_stage(folder: Path, model: MultiTaskModel, stage: Stage) -> None:

@@ -197,3 +197,19 @@ def build_multitask(model_path: Path, data_dir: Path, heads: tuple[str, ...] = (
     body, tokenizer = load_body(str(model_path), config_overrides=no_dropout)
     task = ClassificationTask.from_config("toy", config, tokenizer)
     return config, task, MultiTaskModel(body, {name: task.make_head(body) for name in heads})
+
+
+def doubling_all_reduce(record):
+    """A stand-in for torch.distributed.all_reduce as two processes holding the same tensor would
+    see it (the sum is twice the tensor), recording each call's tensor through `record`; finished
+    at once, asynchronous or not."""
+    class Done:
+        def wait(self) -> None:
+            pass
+
+    def all_reduce(tensor, op=None, async_op=False):
+        record(tensor)
+        tensor.mul_(2)
+        return Done() if async_op else None
+
+    return all_reduce

@@ -32,11 +32,21 @@ class Task(Protocol):
     # what loss() averages over in this batch (rows, masked tokens): processes holding unequal
     # shares of a global batch weigh their losses by it (training/distributed.py)
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int: ...
-    def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]: ...
+    # evaluation in batches that processes share out (training/evaluation.py): each scores some,
+    # what they output is gathered, and the metrics are computed once from all of it
+    def eval_batches(self, split: str) -> list[np.ndarray]: ...
+    def eval_outputs(self, model: nn.Module, split: str, numbers: list[int], autocast) -> object: ...  # picklable
+    def eval_metrics(self, split: str, outputs: list) -> dict[str, float]: ...
+    def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]: ...  # in this process alone
     def head_meta(self) -> dict: ...
     # optional: host_fields(batch) -> batch, fields derived on the host from this process's rows of a
     # collated batch (a masked-LM task's selected positions), so that the device never has to decide
     # a shape from its own values (training/distributed.py: own_rows)
+
+
+def evaluate_in_one_process(task: Task, model: nn.Module, split: str, autocast) -> dict[str, float]:
+    """The metrics of `split`, every batch scored here."""
+    return task.eval_metrics(split, [task.eval_outputs(model, split, range(len(task.eval_batches(split))), autocast)])
 
 
 task_types: Registry = Registry("task type")

@@ -17,7 +17,7 @@ from ..data.labelled import LabelledTask, load_labelled_task
 from ..models.heads import ClassificationHead
 from ..errors import TartanError
 from ..training.metrics import classification_metrics
-from . import task_types
+from . import evaluate_in_one_process, task_types
 
 
 @torch.no_grad()
@@ -25,19 +25,26 @@ def logits_of(model: nn.Module, head: str, encoded, pad_id: int, num_labels: int
               autocast) -> np.ndarray:
     """The `head`'s logits for every encoded example, in their order (batches sorted by length, so
     that little is padded)."""
+    logits = np.zeros((len(encoded), num_labels), dtype=np.float32)
+    batches = sorted_batches(encoded.lengths, batch_size)
+    if batches:
+        logits[np.concatenate(batches)] = logits_of_batches(model, head, encoded, pad_id, batches, autocast)
+    return logits
+
+
+@torch.no_grad()
+def logits_of_batches(model: nn.Module, head: str, encoded, pad_id: int, batches: list[np.ndarray],
+                      autocast) -> np.ndarray:
+    """The `head`'s logits for the examples of `batches`, in the batches' order, fp32 on the host."""
     was_training = model.training
     model.eval()
-    logits = np.zeros((len(encoded), num_labels), dtype=np.float32)
     device = next(model.parameters()).device
-    batches = sorted_batches(encoded.lengths, batch_size)
     outputs = []  # left on the device and read once: a read per batch would wait on each
     for indices in batches:
         with autocast():
             outputs.append(model(head, to_device(collate(encoded, indices, pad_id), device)).float())
     model.train(was_training)
-    if batches:
-        logits[np.concatenate(batches)] = torch.cat(outputs).cpu().numpy()
-    return logits
+    return torch.cat(outputs).cpu().numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
 @task_types.register("classification")
@@ -115,8 +122,27 @@ class ClassificationTask:
                            self.eval_batch_size, autocast)
         return logits, self.labels[split]
 
-    def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
-        logits, gold = self.predict_logits(model, split, autocast)
+    def eval_batches(self, split: str) -> list[np.ndarray]:
+        """The evaluation of `split` in batches (sorted by length), which processes can share out."""
+        return sorted_batches(self._lengths[split], self.eval_batch_size)
+
+    def eval_outputs(self, model: nn.Module, split: str, numbers: list[int], autocast) -> tuple[np.ndarray, np.ndarray]:
+        """The logits of the evaluation batches `numbers`, with the examples they belong to."""
+        batches = [self.eval_batches(split)[k] for k in numbers]
+        if not batches:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, len(self.label_names)), dtype=np.float32)
+        return np.concatenate(batches), logits_of_batches(model, self.name, self.encoded[split], self.pad_id,
+                                                          batches, autocast)
+
+    def eval_metrics(self, split: str, outputs: list) -> dict[str, float]:
+        """The metrics of `split` from the eval_outputs of all its batches, in any grouping."""
+        logits = np.zeros((self.num_examples(split), len(self.label_names)), dtype=np.float32)
+        for indices, part in outputs:
+            logits[indices] = part
+        gold = self.labels[split]
         metrics = classification_metrics(gold, logits.argmax(-1))
         metrics["loss"] = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(gold)))
         return metrics
+
+    def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
+        return evaluate_in_one_process(self, model, split, autocast)

@@ -21,7 +21,7 @@ from ..data.unlabelled import parse_size, read_texts, sample_texts
 from ..errors import TartanError
 from ..models.body import resolve_model_path
 from ..models.mlm_head import load_mlm_head
-from . import task_types
+from . import evaluate_in_one_process, task_types
 
 HELDOUT_SEED = 1234  # fixed held-out masks: MLM evaluations are comparable across steps and runs
 
@@ -149,15 +149,22 @@ class MaskedLMTask:
         labels = batch["mlm_labels"] if "mlm_labels" in batch else batch["mlm_full_labels"]
         return int((labels != IGNORE).sum())
 
+    def eval_batches(self, split: str) -> list[np.ndarray]:
+        """The held-out lines (the train lines for split train) in batches sorted by length."""
+        rows = self.rows["dev" if split != "train" else "train"]
+        return [rows[b] for b in sorted_batches(self.lengths[rows], self.eval_batch_size)]
+
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
+    def eval_outputs(self, model: nn.Module, split: str, numbers: list[int], autocast) -> tuple[float, int, int]:
+        """Summed loss, correct predictions and masked tokens of the evaluation batches `numbers`;
+        batch k's masks are fixed by k, whichever process scores it."""
         was_training = model.training
         model.eval()
-        rows = self.rows["dev" if split != "train" else "train"]
         total_loss, correct, count = 0.0, 0, 0
         device = next(model.parameters()).device
-        for k, b in enumerate(sorted_batches(self.lengths[rows], self.eval_batch_size)):
-            batch = to_device(self.host_fields(self.collate("heldout", rows[b], draw=HELDOUT_SEED + k)), device)
+        batches = self.eval_batches(split)
+        for k in numbers:
+            batch = to_device(self.host_fields(self.collate("heldout", batches[k], draw=HELDOUT_SEED + k)), device)
             with autocast():
                 logits = model(self.name, batch).float()
             targets = batch["mlm_targets"]
@@ -166,9 +173,15 @@ class MaskedLMTask:
             correct = correct + (logits.argmax(-1) == targets).sum()
             count += len(targets)
         model.train(was_training)
-        total_loss, correct = float(total_loss), int(correct)
+        return float(total_loss), int(correct), count
+
+    def eval_metrics(self, split: str, outputs: list) -> dict[str, float]:
+        total_loss, correct, count = (sum(part[i] for part in outputs) for i in range(3))
         loss = total_loss / max(count, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / max(count, 1)}
+
+    def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
+        return evaluate_in_one_process(self, model, split, autocast)
 
 
 def selected_targets(labels: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import TartanError
 from .device import to_host
 
 
@@ -56,16 +57,31 @@ def loss_share(own_units: int, global_units: int, world: int) -> float:
     return own_units * world / max(global_units, 1)
 
 
+class PendingAverage:
+    """An all-reduce under way (asynchronous): `wait()` leaves the mean over processes in the
+    tensor it was started on and returns it. What is sent is a copy in the reduce dtype where that
+    differs, summed in that precision."""
+
+    def __init__(self, tensor: torch.Tensor, accelerator, dtype: torch.dtype | None = None):
+        self.tensor, self.world = tensor, accelerator.num_processes
+        self.sent = tensor if dtype is None or dtype == tensor.dtype else tensor.to(dtype)
+        self.work = (torch.distributed.all_reduce(self.sent, op=torch.distributed.ReduceOp.SUM, async_op=True)
+                     if self.world > 1 else None)
+
+    def wait(self) -> torch.Tensor:
+        if self.work is not None:
+            self.work.wait()
+            if self.sent is not self.tensor:
+                self.tensor.copy_(self.sent)
+            self.tensor /= self.world
+            self.work = None
+        return self.tensor
+
+
 def average_across_processes(tensor: torch.Tensor, accelerator, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Mean over processes, in place; a no-op for one process. `dtype` (bf16): what is sent, half
-    the bytes of fp32 gradients, summed in that precision."""
-    if accelerator.num_processes > 1:
-        sent = tensor if dtype is None or dtype == tensor.dtype else tensor.to(dtype)
-        torch.distributed.all_reduce(sent, op=torch.distributed.ReduceOp.SUM)
-        if sent is not tensor:
-            tensor.copy_(sent)
-        tensor /= accelerator.num_processes
-    return tensor
+    the bytes of fp32 gradients."""
+    return PendingAverage(tensor, accelerator, dtype).wait()
 
 
 def average_list_across_processes(tensors: list[torch.Tensor], accelerator,
@@ -76,22 +92,32 @@ def average_list_across_processes(tensors: list[torch.Tensor], accelerator,
     if accelerator.num_processes == 1:
         return tensors
     flat = average_across_processes(torch.cat([t.reshape(-1) for t in tensors]), accelerator, dtype)
+    return views_of(flat, tensors)
+
+
+def views_of(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`flat` cut into tensors shaped like those of `like`, sharing its memory."""
     views, offset = [], 0
-    for t in tensors:
+    for t in like:
         views.append(flat[offset:offset + t.numel()].view_as(t))
         offset += t.numel()
     return views
 
 
-def average_gradients(model: torch.nn.Module, accelerator, dtype: torch.dtype | None = None) -> None:
-    """Average every parameter's .grad across processes in one flat all-reduce. A parameter no
-    process has a gradient for keeps none, so that the optimizer skips it as it would in one process."""
+def average_gradients(params, accelerator, dtype: torch.dtype | None = None) -> None:
+    """Average the .grad of `params` (a module's, or a list) across processes in one flat all-reduce.
+    A parameter no process has a gradient for keeps none, so that the optimizer skips it as it would
+    in one process."""
     if accelerator.num_processes == 1:
         return
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in (params.parameters() if isinstance(params, torch.nn.Module) else params) if p.requires_grad]
+    if not params:
+        return
     has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=accelerator.device)
     torch.distributed.all_reduce(has_grad, op=torch.distributed.ReduceOp.MAX)
     params = [p for p, flag in zip(params, to_host(has_grad).tolist()) if flag]
+    if not params:
+        return
     for p in params:
         if p.grad is None:  # this process's batch did not reach it: its share is zero
             p.grad = torch.zeros_like(p)
@@ -117,6 +143,24 @@ def decided_by_main(value, accelerator):
     holder = [value]
     torch.distributed.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def on_main(compute, accelerator):
+    """compute() run by the main process alone, its result in every process: what the run directory
+    or the stage store holds (resume, reuse, finished) is read once, so that processes cannot see it
+    differently. A TartanError there is raised in every process, so none is left waiting."""
+    if accelerator.num_processes == 1:
+        return compute()
+    outcome = None
+    if accelerator.is_main_process:
+        try:
+            outcome = ("result", compute())
+        except TartanError as error:
+            outcome = ("error", (error.message, error.path, error.line))
+    kind, value = decided_by_main(outcome, accelerator)
+    if kind == "error":
+        raise TartanError(*value)
+    return value
 
 
 def reduce_dtype(name: str) -> torch.dtype | None:

@@ -18,11 +18,12 @@ from ..errors import TartanError
 from ..methods import Stage
 from ..rundir import RunLog
 from ..weighting import StepInputs, strategies
-from .checkpoint import best_weights, load_checkpoint, rng_state, save_checkpoint
+from .checkpoint import best_weights, checkpoint_state, load_checkpoint, rng_state, save_checkpoint
 from . import sampling
 from .device import gradient_scaler, to_host
-from .distributed import (average_gradients, decided_by_main, gathered, global_units, loss_share, own_rows,
-                          reduce_dtype)
+from .evaluation import evaluate
+from .averaging import OverlappedAveraging
+from .distributed import decided_by_main, gathered, global_units, loss_share, on_main, own_rows, reduce_dtype
 from .prefetch import Prefetcher
 from .r3f import r3f_penalty
 
@@ -148,8 +149,8 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         head.requires_grad_(name in stage.task_names)
     optimizer = make_optimizer(model, train)
     scheduler = linear_schedule(optimizer, int(train.warmup * total_steps), total_steps)
-    # the model is not wrapped in DDP: gradients are averaged across processes after the strategy's
-    # backward (training/distributed.py says why)
+    # the model is not wrapped in DDP: gradients are averaged across processes by the loop, during
+    # the strategy's backward where it is one (training/averaging.py says why)
     device = accelerator.device
     checkpoint = stage_dir / "last"
     # without held-out data the last weights are the result
@@ -158,7 +159,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     scaler = gradient_scaler(accelerator)
     sent_as = reduce_dtype(train.reduce_dtype)
     state = LoopState()
-    saved = load_checkpoint(checkpoint, model, optimizer, scheduler, rank=accelerator.process_index)
+    saved = resume(checkpoint, model, optimizer, scheduler, accelerator)
     if saved is not None:
         check_batch_seeds(saved, stage, tasks, checkpoint)
         state = LoopState(**saved["loop"])
@@ -200,7 +201,8 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
 
     last_saved = time.monotonic()
     ahead_steps = train.prefetch if train.prefetch is not None else (2 if device.type == "cuda" else 0)
-    with Prefetcher(step_batches, state.step, total_steps, ahead_steps) as ahead:
+    with Prefetcher(step_batches, state.step, total_steps, ahead_steps) as ahead, \
+            OverlappedAveraging(model, accelerator, sent_as) as averaging:
         for micro_batches in ahead:
             started = time.perf_counter()
             tokens, draws = 0, {}
@@ -226,12 +228,16 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                         global_rows[name] = host_batch.global_rows
                         draws[name] = draws.get(name, 0) + 1
                         tokens += host_batch.tokens
+                last = m == accumulate - 1
+                # micro-batches before the last add to .grad in this process only
                 weights = strategy.backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator,
-                                                               dict(draws), last_micro_batch=m == accumulate - 1,
-                                                               global_rows=global_rows, reduce_dtype=sent_as))
+                                                               dict(draws), last_micro_batch=last,
+                                                               global_rows=global_rows, reduce_dtype=sent_as,
+                                                               backward=averaging.backward if last else
+                                                               torch.Tensor.backward))
                 del features
             # what the strategy averaged already is not averaged twice
-            average_gradients(model.heads if strategy.body_averaged else model, accelerator, sent_as)
+            averaging.finish(body_averaged=strategy.body_averaged)
             scaler.unscale_(optimizer)
             if train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.grad_clip)
@@ -266,8 +272,8 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
 
             if state.step % eval_every == 0 or state.step == total_steps:
                 eval_started = time.perf_counter()
+                # computed once on all processes' outputs, the same figures everywhere (evaluation.py)
                 dev, value = evaluate_stage(stage, tasks, model, accelerator) if has_dev else ({}, None)
-                dev, value = decided_by_main((dev, value), accelerator)
                 improved = not has_dev or state.best_metric is None or value > state.best_metric
                 if improved:
                     state.best_metric, state.best_step, state.stale_evals, state.best_dev = value, state.step, 0, dev
@@ -291,6 +297,21 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                 last_saved = time.monotonic()
     bar.close()
     return _finish(model, checkpoint, state, accelerator)
+
+
+def resume(checkpoint: Path, model, optimizer, scheduler, accelerator) -> dict | None:
+    """The stage's checkpoint restored, if the main process finds one: its state (the step to go on
+    from, the best so far, the strategy's) as the main process read it, and each process's own
+    generators. Every process reads the weights: the run directory must be one they all see."""
+    if not on_main(lambda: checkpoint_state(checkpoint) is not None, accelerator):
+        return None
+    saved = load_checkpoint(checkpoint, model, optimizer, scheduler, rank=accelerator.process_index)
+    if saved is None:
+        raise TartanError(f"process {accelerator.process_index} cannot read the checkpoint the main process resumes "
+                          "from: on several machines the run directory must be on a filesystem all of them share",
+                          checkpoint)
+    main = decided_by_main({key: saved.get(key) for key in ("loop", "strategy", "scaler")}, accelerator)
+    return {**saved, **{key: value for key, value in main.items() if value is not None}}
 
 
 def batch_seeds(stage: Stage, tasks: dict) -> dict[str, int]:
@@ -335,9 +356,9 @@ def evaluate_stage(stage: Stage, tasks: dict, model: torch.nn.Module, accelerato
     (select_on: mean) the mean of every task's own metric over the tasks that have a dev split."""
     if stage.select_on == "end_task":
         end_task = tasks[stage.task_names[0]]
-        dev = end_task.evaluate(model, "dev", accelerator.autocast)
+        dev = evaluate(end_task, model, "dev", accelerator)
         return dev, dev[end_task.metric]
-    per_task = {name: tasks[name].evaluate(model, "dev", accelerator.autocast)
+    per_task = {name: evaluate(tasks[name], model, "dev", accelerator)
                 for name in stage.task_names if "dev" in tasks[name].splits}
     value = sum(metrics[tasks[name].metric] for name, metrics in per_task.items()) / len(per_task)
     return {"mean": value, "tasks": per_task}, value

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -33,6 +34,9 @@ class StepInputs:
     global_rows: dict[str, int] | None = None
     # what gradients are sent in between processes (train.reduce_dtype); None: their own dtype
     reduce_dtype: torch.dtype | None = None
+    # the backward of a strategy whose update is one backward: the loop's, which starts averaging the
+    # body's gradients across processes while it runs (training/averaging.py)
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward
 
 
 class WeightingStrategy:
@@ -45,9 +49,10 @@ class WeightingStrategy:
         self.end_task = end_task
 
     def backward(self, losses: dict[str, torch.Tensor], inputs: StepInputs) -> dict[str, float]:
-        """Leave the gradients of this step (this process's share) in the parameters' .grad; the
-        loop averages them across processes (and under fp16 unscales them: the losses come
-        multiplied by the loss scale). Return the weights used."""
+        """Leave the gradients of this step (this process's share) in the parameters' .grad, through
+        `inputs.backward` where the update is one backward; the loop averages them across processes
+        (and under fp16 unscales them: the losses come multiplied by the loss scale). Return the
+        weights used."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:

@@ -16,8 +16,7 @@ import torch
 from ..data.batching import to_device
 from ..tasks.mlm import stable_seed  # below 2**63, alike in every process
 from ..training.device import to_host
-from ..training.distributed import (average_across_processes, global_units, loss_share, own_rows,
-                                    rows_per_process)
+from ..training.distributed import PendingAverage, global_units, loss_share, own_rows, rows_per_process
 from . import StepInputs, WeightingStrategy, strategies
 
 
@@ -52,13 +51,14 @@ class MetaWeighting(WeightingStrategy):
             return self.static_backward(losses, inputs)
         body = [p for p in inputs.model.body.parameters() if p.requires_grad]
         rows = self.gradient_rows(body, first=not self._accumulating)
-        self.task_gradients(losses, inputs, body, rows)
+        averaging = self.task_gradients(losses, inputs, body, rows)
         self._accumulating = not inputs.last_micro_batch
         if self._accumulating:
             return self.weights
         self.dev_gradient(inputs, body, rows[-1])
-        # one all-reduce of every task's gradient and the dev gradient together
-        average_across_processes(rows, inputs.accelerator, inputs.reduce_dtype)
+        averaging.append(PendingAverage(rows[-1], inputs.accelerator, inputs.reduce_dtype))
+        for pending in averaging:
+            pending.wait()
         tasks, dev = rows[:-1], rows[-1]
         cosines = tasks @ dev / (torch.linalg.vector_norm(tasks, dim=1) * torch.linalg.vector_norm(dev)).clamp_min(1e-12)
         # the one read of the update: the cosines, and how well the meta head fit
@@ -82,7 +82,7 @@ class MetaWeighting(WeightingStrategy):
         as static weighting does, the heads' gradients then unweighted (each head steps on its own
         task's gradient, as on update steps)."""
         weights = self.weights
-        sum(weights[name] * loss for name, loss in losses.items()).backward()
+        inputs.backward(sum(weights[name] * loss for name, loss in losses.items()))
         if inputs.last_micro_batch:
             for name in losses:
                 grads = [p.grad for p in inputs.model.heads[name].parameters() if p.grad is not None]
@@ -107,10 +107,13 @@ class MetaWeighting(WeightingStrategy):
         return self._rows
 
     def task_gradients(self, losses: dict[str, torch.Tensor], inputs: StepInputs, body: list,
-                       rows: torch.Tensor) -> None:
-        """Each task's gradient w.r.t. the body, added to its row (this process's share; averaged
-        across processes with the dev gradient). Each head's gradient goes to its .grad."""
-        for views, name in zip(self._row_views, self.task_names):
+                       rows: torch.Tensor) -> list[PendingAverage]:
+        """Each task's gradient w.r.t. the body, added to its row (this process's share). On a
+        step's last micro-batch each row's average across processes starts as soon as it is
+        complete, while the next task's backward runs; the averages under way are returned. Each
+        head's gradient goes to its .grad."""
+        averaging = []
+        for row, views, name in zip(rows, self._row_views, self.task_names):
             if name not in losses:
                 continue
             head = [p for p in inputs.model.heads[name].parameters() if p.requires_grad]
@@ -118,6 +121,9 @@ class MetaWeighting(WeightingStrategy):
             # what one backward of the summed losses costs
             with _gradients_into(body, views):
                 torch.autograd.backward(losses[name], inputs=body + head)
+            if inputs.last_micro_batch:
+                averaging.append(PendingAverage(row, inputs.accelerator, inputs.reduce_dtype))
+        return averaging
 
     def dev_gradient(self, inputs: StepInputs, body: list, row: torch.Tensor | None = None) -> torch.Tensor:
         """The gradient w.r.t. the body (flat) of the end task's loss on a dev batch, through the

@@ -25,5 +25,5 @@ class StaticWeighting(WeightingStrategy):
 
     def backward(self, losses: dict[str, torch.Tensor], inputs: StepInputs) -> dict[str, float]:
         total = sum(self.weights[name] * loss for name, loss in losses.items())
-        total.backward()
+        inputs.backward(total)
         return self.weights

@@ -12,7 +12,7 @@ class SumWeighting(WeightingStrategy):
     loss being the sum over its batches). Returns each task's share of the step's batches."""
 
     def backward(self, losses: dict[str, torch.Tensor], inputs: StepInputs) -> dict[str, float]:
-        sum(losses.values()).backward()
+        inputs.backward(sum(losses.values()))
         draws = inputs.draws or dict.fromkeys(losses, 1)
         total = sum(draws.values())
         return {name: draws.get(name, 0) / total for name in self.task_names}

@@ -95,6 +95,19 @@ def launch_nodes(name: str, overrides: list[str], port: int) -> list[subprocess.
             for rank in (0, 1)]
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return [pid] + [p for child in children for p in process_tree(child)]
+
+
 def finish(nodes: list[subprocess.Popen]) -> None:
     for node in nodes:
         _, err = node.communicate(timeout=300)
@@ -145,8 +158,13 @@ def test_a_run_of_two_machines_killed_and_resumed_ends_as_one_never_stopped(tiny
     deadline = time.time() + 240
     while not state.is_file() and time.time() < deadline and all(n.poll() is None for n in nodes):
         time.sleep(0.05)
+    # torchrun starts each worker in a session of its own: the launchers and their workers, all of them
+    for pid in [pid for node in nodes for pid in process_tree(node.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for node in nodes:
-        os.killpg(node.pid, signal.SIGKILL)
         node.wait()
     killed_at = json.loads(state.read_text())["loop"]["step"]
     assert 0 < killed_at < 6 and not (tmp_path / "stopped" / "metrics.json").exists()

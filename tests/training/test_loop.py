@@ -163,8 +163,8 @@ class FirstStep:
             return optimizer
 
         monkeypatch.setattr(loop, "make_optimizer", make)
-        monkeypatch.setattr(loop, "average_gradients",
-                            lambda model, accelerator, dtype=None: self.left or self.left.update(grads(model)))
+        monkeypatch.setattr(loop.OverlappedAveraging, "finish",
+                            lambda averaging, body_averaged=False: self.left or self.left.update(grads(averaging.model)))
 
 
 def gradient_of(model, loss) -> dict[str, torch.Tensor]:
@@ -272,8 +272,9 @@ def test_selecting_on_the_mean_averages_the_tasks_that_have_a_dev_split():
     from tartan.training.loop import evaluate_stage
 
     def task(value, splits=("train", "dev")):
-        return SimpleNamespace(metric="accuracy", splits=list(splits),
-                               evaluate=lambda model, split, autocast: {"accuracy": value, "loss": 1.0})
+        return SimpleNamespace(metric="accuracy", splits=list(splits), eval_batches=lambda split: [0],
+                               eval_outputs=lambda model, split, numbers, autocast: value,
+                               eval_metrics=lambda split, outputs: {"accuracy": outputs[0], "loss": 1.0})
 
     tasks = {"a": task(0.2), "b": task(0.6), "c": task(0.9, splits=("train",))}
     accelerator = make_accelerator("fp32")

@@ -8,7 +8,7 @@ import torch
 from tartan.training.device import make_accelerator
 from tartan.weighting import StepInputs, strategies
 
-from helpers import build_multitask
+from helpers import build_multitask, doubling_all_reduce
 
 
 @pytest.fixture()
@@ -200,23 +200,27 @@ class TwoProcesses:
         return getattr(self.accelerator, name)
 
 
-def test_a_meta_update_averages_every_gradient_once(setup, monkeypatch):
+def test_a_meta_update_averages_every_gradient_once_each_while_the_next_backward_runs(setup, monkeypatch):
     from tartan.training.distributed import average_gradients
 
     task, model, accelerator = setup
-    sizes = []
-    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, op=None: sizes.append(tensor.numel())
-                        or tensor.mul_(2))
+    sizes, events = [], []
+    monkeypatch.setattr(torch.distributed, "all_reduce",
+                        doubling_all_reduce(lambda t: sizes.append(t.numel()) or events.append("average")))
+    backward = torch.autograd.backward
+    monkeypatch.setattr(torch.autograd, "backward", lambda *a, **k: events.append("backward") or backward(*a, **k))
     strategy = strategies.get("meta")(["toy", "aligned", "opposed"], "toy", head="same", dev_batch_size=16)
     losses, inputs = step_inputs(task, model, TwoProcesses(accelerator))
     strategy.backward(losses, inputs)
     average_gradients(model.heads if strategy.body_averaged else model, inputs.accelerator)
     body = sum(p.numel() for p in model.body.parameters())
     heads = [p for p in model.heads.parameters()]
-    # the 3 task gradients and the dev gradient in one all-reduce; then the heads' flags and gradients:
-    # T + 1 body gradients sent once, none twice (before: one per task, the dev gradient, then the
-    # whole model again)
-    assert sizes == [4 * body, len(heads), sum(p.numel() for p in heads if p.grad is not None)]
+    # each of the 3 task gradients and the dev gradient once, then the heads' flags and gradients:
+    # T + 2 gradient all-reduces, no body gradient sent twice (before this version: one all-reduce of
+    # all four; before that, one per task, the dev gradient, then the whole model again)
+    assert sizes == [body] * 4 + [len(heads), sum(p.numel() for p in heads if p.grad is not None)]
+    # each task's average is started before the next gradient's backward, to run beside it
+    assert events[:8] == ["backward", "average"] * 4
     assert strategy.body_averaged
 
 
@@ -225,13 +229,12 @@ def test_gradients_go_between_processes_in_the_dtype_asked_for(setup, monkeypatc
 
     task, model, accelerator = setup
     sent = []
-    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, op=None: sent.append(tensor.dtype)
-                        or tensor.mul_(2))
+    monkeypatch.setattr(torch.distributed, "all_reduce", doubling_all_reduce(lambda t: sent.append(t.dtype)))
     strategy = strategies.get("meta")(["toy", "aligned", "opposed"], "toy", head="same", dev_batch_size=16)
     losses, inputs = step_inputs(task, model, TwoProcesses(accelerator))
     inputs.reduce_dtype = torch.bfloat16
     strategy.backward(losses, inputs)
     average_gradients(model.heads, inputs.accelerator, torch.bfloat16)
     # the gradients in bf16, the flags of which parameters have one as they are; received back in fp32
-    assert sent == [torch.bfloat16, torch.float32, torch.bfloat16]
+    assert sent == [torch.bfloat16] * 4 + [torch.float32, torch.bfloat16]
     assert all(p.grad.dtype == torch.float32 for p in model.body.parameters() if p.grad is not None)
