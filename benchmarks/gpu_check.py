@@ -3,6 +3,7 @@ predict and export work, tartan's loop keeps up with a bare hand-written one, ME
 little more than MT's, no step synchronises with the host, and sweep jobs share the GPU.
 
     python benchmarks/gpu_check.py --data-dir DIR [--model M] [--device cuda] [--quick] [--output FILE]
+        [--processes N]   (N GPUs: also how MT-TARTAN scales from 1 process to N)
 
 No network: the model is the embedded MiniLM unless --model names a local folder. On a machine
 without network, from the project root: `bash ../shared/gpu/pack.sh citation_intent chemprot sci_cite`
@@ -173,7 +174,10 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="a few steps of each part (a CPU's smoke test)")
-    parser.add_argument("--only", action="append", default=[], choices=("methods", "resume", "speed", "syncs", "sweep"))
+    parser.add_argument("--only", action="append", default=[],
+                        choices=("methods", "resume", "speed", "syncs", "sweep", "scaling"))
+    parser.add_argument("--processes", type=int, default=1,
+                        help="N > 1: also MT-TARTAN on 1 against N GPUs, 32 rows per process (processes_scaling.py)")
     parser.add_argument("--output", help="also write the JSON object here")
     args = parser.parse_args()
     import torch
@@ -185,6 +189,11 @@ def main() -> None:
         out = Path(tmp)
         parts = {"methods": lambda: check_methods(args, out), "resume": lambda: check_resume_across_devices(args, out),
                  "speed": lambda: speed(args), "syncs": lambda: syncs(args), "sweep": lambda: sweep_throughput(args, out)}
+        if args.processes > 1:
+            from processes_scaling import scaling
+
+            parts["scaling"] = lambda: scaling(args.data_dir, args.device, (1, args.processes), rows=32,
+                                               steps=6 if args.quick else 40, model=args.model)
         for name, part in parts.items():
             if args.only and name not in args.only:
                 continue

@@ -26,6 +26,9 @@ STRATEGIES = {  # name -> recipe, overrides
     "static (mt_tartan)": ("mt_tartan", ["multitask.auxiliary=tapt"]),
     "meta (meta_tartan)": ("meta_tartan", ["multitask.auxiliary=tapt"]),
     "meta, same head": ("meta_tartan_same_head", ["multitask.auxiliary=tapt"]),
+    # steps between weight updates take the overlapped backward; two micro-batches a step
+    "meta, weights every 2 steps": ("meta_tartan", ["multitask.auxiliary=tapt", "meta.update_every=2"]),
+    "static, 2 micro-batches": ("mt_tartan", ["multitask.auxiliary=tapt", "train.accumulate=2"]),
     "sum (muppet)": ("muppet", ["muppet.tasks=[chemprot]", "muppet.max_steps={steps}", "muppet.batch_size=16",
                                 "muppet.eval_every=1000"]),
 }

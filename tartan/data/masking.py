@@ -8,6 +8,18 @@ import torch
 IGNORE = -100
 
 
+def select_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, generator: torch.Generator,
+                  probability: float = 0.15, word_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Which tokens are selected (the first draw of mask_tokens: the same generator state gives the
+    same selection), bool like input_ids."""
+    if word_ids is None:
+        return (torch.rand(input_ids.shape, generator=generator) < probability) & maskable
+    # one draw per word, spread over the word's tokens
+    words = word_ids.clamp(min=0)
+    draw = torch.rand((input_ids.shape[0], int(words.max()) + 1), generator=generator) < probability
+    return torch.gather(draw, 1, words) & maskable
+
+
 def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, mask_id: int, vocab_size: int,
                 generator: torch.Generator, probability: float = 0.15,
                 word_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -15,13 +27,7 @@ def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, mask_id: int, v
 
     maskable: bool tensor, False at special and padding tokens. word_ids: per token the index of its
     word within the row (-1 where not maskable) for whole-word masking."""
-    if word_ids is None:
-        selected = (torch.rand(input_ids.shape, generator=generator) < probability) & maskable
-    else:
-        # one draw per word, spread over the word's tokens
-        words = word_ids.clamp(min=0)
-        draw = torch.rand((input_ids.shape[0], int(words.max()) + 1), generator=generator) < probability
-        selected = torch.gather(draw, 1, words) & maskable
+    selected = select_tokens(input_ids, maskable, generator, probability, word_ids)
     labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE))
     roll = torch.rand(input_ids.shape, generator=generator)
     to_mask = selected & (roll < 0.8)

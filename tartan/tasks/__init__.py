@@ -26,12 +26,17 @@ class Task(Protocol):
     def make_head(self, body: nn.Module) -> nn.Module: ...  # the body: a head may tie weights to it
     def train_batches(self, epoch: int) -> list[np.ndarray]: ...
     # draw: the step the batch is drawn for; seeds anything random in it (e.g. MLM masks), so that
-    # every draw differs and a resumed run draws exactly what an uninterrupted one would
-    def collate(self, split: str, indices: np.ndarray, draw: int = 0) -> dict[str, torch.Tensor]: ...
+    # every draw differs and a resumed run draws exactly what an uninterrupted one would. A process
+    # collates only its rows of a global batch (`batch_of`): a row must come out the same whichever
+    # rows it is collated with
+    def collate(self, split: str, indices: np.ndarray, draw: int = 0,
+                batch_of: np.ndarray | None = None) -> dict[str, torch.Tensor]: ...
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
     # what loss() averages over in this batch (rows, masked tokens): processes holding unequal
     # shares of a global batch weigh their losses by it (training/distributed.py)
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int: ...
+    # the same for the global batch `indices` as collate would draw it, without collating it
+    def global_loss_units(self, split: str, indices: np.ndarray, draw: int = 0) -> int: ...
     # evaluation in batches that processes share out (training/evaluation.py): each scores some,
     # what they output is gathered, and the metrics are computed once from all of it
     def eval_batches(self, split: str) -> list[np.ndarray]: ...
@@ -41,7 +46,9 @@ class Task(Protocol):
     def head_meta(self) -> dict: ...
     # optional: host_fields(batch) -> batch, fields derived on the host from this process's rows of a
     # collated batch (a masked-LM task's selected positions), so that the device never has to decide
-    # a shape from its own values (training/distributed.py: own_rows)
+    # a shape from its own values (training/distributed.py: collate_own_rows)
+    # optional, for an end task of META-TARTAN: head_view(features, batch) -> (features, batch), what
+    # its head and loss read of a batch (processes gather that alone for the meta head)
 
 
 def evaluate_in_one_process(task: Task, model: nn.Module, split: str, autocast) -> dict[str, float]:

@@ -107,8 +107,16 @@ class ClassificationTask:
         """An epoch of `split` in length-bucketed batches, shuffled by (seed, epoch)."""
         return bucketed_batches(self._lengths[split], batch_size, self.seed, epoch, self.bucket_batches)
 
-    def collate(self, split: str, indices: np.ndarray, draw: int = 0) -> dict[str, torch.Tensor]:
+    def collate(self, split: str, indices: np.ndarray, draw: int = 0,
+                batch_of: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         return collate(self.encoded[split], indices, self.pad_id, self.labels[split])
+
+    def global_loss_units(self, split: str, indices: np.ndarray, draw: int = 0) -> int:
+        return len(indices)
+
+    def head_view(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """What the head and the loss read of a batch: the first token's vector, the labels."""
+        return features[:, :1], {"labels": batch["labels"]}
 
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(output.float(), batch["labels"]) * self.loss_scale

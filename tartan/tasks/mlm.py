@@ -16,7 +16,7 @@ from torch import nn
 from ..data.batching import bucketed_batches, collate, sorted_batches, to_device
 from ..data.encoding import encode
 from ..data.labelled import file_digest, load_labelled_task
-from ..data.masking import IGNORE, mask_tokens
+from ..data.masking import IGNORE, mask_tokens, select_tokens
 from ..data.unlabelled import parse_size, read_texts, sample_texts
 from ..errors import TartanError
 from ..models.body import resolve_model_path
@@ -103,29 +103,66 @@ class MaskedLMTask:
         return [rows[b] for b in bucketed_batches(self.lengths[rows], self.batch_size, self.seed, epoch,
                                                   self.bucket_batches)]
 
-    def collate(self, split: str, indices: np.ndarray, draw: int = 0, full_logits: bool = False) -> dict[str, torch.Tensor]:
-        """A batch with fresh masks: the generator is seeded by (seed, draw), so every draw masks anew
-        and a resumed run masks exactly as an uninterrupted one."""
+    def collate(self, split: str, indices: np.ndarray, draw: int = 0, full_logits: bool = False,
+                batch_of: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Rows `indices` with fresh masks. Each row's are drawn by a generator of its own, seeded by
+        (seed, draw, split, line): every draw masks anew, a resumed run masks exactly as an
+        uninterrupted one, and a row is masked alike whichever process collates it, with whichever
+        other rows (each process collates only its own rows of a global batch). `batch_of`: the
+        global batch the rows belong to (default: they are it); if no row of it draws a mask, its
+        first maskable token is scored."""
         batch = collate(self.encoded, indices, self.pad_id, with_token_types=False)
         ids = batch["input_ids"]
-        maskable = batch["attention_mask"].bool() & ~self.special[ids]
-        word_ids = None
-        if self.whole_word:
-            word_ids = torch.full(ids.shape, -1, dtype=torch.long)
-            for j, i in enumerate(indices):
-                word_ids[j, :len(self.encoded.word_ids[i])] = torch.from_numpy(self.encoded.word_ids[i].astype(np.int64))
-        seed = self.data_seed if split == "heldout" else self.seed
-        generator = torch.Generator().manual_seed(stable_seed(seed, draw, split))
-        masked, labels = mask_tokens(ids, maskable, self.mask_id, self.vocab_size, generator, self.probability, word_ids)
-        if not (labels != IGNORE).any() and maskable.any():  # a short batch may draw none: score one
-            position = int(maskable.flatten().nonzero()[0])
-            labels.view(-1)[position] = ids.view(-1)[position]
-            masked.view(-1)[position] = self.mask_id
+        masked, labels = ids.clone(), torch.full_like(ids, IGNORE)
+        for j, i in enumerate(indices):
+            width = len(self.encoded.input_ids[i])
+            row_masked, row_labels = mask_tokens(ids[j:j + 1, :width], self._maskable(i), self.mask_id, self.vocab_size,
+                                                 self._generator(split, draw, i), self.probability, self._word_ids(i))
+            masked[j, :width], labels[j, :width] = row_masked[0], row_labels[0]
+        if not (labels != IGNORE).any():
+            scored = self._scored_alone(split, draw, indices if batch_of is None else batch_of)
+            if scored is not None and scored[0] in indices:
+                j, position = list(indices).index(scored[0]), scored[1]
+                labels[j, position], masked[j, position] = ids[j, position], self.mask_id
         batch["input_ids"] = masked
         # labels stay one row per example (IGNORE where unselected), so that a batch can be split by
         # rows between processes; the head gathers the selected positions from them
         batch["mlm_full_labels" if full_logits else "mlm_labels"] = labels
         return batch
+
+    def global_loss_units(self, split: str, indices: np.ndarray, draw: int = 0) -> int:
+        """The masked tokens collate(indices, draw) holds, counted without collating: each process
+        knows the loss units of a global batch of which it collates only its own rows."""
+        count = sum(self._selected(split, draw, i) for i in indices)
+        return count if count else int(self._scored_alone(split, draw, indices) is not None)
+
+    def _generator(self, split: str, draw: int, line: int) -> torch.Generator:
+        seed = self.data_seed if split == "heldout" else self.seed
+        return torch.Generator().manual_seed(stable_seed(seed, draw, split, int(line)))
+
+    def _maskable(self, line: int) -> torch.Tensor:
+        ids = torch.from_numpy(self.encoded.input_ids[line].astype(np.int64))
+        return ~self.special[ids][None]
+
+    def _word_ids(self, line: int) -> torch.Tensor | None:
+        return torch.from_numpy(self.encoded.word_ids[line].astype(np.int64))[None] if self.whole_word else None
+
+    def _selected(self, split: str, draw: int, line: int) -> int:
+        """How many tokens of the line collate selects (mask_tokens' first draw, from the same generator)."""
+        maskable = self._maskable(line)
+        return int(select_tokens(maskable, maskable, self._generator(split, draw, line), self.probability,
+                                 self._word_ids(line)).sum())
+
+    def _scored_alone(self, split: str, draw: int, lines: np.ndarray) -> tuple[int, int] | None:
+        """(line, position) of the token a batch that draws no mask scores: the first maskable one
+        of its first line that has one; None if a line draws a mask or nothing is maskable."""
+        if any(self._selected(split, draw, i) for i in lines):
+            return None
+        for i in lines:
+            maskable = self._maskable(i)[0]
+            if maskable.any():
+                return int(i), int(maskable.nonzero()[0])
+        return None
 
     def host_fields(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The selected positions (flat, row-major) and their original tokens, computed on the host

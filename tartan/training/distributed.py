@@ -14,36 +14,33 @@ from ..errors import TartanError
 from .device import to_host
 
 
-def shard_rows(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+def own_indices(indices: np.ndarray, rank: int, world: int) -> np.ndarray:
     """This process's contiguous rows of a global batch. A batch with fewer rows than processes is
     kept whole by every process: the average of equal gradients is that gradient."""
-    if world == 1:
-        return batch
-    rows = len(next(iter(batch.values())))
-    if rows < world:
-        return batch
-    counts = rows_per_process(rows, world)
+    if world == 1 or len(indices) < world:
+        return indices
+    counts = rows_per_process(len(indices), world)
     start = sum(counts[:rank])
-    return {key: value[start:start + counts[rank]] for key, value in batch.items()}
+    return indices[start:start + counts[rank]]
 
 
-def own_rows(task, batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
-    """This process's rows of a global batch collated on the host, with the fields its task derives
-    from them there (`host_fields`: a masked-LM task's selected positions)."""
-    rows = shard_rows(batch, rank, world)
+def collate_own_rows(task, split: str, indices: np.ndarray, draw: int, rank: int,
+                     world: int) -> tuple[dict[str, torch.Tensor], int]:
+    """This process's rows of the global batch `indices`, collated alone (padded to their own
+    longest), with the fields its task derives from them on the host (`host_fields`: a masked-LM
+    task's selected positions); and the loss units of the global batch as the processes hold it,
+    known here without the other rows being collated or any process asked."""
+    rows = task.collate(split, own_indices(indices, rank, world), draw=draw, batch_of=indices)
     derive = getattr(task, "host_fields", None)
-    return derive(rows) if derive is not None else rows
-
-
-def global_units(task, batch: dict[str, torch.Tensor], world: int) -> int:
-    """The loss units of a global batch as the processes hold it: each its rows, or, for a batch
-    with fewer rows than processes, each the whole batch (shard_rows)."""
-    units = task.loss_units(batch)
-    return units * world if len(next(iter(batch.values()))) < world else units
+    rows = derive(rows) if derive is not None else rows
+    if world == 1:
+        return rows, task.loss_units(rows)
+    units = task.global_loss_units(split, indices, draw)
+    return rows, units * world if len(indices) < world else units
 
 
 def rows_per_process(rows: int, world: int) -> list[int]:
-    """How many of a global batch's rows each process holds (shard_rows): known to every process."""
+    """How many of a global batch's rows each process holds (own_indices): known to every process."""
     if rows < world:
         return [rows] * world
     return [len(part) for part in np.array_split(np.arange(rows), world)]

@@ -23,7 +23,7 @@ from . import sampling
 from .device import gradient_scaler, to_host
 from .evaluation import evaluate
 from .averaging import OverlappedAveraging
-from .distributed import decided_by_main, gathered, global_units, loss_share, on_main, own_rows, reduce_dtype
+from .distributed import collate_own_rows, decided_by_main, gathered, loss_share, on_main, reduce_dtype
 from .prefetch import Prefetcher
 from .r3f import r3f_penalty
 
@@ -77,7 +77,7 @@ class HostBatch:
     rows: dict[str, torch.Tensor]  # this process's rows of the global batch
     tokens: int  # their non-padding tokens
     own_units: int  # what the task's loss is a mean over, in these rows (task.loss_units)
-    global_units: int  # the same over every process's rows (distributed.global_units)
+    global_units: int  # the same over every process's rows (distributed.collate_own_rows)
     global_rows: int = 0  # rows of the global batch
     share: float = 1.0  # the factor on this batch's mean loss (set_shares)
 
@@ -98,12 +98,10 @@ class TaskBatches:
         epoch, offset = divmod(number, self.per_epoch)
         if epoch != self._epoch:
             self._epoch, self._batches = epoch, self.task.train_batches(epoch)
-        batch = self.task.collate("train", self._batches[offset], draw=number)
-        rows = own_rows(self.task, batch, self.rank, self.world)
-        own = self.task.loss_units(rows)
-        return HostBatch(self.task.name, rows, int(rows["attention_mask"].sum()), own,
-                         own if self.world == 1 else global_units(self.task, batch, self.world),
-                         len(batch["input_ids"]))
+        indices = self._batches[offset]
+        rows, units = collate_own_rows(self.task, "train", indices, number, self.rank, self.world)
+        return HostBatch(self.task.name, rows, int(rows["attention_mask"].sum()), self.task.loss_units(rows), units,
+                         len(indices))
 
 
 def set_shares(micro_batches: list[list[HostBatch]], world: int) -> None:

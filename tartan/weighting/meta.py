@@ -16,7 +16,7 @@ import torch
 from ..data.batching import to_device
 from ..tasks.mlm import stable_seed  # below 2**63, alike in every process
 from ..training.device import to_host
-from ..training.distributed import PendingAverage, global_units, loss_share, own_rows, rows_per_process
+from ..training.distributed import PendingAverage, collate_own_rows, loss_share, rows_per_process
 from . import StepInputs, WeightingStrategy, strategies
 
 
@@ -156,7 +156,8 @@ class MetaWeighting(WeightingStrategy):
         if self.head_batch == "other":
             features, batch = self.other_train_batch(task, inputs)
         else:
-            features, batch = inputs.features[self.end_task], inputs.batches[self.end_task]
+            # only what the head and the loss read (the first token's vector, the labels)
+            features, batch = task.head_view(inputs.features[self.end_task], inputs.batches[self.end_task])
             if accelerator.num_processes > 1:  # every process trains the same head on the global batch
                 features, batch = _gather_rows(features, batch, accelerator, inputs.global_rows[self.end_task])
         features = features.float()
@@ -197,10 +198,9 @@ class MetaWeighting(WeightingStrategy):
         epoch, offset = divmod(update, per_epoch)
         indices = task.shuffled_batches("dev", epoch, self.dev_batch_size)[offset]
         accelerator = inputs.accelerator
-        batch = task.collate("dev", indices)
-        rows = own_rows(task, batch, accelerator.process_index, accelerator.num_processes)
         world = accelerator.num_processes
-        share = 1.0 if world == 1 else loss_share(task.loss_units(rows), global_units(task, batch, world), world)
+        rows, units = collate_own_rows(task, "dev", indices, 0, accelerator.process_index, world)
+        share = 1.0 if world == 1 else loss_share(task.loss_units(rows), units, world)
         return to_device(rows, accelerator.device), share
 
     def state_dict(self) -> dict:
@@ -237,11 +237,11 @@ def _views(flat: torch.Tensor, params: list) -> list[torch.Tensor]:
 
 
 def _gather_rows(features: torch.Tensor, batch: dict, accelerator, global_rows: int) -> tuple[torch.Tensor, dict]:
-    """The global batch from every process's rows. Processes may hold different numbers of rows (16
-    on 3, an epoch's short last batch): each pads its rows to the most any holds (every process
-    knows every process's count on the host) and keeps the real rows after the gather. The sequence
-    width is the global batch's in every process. A batch with fewer rows than processes is whole
-    in each already."""
+    """The global batch from every process's rows of it. Processes may hold different numbers of rows
+    (16 on 3, an epoch's short last batch): each pads its rows to the most any holds (every process
+    knows every process's count on the host) and keeps the real rows after the gather. The other
+    dimensions are alike in every process (the head reads one token a row). A batch with fewer rows
+    than processes is whole in each already."""
     world = accelerator.num_processes
     if global_rows < world:
         return features, batch

@@ -122,6 +122,37 @@ print(task.collate("train", task.train_batches(0)[0], draw=3)["input_ids"].tolis
     assert len(outputs) == 1
 
 
+@pytest.mark.parametrize("whole_word", [False, True])
+def test_a_row_is_masked_alike_whichever_rows_it_is_collated_with(whole_word, tiny_models, data_dir):
+    """Each process collates only its rows of a global batch: their masks, and the global batch's
+    loss units counted without collating it, must be what one process collating all of it draws."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    config = config_for(tiny_models["bert"], data_dir, f"mlm.whole_word={str(whole_word).lower()}")
+    task = MaskedLMTask.from_config("tapt", config, tokenizer, source="task")
+    indices = task.train_batches(0)[0]
+    whole = task.collate("train", indices, draw=4)
+    for part in (indices[:3], indices[3:]):
+        rows = task.collate("train", part, draw=4, batch_of=indices)
+        at = [list(indices).index(i) for i in part]
+        width = rows["input_ids"].shape[1]  # padded to its own longest row only
+        assert width == max(len(task.encoded.input_ids[i]) for i in part) <= whole["input_ids"].shape[1]
+        assert torch.equal(rows["input_ids"], whole["input_ids"][at, :width])
+        assert torch.equal(rows["mlm_labels"], whole["mlm_labels"][at, :width])
+    assert task.global_loss_units("train", indices, draw=4) == task.loss_units(whole) > 0
+
+
+def test_a_global_batch_that_draws_no_mask_scores_one_token_in_the_process_holding_it(tiny_models, data_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    task = MaskedLMTask.from_config("tapt", config_for(tiny_models["bert"], data_dir), tokenizer, source="task")
+    task.probability = 1e-12  # nothing is drawn
+    indices = task.train_batches(0)[0]
+    first, rest = (task.collate("train", part, draw=0, batch_of=indices) for part in (indices[:2], indices[2:]))
+    assert task.loss_units(first) == 1 and task.loss_units(rest) == 0
+    assert task.global_loss_units("train", indices) == 1 == task.loss_units(task.collate("train", indices))
+    # the first maskable token of the first row, as one process scores it
+    assert torch.equal(first["mlm_labels"], task.collate("train", indices)["mlm_labels"][:2, :first["mlm_labels"].shape[1]])
+
+
 def test_without_heldout_lines_a_stage_keeps_its_last_weights(tiny_models, data_dir, tmp_path):
     from pathlib import Path
 
