@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import TartanError
+from .errors import TartanError, first_line
 
 
 def _table(rows: dict[str, dict | None], columns=("macro_f1", "micro_f1", "accuracy", "loss")) -> str:
@@ -229,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tartan: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # not the user's mistake: tartan's, said in one line all the same
+        if args.debug:
+            raise
+        print(f"tartan: internal error, a bug in tartan ({type(error).__name__}: {first_line(error)}); "
+              "run again with --debug for the traceback to report", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

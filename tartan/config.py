@@ -234,6 +234,31 @@ def load_config(recipe: str | Path | None, overrides: list[str] = ()) -> Config:
     return config
 
 
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line: int, first: int):
+        super().__init__(f"key {key!r} appears twice in one mapping (first at line {first}): YAML keeps the "
+                         "later one whole, and the earlier settings would be lost")
+        self.line = line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: YAML itself
+    keeps the last, so a second `train:` section silently drops every setting of the first."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in first:
+                        raise DuplicateKey(key, key_node.start_mark.line + 1, first[key])
+                    first[key] = key_node.start_mark.line + 1
+                except TypeError:  # an unhashable key: the base loader says so
+                    break
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path, what: str = "file"):
     """A YAML file's value (None when empty); a missing, non-UTF-8 or malformed file is a one-line
     error naming the file (and line)."""
@@ -241,9 +266,13 @@ def read_yaml(path: Path, what: str = "file"):
     if not path.is_file():
         raise TartanError(f"{what} not found", path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
     except UnicodeDecodeError:
         raise TartanError(f"{what} is not UTF-8 text", path) from None
+    except OSError as error:
+        raise TartanError(f"cannot read {what}: {error.strerror or error}", path) from None
+    except DuplicateKey as error:
+        raise TartanError(str(error), path, error.line) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error)
@@ -308,6 +337,11 @@ def _coerce(value: Any, hint: Any, dotted: str, source: str, line: int | None) -
         if optional:
             return None
         raise TartanError(f"{dotted} must not be empty", source, line)
+    if isinstance(value, dict) and any(v is None and ":" in str(k) for k, v in value.items()):
+        # {tapt:1} is the key 'tapt:1' to YAML: a mapping wants a space after the colon
+        key = next(str(k) for k, v in value.items() if v is None and ":" in str(k))
+        raise TartanError(f"{dotted}: {key!r} reads as one key without a value; write "
+                          f"'{key.replace(':', ': ', 1)}', with a space after the colon", source, line)
     if typing.get_origin(base) is list:
         if isinstance(value, str):  # an override: tapt,dapt
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -363,8 +397,12 @@ def _apply_override(config: Config, override: str) -> None:
         raise TartanError(f"{source}: expected key=value")
     dotted, raw = override.split("=", 1)
     dotted = dotted.strip()
+    if not raw.strip():
+        raise TartanError(f"{source}: no value after '='")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=UniqueKeyLoader)
+    except DuplicateKey as error:
+        raise TartanError(f"{source}: {error}") from None
     except yaml.YAMLError:
         value = raw
     raw_text = raw

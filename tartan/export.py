@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import rundir
 from .errors import TartanError, first_line
 from .models.body import quiet_transformers
 
@@ -43,6 +44,7 @@ def export_classifier(run_dir: Path, output: Path, device: str | None = None) ->
     run_dir, output = Path(run_dir), Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise TartanError("exists and is not an empty folder: choose a new one", output)
+    rundir.check_writable_folder(output.parent, "the export's parent folder")
     config, model, tokenizer, meta = load_finished(run_dir, device)
     if not type(model.body).__module__.startswith("transformers."):
         # a model of its own code may reuse a built-in model type's name and compute something else

@@ -308,6 +308,7 @@ def to_latex(report: dict) -> str:
 
 def write_report(report: dict, baseline: str, output_dir: Path) -> dict[str, Path]:
     """report.md, report.csv and report.tex in output_dir, each written atomically."""
+    rundir.check_writable_folder(Path(output_dir), "the report's folder")
     paths = {}
     for suffix, text in (("md", to_markdown(report, baseline)), ("csv", to_csv(report)), ("tex", to_latex(report))):
         paths[suffix] = Path(output_dir) / f"report.{suffix}"

@@ -17,6 +17,7 @@ from accelerate.utils import set_seed
 
 from . import rundir
 from .config import Config, cache_dir, default_data_dir, load_config, save_config, with_defaults
+from .data.labelled import check_task_name
 from .errors import TartanError
 from .methods import Stage, methods
 from .models.body import (
@@ -41,6 +42,7 @@ def resolve(config: Config) -> Config:
     """Fill the defaults that depend on the environment, so that config.yaml reproduces the run."""
     if config.data_dir is None:
         config.data_dir = str(default_data_dir())
+    check_task_name(config.end_task)  # before it names the run directory
     if config.output_dir is None:
         config.output_dir = str(Path("runs") / config.name / config.end_task / f"seed{config.seed}")
     # absolute and normalised ("a/../b" -> "b"), so that the run directory works from any working
@@ -66,6 +68,7 @@ def train(config: Config, force: bool = False) -> dict:
     device = resolve_device(config.device)
     code = code_version()  # now: the code may change on disk while a long run trains
     run_dir = Path(config.output_dir)
+    rundir.check_writable_folder(run_dir)
     resolved = save_config(config)
     finished = run_dir / rundir.METRICS
     existing = run_dir / rundir.CONFIG
@@ -99,7 +102,7 @@ def train(config: Config, force: bool = False) -> dict:
             for name in (rundir.METRICS, rundir.LOG, rundir.WEIGHTS, rundir.MODEL, rundir.HEADS, rundir.CHECKPOINT):
                 target = run_dir / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.make_folder(run_dir)
         write_text_atomic(existing, resolved)
     processes_state.wait_for_everyone()
 

@@ -58,6 +58,29 @@ def read_config(run_dir: Path) -> dict:
     return read_yaml(Path(run_dir) / CONFIG, "run config") or {}
 
 
+def check_writable_folder(path: Path, what: str = "output_dir") -> None:
+    """That `path` is a folder tartan can write into, or can be made one: a one-line error before
+    any work, not a traceback after it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise TartanError(f"{what} is a file, not a folder", path)
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TartanError(f"{what} cannot be made: {existing} is a file", path)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TartanError(f"{what} cannot be written: no permission to write in {existing}", path)
+
+
+def make_folder(path: Path, what: str = "output_dir") -> None:
+    """mkdir -p, an OSError (disk full, read-only filesystem) as a one-line error."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TartanError(f"{what} cannot be made: {error.strerror or error}", path) from None
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write through a temporary file that replaces `path` whole; the file gets the permissions a
     plain open would give it (mkstemp's are the owner's only), and a failed write leaves nothing."""

@@ -122,7 +122,7 @@ def test_override_of_a_whole_section():
 
 @pytest.mark.parametrize("override, expected", [("train.epochs=ten", "integer"), ("train.batch_size=1.5", "integer"),
                                                 ("train.lr_body=fast", "number"), ("train.progress=maybe", "true or false"),
-                                                ("seed=true", "integer"), ("model=", "empty"), ("seed=[1]", "integer")])
+                                                ("seed=true", "integer"), ("model=", "no value"), ("seed=[1]", "integer")])
 def test_wrong_type_in_override(override, expected):
     error = config_error(None, [override])
     assert override in str(error) and expected in error.message

@@ -63,6 +63,8 @@ def read_split(path: Path, known_labels: set[str] | None = None) -> LabelledSpli
             raise TartanError("missing field 'text'", path, line)
         if not isinstance(text, str):
             raise TartanError(f"field 'text' must be a string, got {type(text).__name__}", path, line)
+        if not text.strip():
+            raise TartanError("field 'text' is empty", path, line)
         if "label" not in row or row["label"] is None or row["label"] == "":
             raise TartanError("missing field 'label'", path, line)
         label = row["label"]
@@ -75,6 +77,8 @@ def read_split(path: Path, known_labels: set[str] | None = None) -> LabelledSpli
         pair = row.get("text_pair")
         if pair is not None and not isinstance(pair, str):
             raise TartanError(f"field 'text_pair' must be a string, got {type(pair).__name__}", path, line)
+        if pair is not None and not pair.strip():
+            raise TartanError("field 'text_pair' is empty", path, line)
         texts.append(text)
         pairs.append(pair)
         labels.append(label)
@@ -87,9 +91,18 @@ def read_split(path: Path, known_labels: set[str] | None = None) -> LabelledSpli
                          text_pairs=pairs if any(has_pairs) else None, labels=labels)
 
 
+def check_task_name(name: str) -> None:
+    """A task is a folder of data_dir, named by its folder name: a path would put the run's files
+    (and read its data) somewhere else than the user thinks."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
+        raise TartanError(f"task {name!r} is not a folder name: name a task by its folder inside data_dir "
+                          "(data_dir=/path/to/data end_task=citation_intent)")
+
+
 def load_labelled_task(data_dir: str | Path, name: str, splits: tuple[str, ...] = SPLITS) -> LabelledTask:
     """Read and check every split of task folder `data_dir/name`; train and dev are required."""
     data_dir = Path(data_dir)
+    check_task_name(name)
     if not data_dir.is_dir():
         raise TartanError("data directory not found (set data_dir=... or $TARTAN_DATA)", data_dir)
     folder = data_dir / name
@@ -101,6 +114,9 @@ def load_labelled_task(data_dir: str | Path, name: str, splits: tuple[str, ...] 
         raise TartanError(f"no train file (expected train.{{{','.join(LABELLED_EXTENSIONS)}}})", folder)
     loaded = {"train": read_split(train_path)}
     label_names = sorted(set(loaded["train"].labels))
+    if len(label_names) < 2:
+        raise TartanError(f"every row of train has the label {label_names[0]!r}: a classifier needs at least two "
+                          "labels in train", train_path) if label_names else TartanError("train has no rows", train_path)
     for split in splits:
         if split == "train":
             continue
@@ -110,6 +126,10 @@ def load_labelled_task(data_dir: str | Path, name: str, splits: tuple[str, ...] 
                 raise TartanError("no dev file (early stopping needs dev.jsonl, dev.csv or dev.tsv)", folder)
             continue
         loaded[split] = read_split(path, set(label_names))
+        pairs, train_pairs = loaded[split].text_pairs is not None, loaded["train"].text_pairs is not None
+        if pairs != train_pairs:  # a model trained on pairs would be scored on texts alone, or the reverse
+            raise TartanError(f"{'has' if pairs else 'has no'} field 'text_pair', which {train_path.name} "
+                              f"{'has not' if pairs else 'has'}: every split of a task needs the same fields", path)
     from .download import warn_if_changed  # download reads splits with this module: import late
 
     warn_if_changed(data_dir, [(s.path, s.digest) for s in loaded.values()])

@@ -57,7 +57,10 @@ def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = ()) -> dict[s
 
 
 def save(figure, output: Path) -> Path:
+    from ..rundir import check_writable_folder
+
     output = Path(output)
+    check_writable_folder(output.parent, "the plot's folder")
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=120)
     pyplot().close(figure)

@@ -15,7 +15,6 @@ from ..data.encoding import encode
 from ..data.known_tasks import default_metric
 from ..data.labelled import LabelledTask, load_labelled_task
 from ..models.heads import ClassificationHead
-from ..errors import TartanError
 from ..training.metrics import classification_metrics
 from . import evaluate_in_one_process, task_types
 
@@ -67,9 +66,6 @@ class ClassificationTask:
                                      .encode()).hexdigest()
         self.labels = {split: np.asarray(data.label_ids(split), dtype=np.int64) for split in data.splits}
         self._lengths = {split: e.lengths for split, e in self.encoded.items()}
-        if scale_loss and len(self.label_names) < 2:
-            raise TartanError(f"task {self.name!r} has one label in train: its loss cannot be scaled by "
-                              "log(number of classes)")
         # MUPPET: divided by log(C), a uniform prediction costs 1 in every task, whatever its classes
         self.loss_scale = 1 / math.log(len(self.label_names)) if scale_loss else 1.0
 

@@ -76,14 +76,14 @@ def test_a_scaled_loss_is_divided_by_log_of_the_number_of_classes(tiny_models, d
     assert torch.allclose(scaled.loss(torch.zeros(5, 3), batch), torch.tensor(1.0))  # uniform costs 1
 
 
-def test_a_scaled_loss_needs_two_labels(tiny_models, data_dir):
+def test_a_train_set_of_one_label_is_refused_and_two_scale_by_log_two(tiny_models, data_dir):
+    # one label would train a one-way head whose dev accuracy is 100%
     folder = data_dir / "one_label"
     folder.mkdir()
     for split in ("train", "dev"):
         write_jsonl(folder / f"{split}.jsonl", [{"text": "zeta the model", "label": "only"}] * 4)
-    assert toy_task(tiny_models, data_dir, "one_label").label_names == ["only"]
-    with pytest.raises(TartanError, match="one label in train"):
-        toy_task(tiny_models, data_dir, "one_label", scale_loss=True)
+    with pytest.raises(TartanError, match="every row of train has the label 'only'"):
+        toy_task(tiny_models, data_dir, "one_label")
     two = data_dir / "two_labels"
     two.mkdir()
     for split in ("train", "dev"):
