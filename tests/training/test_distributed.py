@@ -131,6 +131,8 @@ def test_two_machines_of_two_processes_match_one_process(name, extra, model_with
                         free_port()))
     one, four = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "four"))
     assert four["processes"] == 4
+    print(f"\n{name}: 1 process  dev loss {one['dev']['loss']:.8f}  test accuracy {one['test']['accuracy']:.4f}"
+          f"\n{name}: 2 x 2      dev loss {four['dev']['loss']:.8f}  test accuracy {four['test']['accuracy']:.4f}")
     assert four["test"]["accuracy"] == pytest.approx(one["test"]["accuracy"])
     assert four["dev"]["loss"] == pytest.approx(one["dev"]["loss"], abs=1e-5)
     a, b = body(tmp_path / "one"), body(tmp_path / "four")
