@@ -65,6 +65,7 @@ def export_classifier(run_dir: Path, output: Path, device: str | None = None) ->
     try:
         classifier.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        rundir.umask_permissions(staging)
         if output.exists():
             output.rmdir()  # empty, as checked above
         staging.rename(output)

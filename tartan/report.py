@@ -75,17 +75,38 @@ def find_runs(roots: list[Path]) -> list[Path]:
 
 
 def _read(run_dir: Path) -> tuple[dict, dict]:
-    metrics_path = run_dir / rundir.METRICS
+    metrics_path, config_path = run_dir / rundir.METRICS, run_dir / rundir.CONFIG
     metrics, config = rundir.read_metrics(run_dir), rundir.read_config(run_dir)
+    if not isinstance(config, dict):
+        raise TartanError("expected a mapping of config keys", config_path)
+    for key, kind, what in (("name", str, "a name"), ("method", str, "a method's name"),
+                            ("end_task", str, "a task's name"), ("seed", int, "an integer")):
+        if key in config and (not isinstance(config[key], kind) or isinstance(config[key], bool)):
+            raise TartanError(f"{key} must be {what}, got {config[key]!r}", config_path)
+    if not isinstance(metrics, dict):
+        raise TartanError("expected a JSON object of metrics", metrics_path)
     for key in ("metric", "test"):
         if key not in metrics:
             raise TartanError(f"no {key!r} key: not a tartan metrics file", metrics_path)
+    if not isinstance(metrics["metric"], str):
+        raise TartanError(f"'metric' must be a metric's name, got {metrics['metric']!r}", metrics_path)
+    for key, kind in (("seed", int), ("end_task", str), ("stages", dict)):
+        if metrics.get(key) is not None and (not isinstance(metrics[key], kind) or isinstance(metrics[key], bool)):
+            raise TartanError(f"{key!r} has a value of the wrong type: {metrics[key]!r}", metrics_path)
+    for name, stage in (metrics.get("stages") or {}).items():
+        if not isinstance(stage, dict) or not _number(stage.get("train_seconds", 0.0)):
+            raise TartanError(f"stage {name!r} must be an object with a number of train_seconds", metrics_path)
     for split in ("test", "dev"):  # either may be null (an end task without that split), not half-written
-        if metrics.get(split) is not None and metrics["metric"] not in metrics[split]:
-            raise TartanError(f"{split} has no {metrics['metric']!r}", metrics_path)
+        if metrics.get(split) is not None and (not isinstance(metrics[split], dict)
+                                               or not _number(metrics[split].get(metrics["metric"]))):
+            raise TartanError(f"{split} has no number for {metrics['metric']!r}", metrics_path)
     if metrics["test"] is None and metrics.get("dev") is None:
         raise TartanError("neither test nor dev figures", metrics_path)
     return metrics, config
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def group_runs(run_dirs: list[Path]) -> list[Group]:

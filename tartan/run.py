@@ -85,6 +85,11 @@ def train(config: Config, force: bool = False) -> dict:
     if config.data.max_length > limit:
         raise TartanError(f"data.max_length={config.data.max_length} is longer than model {config.model!r} "
                           f"can read ({limit} tokens)")
+    # a text pair needs its special tokens and a token of each text
+    shortest = tokenizer.num_special_tokens_to_add(pair=True) + 2
+    if config.data.max_length < shortest:
+        raise TartanError(f"data.max_length={config.data.max_length} leaves no room for text: the tokenizer of "
+                          f"{config.model!r} adds {shortest - 2} special tokens to a text pair (at least {shortest})")
     tasks = {}
     for stage in stages:
         for name, kind, options in stage.tasks:

@@ -49,6 +49,8 @@ def read_metrics(run_dir: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise TartanError(f"malformed JSON ({error.msg})", path, error.lineno) from None
+    except UnicodeDecodeError:
+        raise TartanError("not UTF-8 text", path) from None
 
 
 def read_config(run_dir: Path) -> dict:
@@ -124,9 +126,22 @@ def exclusive(lock_file: Path | None, enabled: bool = True):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def umask_permissions(folder: Path) -> None:
+    """The permissions a plain mkdir and open would have given `folder` and everything in it: a
+    temporary folder (mkdtemp) is its owner's only, and so are some libraries' files (safetensors')."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for parent, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(parent, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(parent, name), 0o666 & ~mask)
+
+
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     """Put a fully written folder in place of `final_dir`; at every moment one complete copy exists
     under `final_dir` or `final_dir.old`."""
+    umask_permissions(tmp_dir)
     old = final_dir.with_name(final_dir.name + ".old")
     if final_dir.exists():
         if old.exists():

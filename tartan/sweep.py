@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config, load_config, read_yaml
-from .errors import TartanError
+from .errors import TartanError, first_line
 from .rundir import CHECKPOINT, METRICS, existing_dir, write_json_atomic
 
 STATUS = "sweep_status.json"
@@ -93,9 +93,12 @@ def load_sweep(path: Path, overrides: list[str] = (), only: list[str] = ()) -> t
         if any(r.id == run_id for r in runs):
             raise TartanError(f"run {run_id} twice in the grid (a recipe or value listed twice?)", path)
         task_overrides = [f"{k}={_value(v)}" for k, v in (per_task.get(end_task) or {}).items()]
-        config = load_config(_recipe_path(str(recipe), base),
-                             [*common, f"end_task={end_task}", *task_overrides, *chosen, *overrides,
-                              f"seed={seed}", f"output_dir={root / run_id}"])
+        try:
+            config = load_config(_recipe_path(str(recipe), base),
+                                 [*common, f"end_task={end_task}", *task_overrides, *chosen, *overrides,
+                                  f"seed={seed}", f"output_dir={root / run_id}"])
+        except TartanError as error:  # a recipe or value the sweep file names: say which file
+            raise TartanError(f"run {run_id}: {error}", path) from None
         runs.append(SweepRun(run_id, config))
     if only:
         unmatched = [p for p in only if not any(fnmatch.fnmatchcase(r.id, p) for r in runs)]
@@ -125,6 +128,7 @@ def read_spec(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         if key in MERGED and isinstance(value, dict) and isinstance(merged.get(key), dict):
             value = {**merged[key], **value}
         merged[key] = value
+    check_shapes(merged, path)
     # checked per file: an included sweep may name end tasks its includer leaves out, but a file's
     # own overrides for an end task it does not run are most likely a misspelt name, dropped unseen
     own = spec.get("end_task_overrides")
@@ -134,9 +138,38 @@ def read_spec(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return merged
 
 
+SHAPES = {  # key -> (what it must be, check)
+    "root": ("a folder name", lambda v: isinstance(v, str) and v.strip() != ""),
+    "recipes": ("a list of recipe names", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "end_tasks": ("a list of task names", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "seeds": ("a list of integers", lambda v: isinstance(v, list)
+              and all(isinstance(x, int) and not isinstance(x, bool) for x in v)),
+    "grid": ("a mapping of config keys to lists of values",
+             lambda v: isinstance(v, dict) and all(isinstance(x, list) and x for x in v.values())),
+    "overrides": ("a mapping of config keys to values", lambda v: isinstance(v, dict)),
+    "end_task_overrides": ("a mapping of end tasks to mappings of config keys to values",
+                           lambda v: isinstance(v, dict) and all(isinstance(x, dict) or x is None for x in v.values())),
+}
+
+
+def check_shapes(spec: dict, path: Path) -> None:
+    """Each sweep key holds what it must (a list where a list is meant...): one line naming the key."""
+    for key, (what, fits) in SHAPES.items():
+        if spec.get(key) is not None and not fits(spec[key]):
+            raise TartanError(f"{key} must be {what}, got {spec[key]!r}", path)
+
+
 def read_status(root: Path) -> dict:
     path = Path(root) / STATUS
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise TartanError(f"malformed sweep status ({first_line(error)}): delete it to rebuild it", path) from None
+    if not isinstance(status, dict) or not all(isinstance(v, dict) for v in status.values()):
+        raise TartanError("sweep status must map run ids to their status: delete it to rebuild it", path)
+    return status
 
 
 def run_states(root: Path, runs: list[SweepRun]) -> list[tuple[str, str]]:

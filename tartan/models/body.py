@@ -38,7 +38,7 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
     try:
         model_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # a missing, truncated or ill-typed file of the model's: the user's to fix
         raise _load_error(name, error, trust_remote_code) from None
     for key, value in (config_overrides or {}).items():
         if not hasattr(model_config, key):
@@ -53,7 +53,7 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
         with quiet_transformers():
             body, loading = AutoModel.from_pretrained(path, config=model_config, trust_remote_code=trust_remote_code,
                                                       output_loading_info=True, ignore_mismatched_sizes=True)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # a truncated weights file, a config value of the wrong type
         raise _load_error(name, error, trust_remote_code) from None
     # Some checkpoints (all-MiniLM's sentence-transformers export among them) keep a pooler that
     # classification never uses; it would only receive no gradient and confuse several processes.

@@ -9,6 +9,8 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ..errors import TartanError, first_line
+
 
 class ClassificationHead(nn.Module):
     def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1):
@@ -30,9 +32,39 @@ def save_head(head: nn.Module, folder: Path, task: str, meta: dict) -> None:
 
 
 def load_head_meta(folder: Path, task: str) -> dict:
-    return json.loads((folder / f"{task}.json").read_text())
+    """A head's description (its type, label names, dropout); missing, malformed or of the wrong
+    shape is a one-line error naming the file."""
+    path = folder / f"{task}.json"
+    if not path.is_file():
+        raise TartanError(f"no head for task {task!r} here", path)
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise TartanError(f"malformed JSON ({error.msg})", path, error.lineno) from None
+    except UnicodeDecodeError:
+        raise TartanError("not UTF-8 text", path) from None
+    if not isinstance(meta, dict):
+        raise TartanError("expected a JSON object describing the head", path)
+    kind = meta.get("type", "classification")
+    if not isinstance(kind, str):
+        raise TartanError(f"'type' must be a task type's name, got {kind!r}", path)
+    labels = meta.get("labels")
+    if (kind == "classification" or "labels" in meta) and not (
+            isinstance(labels, list) and len(labels) >= 2 and all(isinstance(label, str) for label in labels)):
+        raise TartanError(f"'labels' must be a list of at least two label names, got {labels!r}", path)
+    dropout = meta.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise TartanError(f"'dropout' must be a probability below 1, got {dropout!r}", path)
+    return meta
 
 
 def load_head_weights(head: nn.Module, folder: Path, task: str) -> nn.Module:
-    load_model(head, str(folder / f"{task}.safetensors"))
+    """A head's weights; a missing, truncated or ill-fitting file is a one-line error naming it."""
+    path = folder / f"{task}.safetensors"
+    if not path.is_file():
+        raise TartanError(f"no weights for head {task!r} here", path)
+    try:
+        load_model(head, str(path))
+    except Exception as error:  # safetensors' own errors, a shape that does not fit
+        raise TartanError(f"cannot read the head's weights ({first_line(error)})", path) from None
     return head

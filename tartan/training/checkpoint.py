@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -34,17 +35,21 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, state: dict, best
     folder.parent.mkdir(parents=True, exist_ok=True)
     previous = existing_dir(folder)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    save_model(model, str(tmp / "model.safetensors"))
-    if best_is_current:
-        os.link(tmp / "model.safetensors", tmp / BEST)
-    elif previous is not None and (previous / BEST).is_file():
-        os.link(previous / BEST, tmp / BEST)  # a hard link: no copy of the weights
-    # else a timed checkpoint before the first evaluation: no best weights yet
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save({"ranks": rng_states or [rng_state()]}, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state))
-    replace_dir(tmp, folder)
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        if best_is_current:
+            os.link(tmp / "model.safetensors", tmp / BEST)
+        elif previous is not None and (previous / BEST).is_file():
+            os.link(previous / BEST, tmp / BEST)  # a hard link: no copy of the weights
+        # else a timed checkpoint before the first evaluation: no best weights yet
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save({"ranks": rng_states or [rng_state()]}, tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(state))
+        replace_dir(tmp, folder)
+    except BaseException:  # a full disk: the previous checkpoint stands, and no half-written one beside it
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _device_of(model) -> torch.device:
