@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 from . import rundir
 from .config import Config, cache_dir, default_data_dir, load_config, save_config, with_defaults
 from .data.labelled import check_task_name
-from .errors import TartanError
+from .errors import TartanError, first_line
 from .methods import Stage, methods
 from .models.body import (
     accepts_token_types,
@@ -352,7 +352,15 @@ def _save_model(run_dir: Path, model: MultiTaskModel, tokenizer, tasks: dict) ->
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+    """A stored stage's stage.json; malformed is a one-line error (the store is tartan's, but on disk)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise TartanError(f"malformed stored stage ({first_line(error)}): delete {path.parent} to recompute it",
+                          path) from None
+    if not isinstance(value, dict) or not isinstance(value.get("steps"), int):
+        raise TartanError(f"not a stored stage's results: delete {path.parent} to recompute it", path)
+    return value
 
 
 def load_run_config(run_dir: Path) -> Config:

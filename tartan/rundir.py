@@ -174,12 +174,20 @@ class RunLog:
     def records(self) -> list[dict]:
         if not self.path.is_file():
             return []
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise TartanError("not UTF-8 text", self.path) from None
         records = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(lines, start=1):
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
-                continue  # the last line of a run killed while writing it
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            elif number < len(lines):  # only the last line can be cut short, by a run killed writing it
+                raise TartanError("expected one JSON object a line", self.path, number)
         return records
 
     def drop_after(self, stage: str, step: int) -> None:

@@ -24,6 +24,7 @@ def assert_one_line(code: int, err: str, *needles: str) -> str:
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    print(lines[0])  # pytest -s: the message each class gives
     return lines[0]
 
 
@@ -216,3 +217,55 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary_file(tmp_path,
         rundir.write_json_atomic(target, {"after": 2})
     assert json.loads(target.read_text()) == {"before": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_a_damaged_checkpoint_is_one_line_on_resume(capsys, tiny_models, data_dir, tmp_path, monkeypatch):
+    import tartan.run
+    from tartan.config import load_config
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed()
+
+    out = tmp_path / "run"
+    overrides = tiny_overrides(tiny_models["bert"], data_dir, out, **{"train.max_steps": 2})
+    monkeypatch.setattr(tartan.run, "_save_model", killed)  # dies after its stage, the checkpoint left
+    with pytest.raises(Killed):
+        tartan.run.train(load_config(RECIPE, overrides))
+    monkeypatch.undo()
+    state = out / "checkpoint" / "finetune" / "last" / "state.json"
+    state.write_text(state.read_text()[:20])
+    code, err = train(capsys, str(RECIPE), *overrides)
+    assert_one_line(code, err, str(state), "malformed checkpoint state", "delete")
+    assert not (out / "metrics.json").exists()
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_and_no_temporary_folder(tmp_path, monkeypatch):
+    import torch
+
+    from tartan.training import checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    folder = tmp_path / "stage" / "last"
+    checkpoint.save_checkpoint(folder, model, optimizer, scheduler, {"loop": {"step": 1}}, best_is_current=True)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    saves = []
+
+    def disk_full_on_the_second(obj, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError(28, "No space left on device")
+        return torch_save(obj, path, *args, **kwargs)
+
+    torch_save = torch.save
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full_on_the_second)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    with pytest.raises(OSError):
+        checkpoint.save_checkpoint(folder, model, optimizer, scheduler, {"loop": {"step": 2}}, best_is_current=True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["last"]

@@ -205,15 +205,17 @@ RUN_FILES = {  # file -> (parse, dump) for value mutations
     "heads/toy.json": (lambda b: json.loads(b), json.dumps),
     "model/config.json": (lambda b: json.loads(b), json.dumps),
     "heads/toy.safetensors": (None, None),
+    "log.jsonl": (jsonl_rows, dump_jsonl),
 }
 
 
-@fuzz(250)
+@fuzz(400)
 @given(file=st.sampled_from(sorted(RUN_FILES)), how=MUTATIONS)
 def test_a_mutated_run_directory_is_read_or_named(file, how, finished_run, tmp_path):
     """What predict, eval and export read (load_finished) and what report reads (build_report and
     its files: all three, or none)."""
     from tartan.inference import load_finished
+    from tartan.plots.curves import read_dev_curve
     from tartan.report import build_report, write_report
 
     parse, dump = RUN_FILES[file]
@@ -224,7 +226,7 @@ def test_a_mutated_run_directory_is_read_or_named(file, how, finished_run, tmp_p
     path.write_bytes(mutated_file(original, how, parse, dump))
     out = tmp_path / "report"
     try:
-        for read in (lambda: load_finished(finished_run, "cpu"),
+        for read in (lambda: load_finished(finished_run, "cpu"), lambda: read_dev_curve(finished_run),
                      lambda: write_report(build_report([tmp_path / "runs"], permutations=10), "finetune", out)):
             try:
                 read()

@@ -21,17 +21,22 @@ def read_dev_curve(run_dir: Path) -> tuple[str, dict[float, float]]:
     metrics = rundir.read_metrics(run_dir)
     if not log_path.is_file():
         raise TartanError(f"no {log_path.name} here: not a finished run", run_dir)
-    metric, end_task = metrics["metric"], metrics.get("end_task")
+    metric, end_task = metrics.get("metric"), metrics.get("end_task")
+    if not isinstance(metric, str):
+        raise TartanError(f"'metric' must be a metric's name, got {metric!r}", Path(run_dir) / rundir.METRICS)
     curve, offset, stage, last_epoch = {}, 0.0, None, 0.0
     for record in rundir.RunLog(Path(run_dir)).records():
         dev = record.get("dev") or {}
         # logs written before evaluations named their task hold no "task": the metric key decides
-        if metric not in dev or record.get("task", end_task) != end_task:
+        if not isinstance(dev, dict) or metric not in dev or record.get("task", end_task) != end_task:
             continue
+        epoch, value = record.get("epoch", 0), dev[metric]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (epoch, value)):
+            raise TartanError(f"an evaluation record whose epoch or {metric} is not a number: {record}", log_path)
         if record.get("stage") != stage:
             offset, stage = offset + last_epoch, record.get("stage")
-        last_epoch = float(record.get("epoch", 0))
-        curve[round(offset + last_epoch, 3)] = 100 * dev[metric]
+        last_epoch = float(epoch)
+        curve[round(offset + last_epoch, 3)] = 100 * value
     return metric, curve
 
 

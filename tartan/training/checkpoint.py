@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
+from ..errors import TartanError, first_line
 from ..rundir import existing_dir, replace_dir
 
 
@@ -71,7 +72,20 @@ def _complete(folder: Path) -> Path | None:
 def checkpoint_state(folder: Path) -> dict | None:
     """The state save_checkpoint wrote (loop and strategy), or None when there is no checkpoint."""
     found = _complete(folder)
-    return None if found is None else json.loads((found / "state.json").read_text())
+    return None if found is None else _state(found)
+
+
+def _state(found: Path) -> dict:
+    path = found / "state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise TartanError(f"malformed checkpoint state ({first_line(error)}): delete {found} to restart "
+                          "the stage", path) from None
+    if not isinstance(state, dict) or not isinstance(state.get("loop"), dict) or not isinstance(
+            state["loop"].get("step"), int):
+        raise TartanError(f"not a checkpoint state (no loop step): delete {found} to restart the stage", path)
+    return state
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler, rank: int = 0) -> dict | None:
@@ -80,15 +94,20 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler, rank: int = 0) ->
     found = _complete(folder)
     if found is None:
         return None
+    state = _state(found)
     # read onto the CPU whatever device wrote them: the optimizer moves its state to its parameters'
     # device, so that a run begun on a GPU resumes on a CPU and back
-    load_model(model, str(found / "model.safetensors"), device=str(_device_of(model)))
-    optimizer.load_state_dict(torch.load(found / "optimizer.pt", map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(found / "scheduler.pt", map_location="cpu", weights_only=True))
-    rng = torch.load(found / "rng.pt", map_location="cpu", weights_only=True)
+    try:
+        load_model(model, str(found / "model.safetensors"), device=str(_device_of(model)))
+        optimizer.load_state_dict(torch.load(found / "optimizer.pt", map_location="cpu", weights_only=True))
+        scheduler.load_state_dict(torch.load(found / "scheduler.pt", map_location="cpu", weights_only=True))
+        rng = torch.load(found / "rng.pt", map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: the checkpoint, not tartan, is broken
+        raise TartanError(f"cannot read the checkpoint ({first_line(error)}): delete it to restart the stage",
+                          found) from None
     if "ranks" in rng:  # else a checkpoint from before every process's generators were saved
         rng = rng["ranks"][rank] if rank < len(rng["ranks"]) else rng["ranks"][0]
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((found / "state.json").read_text())
+    return state

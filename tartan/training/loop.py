@@ -160,7 +160,11 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     saved = resume(checkpoint, model, optimizer, scheduler, accelerator)
     if saved is not None:
         check_batch_seeds(saved, stage, tasks, checkpoint)
-        state = LoopState(**saved["loop"])
+        try:
+            state = LoopState(**saved["loop"])
+        except TypeError:
+            raise TartanError(f"the checkpoint's loop state has fields this tartan does not know: delete {checkpoint} "
+                              "to restart the stage", checkpoint / "state.json") from None
         strategy.load_state_dict(saved["strategy"])
         if scaler.is_enabled() and "scaler" in saved:
             scaler.load_state_dict(saved["scaler"])

@@ -168,7 +168,7 @@ def test_each_process_resumes_with_its_own_generators(tmp_path):
     first = rng_state()
     torch.manual_seed(2)
     second = rng_state()
-    save_checkpoint(tmp_path / "last", model, optimizer, scheduler, {"loop": {}}, best_is_current=True,
+    save_checkpoint(tmp_path / "last", model, optimizer, scheduler, {"loop": {"step": 1}}, best_is_current=True,
                     rng_states=[first, second])
     for rank, expected in ((0, 1), (1, 2)):
         torch.manual_seed(99)
