@@ -102,7 +102,9 @@ def cmd_sweep(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import build_report, to_markdown, write_report
+    from .rundir import check_writable_folder
 
+    check_writable_folder(Path(args.output or args.roots[0]), "the report's folder")  # before the work
     report = build_report([Path(r) for r in args.roots], args.baseline, args.permutations,
                           Path(args.reference) if args.reference else None)
     print(to_markdown(report, args.baseline))

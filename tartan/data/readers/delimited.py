@@ -28,7 +28,8 @@ def _read_delimited(path: Path, delimiter: str, quoting: int, strict: bool = Fal
             if not fields or not any(field.strip() for field in fields):
                 continue
             if len(fields) != len(header):
-                raise TartanError(f"{len(fields)} fields where the header has {len(header)}", path, number)
+                raise TartanError(f"{len(fields)} field{'s' if len(fields) != 1 else ''} where the header has "
+                                  f"{len(header)}", path, number)
             yield number, dict(zip(header, fields))
     except csv.Error as error:
         raise TartanError(f"malformed {path.suffix.lstrip('.')} ({error}) in the record starting here", path,
