@@ -48,9 +48,10 @@ def cmd_predict(args) -> int:
     from .inference import predict_file
 
     if args.output:
-        from .rundir import write_text_atomic
+        from .rundir import check_writable_file, write_text_atomic
         import io
 
+        check_writable_file(Path(args.output))  # before the work
         buffer = io.StringIO()
         count = predict_file(Path(args.run_dir), Path(args.file), buffer, device=args.device)
         write_text_atomic(Path(args.output), buffer.getvalue())

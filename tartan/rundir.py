@@ -75,6 +75,14 @@ def check_writable_folder(path: Path, what: str = "output_dir") -> None:
         raise TartanError(f"{what} cannot be written: no permission to write in {existing}", path)
 
 
+def check_writable_file(path: Path, what: str = "output file") -> None:
+    """That tartan can write the file `path` (its folder exists or can be made, it is not a folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise TartanError(f"{what} is a folder", path)
+    check_writable_folder(path.parent, f"the {what}'s folder")
+
+
 def make_folder(path: Path, what: str = "output_dir") -> None:
     """mkdir -p, an OSError (disk full, read-only filesystem) as a one-line error."""
     try:
@@ -93,9 +101,11 @@ def write_text_atomic(path: Path, text: str) -> None:
             out.write(text)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(error, OSError):  # a full disk, a read-only filesystem: the machine's, not tartan's
+            raise TartanError(f"cannot write: {error.strerror or error}", path) from None
         raise
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tartan.cli import main
+from tartan.errors import TartanError
 
 from helpers import read_jsonl, recipe, tiny_overrides, write_jsonl
 
@@ -213,7 +214,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary_file(tmp_path,
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(rundir.os, "replace", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(TartanError, match="cannot write: No space left on device"):  # one line, not a traceback
         rundir.write_json_atomic(target, {"after": 2})
     assert json.loads(target.read_text()) == {"before": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
@@ -269,3 +270,14 @@ def test_a_failed_checkpoint_write_leaves_the_previous_checkpoint_and_no_tempora
         checkpoint.save_checkpoint(folder, model, optimizer, scheduler, {"loop": {"step": 2}}, best_is_current=True)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert sorted(p.name for p in folder.parent.iterdir()) == ["last"]
+
+
+def test_predictions_to_a_path_inside_a_file(capsys, finished_run, tmp_path):
+    inputs = tmp_path / "in.jsonl"
+    write_jsonl(inputs, [{"text": "zeta the model"}])
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    capsys.readouterr()
+    code = main(["predict", str(finished_run), str(inputs), "-o", str(blocker / "predictions.jsonl")])
+    assert_one_line(code, capsys.readouterr().err, str(blocker), "is a file, not a folder")
+    assert blocker.read_text() == "x"
