@@ -8,7 +8,9 @@ from pathlib import Path
 from .errors import TartanError, first_line
 
 
-def _table(rows: dict[str, dict | None], columns=("macro_f1", "micro_f1", "accuracy", "loss")) -> str:
+def _table(rows: dict[str, dict | None]) -> str:
+    """The splits' metrics (x100, the loss as it is), in the order the task reports them."""
+    columns = next((list(m) for m in rows.values() if m), ["loss"])
     lines = ["| split | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for split, metrics in rows.items():
         if metrics:

@@ -50,8 +50,10 @@ def export_classifier(run_dir: Path, output: Path, device: str | None = None) ->
         # a model of its own code may reuse a built-in model type's name and compute something else
         raise TartanError(f"cannot export a run of a model that ships its own code ({type(model.body).__name__})",
                           run_dir)
-    labels = list(meta["labels"])
-    classifier = build_classifier(run_dir / "model", model.heads[config.end_task], labels, run_dir)
+    regression = meta.get("type") == "regression"
+    labels = ["score"] if regression else list(meta["labels"])
+    classifier = build_classifier(run_dir / "model", model.heads[config.end_task], labels, run_dir,
+                                  problem_type="regression" if regression else None)
     device = next(model.parameters()).device
     classifier.to(device)
     inputs = [tokenizer(text, return_tensors="pt").to(device) for text in _CHECK_TEXTS]  # one at a time: no pad token needed
@@ -74,9 +76,11 @@ def export_classifier(run_dir: Path, output: Path, device: str | None = None) ->
     return {"model_type": classifier.config.model_type, "labels": labels, "max_difference": difference}
 
 
-def build_classifier(model_path: Path, head: nn.Module, labels: list[str], where: Path | None = None) -> nn.Module:
+def build_classifier(model_path: Path, head: nn.Module, labels: list[str], where: Path | None = None,
+                     problem_type: str | None = None) -> nn.Module:
     """The family's AutoModelForSequenceClassification with the body at `model_path` and `head`'s
-    weights in its classifier layers, in eval mode."""
+    weights in its classifier layers, in eval mode. `problem_type="regression"`: one output, a
+    score (transformers then trains it with mean squared error, as the run did)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     model_type = AutoConfig.from_pretrained(model_path).model_type
@@ -91,7 +95,8 @@ def build_classifier(model_path: Path, head: nn.Module, labels: list[str], where
         with quiet_transformers():  # its report of the classifier weights it initialises: set next
             classifier = AutoModelForSequenceClassification.from_pretrained(
                 model_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                label2id={label: i for i, label in enumerate(labels)}, **settings)
+                label2id={label: i for i, label in enumerate(labels)},
+                **({"problem_type": problem_type} if problem_type else {}), **settings)
         with torch.no_grad():
             classifier.get_submodule(first).load_state_dict(head.dense.state_dict())
             classifier.get_submodule(second).load_state_dict(head.out_proj.state_dict())

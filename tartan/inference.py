@@ -5,7 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 from . import rundir
 from .data.encoding import encode
@@ -16,6 +15,7 @@ from .models.heads import ClassificationHead, load_head_meta, load_head_weights
 from .models.multitask import MultiTaskModel
 from .run import build_task, load_run_config
 from .training.device import make_accelerator, resolve_device
+from .tasks import task_types
 from .tasks.classification import logits_of
 
 
@@ -28,7 +28,10 @@ def load_finished(run_dir: Path, device: str | None = None):
         raise TartanError("run has not finished (no model/ and heads/): train it first", run_dir)
     body, tokenizer = load_body(str(run_dir / rundir.MODEL), config.trust_remote_code)
     meta = load_head_meta(run_dir / rundir.HEADS, config.end_task)
-    head = ClassificationHead(body.config.hidden_size, len(meta["labels"]), meta.get("dropout", 0.1))
+    if meta.get("type", "classification") not in ("classification", "regression"):
+        raise TartanError(f"cannot use a run whose end task is of type {meta['type']!r} here",
+                          run_dir / rundir.HEADS / f"{config.end_task}.json")
+    head = ClassificationHead(body.config.hidden_size, outputs_of(meta), meta.get("dropout", 0.1))
     load_head_weights(head, run_dir / rundir.HEADS, config.end_task)
     model = MultiTaskModel(body, {config.end_task: head}, token_types=accepts_token_types(body))
     if device is not None:
@@ -36,15 +39,20 @@ def load_finished(run_dir: Path, device: str | None = None):
     return config, model.to(resolve_device(config.device)).eval(), tokenizer, meta
 
 
+def outputs_of(meta: dict) -> int:
+    """How many outputs the end task's head has: one per label, or one score."""
+    return 1 if meta.get("type") == "regression" else len(meta["labels"])
+
+
 def evaluate_run(run_dir: Path, split: str = "test", data_dir: str | None = None,
                  device: str | None = None) -> dict[str, float]:
     config, model, tokenizer, meta = load_finished(run_dir, device)
     if data_dir is not None:
         config.data_dir = data_dir
-    task = build_task(config.end_task, "classification", {}, config, tokenizer)
+    task = build_task(config.end_task, meta.get("type", "classification"), {}, config, tokenizer)
     # the head's outputs are the labels it was trained on, in that order: data with other labels
     # would be scored against the wrong classes
-    if list(task.label_names) != list(meta["labels"]):
+    if "labels" in meta and list(task.label_names) != list(meta["labels"]):
         raise TartanError(f"the data's labels {list(task.label_names)} are not the labels the run's head was "
                           f"trained on {list(meta['labels'])}", Path(config.data_dir) / config.end_task)
     if split not in task.splits:
@@ -53,7 +61,8 @@ def evaluate_run(run_dir: Path, split: str = "test", data_dir: str | None = None
 
 
 def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, device: str | None = None) -> int:
-    """Write one JSON line per input row: the predicted label name and its probability."""
+    """Write one JSON line per input row: the predicted label name and its probability (or the
+    predicted score, for a regression task)."""
     config, model, tokenizer, meta = load_finished(run_dir, device)
     texts, pairs = [], []
     for line, row in read_rows(Path(path)):
@@ -66,11 +75,10 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, d
     has_pairs = any(p is not None for p in pairs)
     encoded = encode(tokenizer, texts, [p or "" for p in pairs] if has_pairs else None, config.data.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    logits = logits_of(model, config.end_task, encoded, pad_id, len(meta["labels"]), batch_size,
+    logits = logits_of(model, config.end_task, encoded, pad_id, outputs_of(meta), batch_size,
                        make_accelerator(config.train.precision, config.device).autocast)
-    probabilities = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    prediction = task_types.get(meta.get("type", "classification")).prediction
     out = output or sys.stdout
-    for row in probabilities:
-        best = int(row.argmax())
-        out.write(json.dumps({"label": meta["labels"][best], "probability": round(float(row[best]), 6)}) + "\n")
+    for row in logits:
+        out.write(json.dumps(prediction(row, meta)) + "\n")
     return len(texts)

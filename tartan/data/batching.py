@@ -45,7 +45,7 @@ def collate(encoded: Encoded, indices: np.ndarray, pad_id: int, labels: np.ndarr
             type_ids[j, :len(encoded.token_type_ids[i])] = encoded.token_type_ids[i]
         batch["token_type_ids"] = torch.from_numpy(type_ids)
     if labels is not None:
-        batch["labels"] = torch.from_numpy(np.asarray(labels[indices], dtype=np.int64))
+        batch["labels"] = torch.from_numpy(np.asarray(labels[indices]))  # class ids, or scores
     return batch
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def split_file(folder: Path, split: str) -> Path | None:
     return found[0] if found else None
 
 
-def read_split(path: Path, known_labels: set[str] | None = None) -> LabelledSplit:
+def read_split(path: Path, known_labels: set[str] | None = None, scores: bool = False) -> LabelledSplit:
+    """The rows of a split file, checked. `scores`: labels are numbers (a regression task's), not names."""
     texts: list[str] = []
     pairs: list[str] = []
     labels: list[str] = []
@@ -68,9 +70,14 @@ def read_split(path: Path, known_labels: set[str] | None = None) -> LabelledSpli
         if "label" not in row or row["label"] is None or row["label"] == "":
             raise TartanError("missing field 'label'", path, line)
         label = row["label"]
-        if isinstance(label, bool) or not isinstance(label, (str, int)):
+        if scores:
+            label = _score(label)
+            if label is None:
+                raise TartanError(f"field 'label' must be a number (a score), got {row['label']!r}", path, line)
+        elif isinstance(label, bool) or not isinstance(label, (str, int)):
             raise TartanError(f"field 'label' must be a string or an integer, got {type(label).__name__}", path, line)
-        label = str(label)
+        else:
+            label = str(label)
         if known_labels is not None and label not in known_labels:
             raise TartanError(f"label {label!r} never occurs in train (train labels: {', '.join(sorted(known_labels))})",
                               path, line)
@@ -91,6 +98,17 @@ def read_split(path: Path, known_labels: set[str] | None = None) -> LabelledSpli
                          text_pairs=pairs if any(has_pairs) else None, labels=labels)
 
 
+def _score(value) -> float | None:
+    """A finite number, from a JSON number or its text (a .csv cell); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def check_task_name(name: str) -> None:
     """A task is a folder of data_dir, named by its folder name: a path would put the run's files
     (and read its data) somewhere else than the user thinks."""
@@ -99,8 +117,10 @@ def check_task_name(name: str) -> None:
                           "(data_dir=/path/to/data end_task=citation_intent)")
 
 
-def load_labelled_task(data_dir: str | Path, name: str, splits: tuple[str, ...] = SPLITS) -> LabelledTask:
-    """Read and check every split of task folder `data_dir/name`; train and dev are required."""
+def load_labelled_task(data_dir: str | Path, name: str, splits: tuple[str, ...] = SPLITS,
+                       scores: bool = False) -> LabelledTask:
+    """Read and check every split of task folder `data_dir/name`; train and dev are required.
+    `scores`: the labels are numbers (a regression task), which need no vocabulary."""
     data_dir = Path(data_dir)
     check_task_name(name)
     if not data_dir.is_dir():
@@ -112,11 +132,13 @@ def load_labelled_task(data_dir: str | Path, name: str, splits: tuple[str, ...] 
     train_path = split_file(folder, "train")
     if train_path is None:
         raise TartanError(f"no train file (expected train.{{{','.join(LABELLED_EXTENSIONS)}}})", folder)
-    loaded = {"train": read_split(train_path)}
-    label_names = sorted(set(loaded["train"].labels))
-    if len(label_names) < 2:
-        raise TartanError(f"every row of train has the label {label_names[0]!r}: a classifier needs at least two "
-                          "labels in train", train_path) if label_names else TartanError("train has no rows", train_path)
+    loaded = {"train": read_split(train_path, scores=scores)}
+    label_names = [] if scores else sorted(set(loaded["train"].labels))
+    distinct = sorted(set(loaded["train"].labels), key=str)
+    if len(distinct) < 2:
+        raise TartanError(f"every row of train has the label {distinct[0]!r}: a task needs at least two "
+                          "different labels in train", train_path) if distinct else TartanError("train has no rows",
+                                                                                          train_path)
     for split in splits:
         if split == "train":
             continue
@@ -125,7 +147,7 @@ def load_labelled_task(data_dir: str | Path, name: str, splits: tuple[str, ...] 
             if split == "dev":
                 raise TartanError("no dev file (early stopping needs dev.jsonl, dev.csv or dev.tsv)", folder)
             continue
-        loaded[split] = read_split(path, set(label_names))
+        loaded[split] = read_split(path, None if scores else set(label_names), scores=scores)
         pairs, train_pairs = loaded[split].text_pairs is not None, loaded["train"].text_pairs is not None
         if pairs != train_pairs:  # a model trained on pairs would be scored on texts alone, or the reverse
             raise TartanError(f"{'has' if pairs else 'has no'} field 'text_pair', which {train_path.name} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -57,6 +58,27 @@ def evaluate_in_one_process(task: Task, model: nn.Module, split: str, autocast) 
 
 
 task_types: Registry = Registry("task type")
+
+
+def labelled_kind(data_dir, name: str) -> str:
+    """The type of the labelled task folder `data_dir/name`, read from the layout of its first train
+    row: the first registered type other than classification that claims it (a score: regression),
+    else classification. A missing folder or file is left for the task's own reader to report."""
+    from ..data.labelled import check_task_name, split_file
+    from ..data.readers import read_rows
+
+    check_task_name(name)
+    folder = Path(data_dir) / name if data_dir is not None else None
+    path = split_file(folder, "train") if folder is not None and folder.is_dir() else None
+    if path is None:
+        return "classification"
+    for _, row in read_rows(path):
+        for kind in task_types.names():
+            claims = getattr(task_types.get(kind), "claims", None)
+            if kind != "classification" and claims is not None and claims(row):
+                return kind
+        break
+    return "classification"
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

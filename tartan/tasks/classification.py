@@ -48,14 +48,25 @@ def logits_of_batches(model: nn.Module, head: str, encoded, pad_id: int, batches
 
 @task_types.register("classification")
 class ClassificationTask:
+    """Single-label classification; also the base of the other types that read a text (or pair) and
+    a label per row (regression), which change the label, the head's outputs, the loss and the metrics."""
+
     reads_end_task = False  # the folder of its own name
+    scores = False  # labels are names (a vocabulary from train), not numbers
+
+    @classmethod
+    def claims(cls, row: dict) -> bool:
+        """Whether a row of a task's train file has this type's layout (labelled_kind); the
+        fallback for every other labelled task."""
+        return True
+
     def __init__(self, data: LabelledTask, tokenizer, *, max_length: int, batch_size: int,
                  eval_batch_size: int, seed: int, bucket_batches: int = 50, head_dropout: float = 0.1,
                  metric: str | None = None, cache: Path | None = None, scale_loss: bool = False):
         self.name = data.name
         self.data = data
         self.label_names = data.label_names
-        self.metric = metric or default_metric(data.name)
+        self.metric = metric or self.default_metric(data.name)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.bucket_batches, self.head_dropout = seed, bucket_batches, head_dropout
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -64,10 +75,25 @@ class ClassificationTask:
         # keys a reusable stage trained on this task (MUPPET's): changed files are another stage
         self.digest = hashlib.sha256("|".join(f"{split}:{s.digest}" for split, s in sorted(data.splits.items()))
                                      .encode()).hexdigest()
-        self.labels = {split: np.asarray(data.label_ids(split), dtype=np.int64) for split in data.splits}
+        self.labels = {split: self.label_array(data, split) for split in data.splits}
         self._lengths = {split: e.lengths for split, e in self.encoded.items()}
-        # MUPPET: divided by log(C), a uniform prediction costs 1 in every task, whatever its classes
-        self.loss_scale = 1 / math.log(len(self.label_names)) if scale_loss else 1.0
+        self.loss_scale = self.chance_loss() ** -1 if scale_loss else 1.0
+
+    @staticmethod
+    def default_metric(name: str) -> str:
+        return default_metric(name)
+
+    def label_array(self, data: LabelledTask, split: str) -> np.ndarray:
+        return np.asarray(data.label_ids(split), dtype=np.int64)
+
+    def chance_loss(self) -> float:
+        """The loss of a prediction that knows nothing: MUPPET divides each task's loss by it, so
+        that such a prediction costs 1 in every task. Here log(C), of a uniform prediction."""
+        return math.log(len(self.label_names))
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.label_names)
 
     @classmethod
     def from_config(cls, name: str, config, tokenizer, **options) -> "ClassificationTask":
@@ -75,7 +101,7 @@ class ClassificationTask:
         (a stage's) override the train section's batch sizes, seed and head dropout."""
         from ..config import cache_dir
 
-        data = load_labelled_task(config.data_dir, name)
+        data = load_labelled_task(config.data_dir, name, scores=cls.scores)
         return cls(data, tokenizer, max_length=config.data.max_length,
                    batch_size=options.pop("batch_size", config.train.batch_size),
                    eval_batch_size=options.pop("eval_batch_size", config.train.eval_batch_size),
@@ -91,7 +117,7 @@ class ClassificationTask:
         return len(self.labels[split])
 
     def make_head(self, body: nn.Module) -> nn.Module:
-        return ClassificationHead(body.config.hidden_size, len(self.label_names), self.head_dropout)
+        return ClassificationHead(body.config.hidden_size, self.num_outputs, self.head_dropout)
 
     def head_meta(self) -> dict:
         return {"type": "classification", "labels": self.label_names, "dropout": self.head_dropout}
@@ -122,7 +148,7 @@ class ClassificationTask:
 
     def predict_logits(self, model: nn.Module, split: str, autocast) -> tuple[np.ndarray, np.ndarray]:
         """Logits of every example of `split`, in file order, and the gold labels."""
-        logits = logits_of(model, self.name, self.encoded[split], self.pad_id, len(self.label_names),
+        logits = logits_of(model, self.name, self.encoded[split], self.pad_id, self.num_outputs,
                            self.eval_batch_size, autocast)
         return logits, self.labels[split]
 
@@ -134,19 +160,30 @@ class ClassificationTask:
         """The logits of the evaluation batches `numbers`, with the examples they belong to."""
         batches = [self.eval_batches(split)[k] for k in numbers]
         if not batches:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, len(self.label_names)), dtype=np.float32)
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.num_outputs), dtype=np.float32)
         return np.concatenate(batches), logits_of_batches(model, self.name, self.encoded[split], self.pad_id,
                                                           batches, autocast)
 
     def eval_metrics(self, split: str, outputs: list) -> dict[str, float]:
         """The metrics of `split` from the eval_outputs of all its batches, in any grouping."""
-        logits = np.zeros((self.num_examples(split), len(self.label_names)), dtype=np.float32)
+        logits = np.zeros((self.num_examples(split), self.num_outputs), dtype=np.float32)
         for indices, part in outputs:
             logits[indices] = part
-        gold = self.labels[split]
+        return self.metrics_of(logits, self.labels[split])
+
+    def metrics_of(self, logits: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+        """The metrics of the head's outputs for every example of a split against its labels."""
         metrics = classification_metrics(gold, logits.argmax(-1))
         metrics["loss"] = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(gold)))
         return metrics
+
+    @staticmethod
+    def prediction(outputs: np.ndarray, meta: dict) -> dict:
+        """What `tartan predict` writes for one example, from the head's outputs and its meta."""
+        probabilities = np.exp(outputs - outputs.max())
+        probabilities /= probabilities.sum()
+        best = int(outputs.argmax())
+        return {"label": meta["labels"][best], "probability": round(float(probabilities[best]), 6)}
 
     def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
         return evaluate_in_one_process(self, model, split, autocast)
