@@ -50,6 +50,9 @@ def export_classifier(run_dir: Path, output: Path, device: str | None = None) ->
         # a model of its own code may reuse a built-in model type's name and compute something else
         raise TartanError(f"cannot export a run of a model that ships its own code ({type(model.body).__name__})",
                           run_dir)
+    if meta.get("type", "classification") not in ("classification", "regression"):
+        raise TartanError(f"exports sequence classifiers (classification, regression); this run's end task is of "
+                          f"type {meta['type']!r}", run_dir)
     regression = meta.get("type") == "regression"
     labels = ["score"] if regression else list(meta["labels"])
     classifier = build_classifier(run_dir / "model", model.heads[config.end_task], labels, run_dir,

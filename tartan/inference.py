@@ -11,7 +11,7 @@ from .data.encoding import encode
 from .data.readers import read_rows
 from .errors import TartanError
 from .models.body import accepts_token_types, load_body
-from .models.heads import ClassificationHead, load_head_meta, load_head_weights
+from .models.heads import load_head_meta, load_head_weights
 from .models.multitask import MultiTaskModel
 from .run import build_task, load_run_config
 from .training.device import make_accelerator, resolve_device
@@ -28,10 +28,11 @@ def load_finished(run_dir: Path, device: str | None = None):
         raise TartanError("run has not finished (no model/ and heads/): train it first", run_dir)
     body, tokenizer = load_body(str(run_dir / rundir.MODEL), config.trust_remote_code)
     meta = load_head_meta(run_dir / rundir.HEADS, config.end_task)
-    if meta.get("type", "classification") not in ("classification", "regression"):
-        raise TartanError(f"cannot use a run whose end task is of type {meta['type']!r} here",
+    kind = meta.get("type", "classification")
+    if kind not in task_types or not hasattr(task_types.get(kind), "head_from_meta"):
+        raise TartanError(f"a head of type {kind!r}: not the end task of a run tartan can load",
                           run_dir / rundir.HEADS / f"{config.end_task}.json")
-    head = ClassificationHead(body.config.hidden_size, outputs_of(meta), meta.get("dropout", 0.1))
+    head = task_types.get(kind).head_from_meta(body.config.hidden_size, meta)
     load_head_weights(head, run_dir / rundir.HEADS, config.end_task)
     model = MultiTaskModel(body, {config.end_task: head}, token_types=accepts_token_types(body))
     if device is not None:
@@ -64,6 +65,9 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, d
     """Write one JSON line per input row: the predicted label name and its probability (or the
     predicted score, for a regression task)."""
     config, model, tokenizer, meta = load_finished(run_dir, device)
+    if meta.get("type", "classification") not in ("classification", "regression"):
+        raise TartanError(f"tartan predict reads texts (and pairs) for classification and regression runs; this "
+                          f"run's end task is of type {meta['type']!r}", run_dir)
     texts, pairs = [], []
     for line, row in read_rows(Path(path)):
         if not isinstance(row.get("text"), str):

@@ -213,3 +213,22 @@ def doubling_all_reduce(record):
         return Done() if async_op else None
 
     return all_reduce
+
+
+def write_choices(folder: Path, sizes=(48, 16, 16), seed: int = 0, choices: int = 3, question: bool = False) -> Path:
+    """Rows whose right choice repeats the context's first word (learnable)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for split, size in zip(("train", "dev", "test"), sizes):
+        rows = []
+        for text in make_texts(size, seed=seed * 100 + len(split)):
+            words = text.split()
+            label = rng.randrange(choices)
+            options = [" ".join(rng.sample(words, min(2, len(words)))) + " zeta" for _ in range(choices)]
+            options[label] = f"{words[0]} {words[0]}"
+            row = {"context": text, "choices": options, "label": label}
+            if question:
+                row["question"] = rng.choice(["cause", "effect"])
+            rows.append(row)
+        write_jsonl(folder / f"{split}.jsonl", rows)
+    return folder

@@ -60,6 +60,18 @@ def evaluate_in_one_process(task: Task, model: nn.Module, split: str, autocast) 
 task_types: Registry = Registry("task type")
 
 
+def own_texts(data_dir, name: str):
+    """The train split of task `name` as unlabelled text (TAPT's corpus): `.texts`, `.digest`,
+    `.path`, and its length. A task type with rows of another layout says what its text is
+    (`train_texts`); otherwise the rows' `text`."""
+    from ..data.labelled import load_labelled_task
+
+    kind = task_types.get(labelled_kind(data_dir, name))
+    if hasattr(kind, "train_texts"):
+        return kind.train_texts(Path(data_dir) / name)
+    return load_labelled_task(data_dir, name, splits=("train",), scores=getattr(kind, "scores", False)).splits["train"]
+
+
 def labelled_kind(data_dir, name: str) -> str:
     """The type of the labelled task folder `data_dir/name`, read from the layout of its first train
     row: the first registered type other than classification that claims it (a score: regression),

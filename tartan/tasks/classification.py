@@ -122,6 +122,11 @@ class ClassificationTask:
     def head_meta(self) -> dict:
         return {"type": "classification", "labels": self.label_names, "dropout": self.head_dropout}
 
+    @staticmethod
+    def head_from_meta(hidden_size: int, meta: dict) -> nn.Module:
+        """The head a finished run saved with `meta` (its weights are loaded next)."""
+        return ClassificationHead(hidden_size, len(meta["labels"]), meta.get("dropout", 0.1))
+
     def train_batches(self, epoch: int) -> list[np.ndarray]:
         return self.shuffled_batches("train", epoch, self.batch_size)
 

@@ -15,13 +15,13 @@ from torch import nn
 
 from ..data.batching import bucketed_batches, collate, sorted_batches, to_device
 from ..data.encoding import encode
-from ..data.labelled import file_digest, load_labelled_task
+from ..data.labelled import file_digest
 from ..data.masking import IGNORE, mask_tokens, select_tokens
 from ..data.unlabelled import parse_size, read_texts, sample_texts
 from ..errors import TartanError
 from ..models.body import resolve_model_path
 from ..models.mlm_head import load_mlm_head
-from . import evaluate_in_one_process, task_types
+from . import evaluate_in_one_process, own_texts, task_types
 
 HELDOUT_SEED = 1234  # fixed held-out masks: MLM evaluations are comparable across steps and runs
 
@@ -60,7 +60,7 @@ class MaskedLMTask:
                     size: str | int | None = None, **options) -> "MaskedLMTask":
         if (source is None) == (path is None):
             raise TartanError(f"masked-LM task {name!r} needs either source: task or path: FILE")
-        end_train = load_labelled_task(config.data_dir, config.end_task, splits=("train",)).splits["train"]
+        end_train = own_texts(config.data_dir, config.end_task)
         if source is not None:
             if source != "task":
                 raise TartanError(f"masked-LM source must be 'task' (the end task's train texts), got {source!r}")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from ..data.labelled import LabelledTask
+from ..models.heads import ClassificationHead
 from . import task_types
 from .classification import ClassificationTask
 
@@ -41,6 +42,10 @@ class RegressionTask(ClassificationTask):
 
     def head_meta(self) -> dict:
         return {"type": "regression", "dropout": self.head_dropout}
+
+    @staticmethod
+    def head_from_meta(hidden_size: int, meta: dict):
+        return ClassificationHead(hidden_size, 1, meta.get("dropout", 0.1))
 
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.mse_loss(output.float().squeeze(-1), batch["labels"].float()) * self.loss_scale

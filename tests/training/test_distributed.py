@@ -200,3 +200,22 @@ def test_gradients_sent_in_bf16_train_close_to_one_process(model_without_dropout
     # whose sign bf16 flips differs by at most 2e-3 a step; nearly all agree far closer
     assert 0 < float(differences.max()) < 3 * 2e-3
     assert float((differences > 1e-4).float().mean()) < 0.01
+
+
+def test_a_multiple_choice_end_task_on_three_processes_matches_one(model_without_dropout, data_dir, tmp_path):
+    # META's meta head gathers each row's first-token vectors of every choice: batches of 8 rows
+    # (24 pairs) split 3 + 3 + 2 rows, dev batches of 7 split 3 + 2 + 2
+    from helpers import write_choices
+
+    write_choices(data_dir / "choose")
+    extra = {"end_task": "choose", "train.max_steps": 3, "train.eval_every": 3, "train.head_dropout": 0.0,
+             "train.log_every": 1, "multitask.auxiliary": "toy_pairs", "meta.dev_batch_size": 7}
+    for count in (1, 3):
+        run(count, "meta_tartan", tiny_overrides(model_without_dropout, data_dir, tmp_path / f"p{count}", **extra))
+    one, three = tmp_path / "p1", tmp_path / "p3"
+    for (step_a, task_a, w_a), (step_b, task_b, w_b) in zip(weights(one), weights(three), strict=True):
+        assert (step_a, task_a) == (step_b, task_b) and w_a == pytest.approx(w_b, abs=1e-5)
+    a, b = (load_file(str(d / "model" / "model.safetensors")) for d in (one, three))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (one, three)]
+    assert metrics[1]["processes"] == 3 and metrics[1]["dev"]["loss"] == pytest.approx(metrics[0]["dev"]["loss"], abs=1e-5)
