@@ -232,3 +232,18 @@ def write_choices(folder: Path, sizes=(48, 16, 16), seed: int = 0, choices: int 
             rows.append(row)
         write_jsonl(folder / f"{split}.jsonl", rows)
     return folder
+
+
+def write_questions(folder: Path, sizes=(48, 16, 16), seed: int = 0) -> Path:
+    """Extractive QA rows in SQuAD's layout whose answer follows the word 'zeta' in the context."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for split, size in zip(("train", "dev", "test"), sizes):
+        rows = []
+        for i, text in enumerate(make_texts(size, seed=seed * 100 + len(split))):
+            answer = rng.choice(WORDS)
+            context = f"{text} zeta {answer} {' '.join(rng.choice(WORDS) for _ in range(rng.randint(0, 30)))}"
+            rows.append({"id": f"{split}{i}", "question": "what follows zeta?", "context": context,
+                         "answers": {"text": [answer], "answer_start": [len(text) + 6]}})
+        write_jsonl(folder / f"{split}.jsonl", rows)
+    return folder

@@ -202,14 +202,18 @@ def test_gradients_sent_in_bf16_train_close_to_one_process(model_without_dropout
     assert float((differences > 1e-4).float().mean()) < 0.01
 
 
-def test_a_multiple_choice_end_task_on_three_processes_matches_one(model_without_dropout, data_dir, tmp_path):
-    # META's meta head gathers each row's first-token vectors of every choice: batches of 8 rows
-    # (24 pairs) split 3 + 3 + 2 rows, dev batches of 7 split 3 + 2 + 2
-    from helpers import write_choices
+@pytest.mark.parametrize("end_task", ["choose", "qa"])
+def test_a_multiple_choice_or_span_end_task_on_three_processes_matches_one(end_task, model_without_dropout, data_dir,
+                                                                           tmp_path):
+    # META's meta head gathers what the end task's head reads: each row's first-token vectors of
+    # every choice, or every token of a QA window (padded to max_length: each process pads its
+    # windows to its own longest). Batches of 8 split 3 + 3 + 2 rows, dev batches of 7 3 + 2 + 2
+    from helpers import write_choices, write_questions
 
-    write_choices(data_dir / "choose")
-    extra = {"end_task": "choose", "train.max_steps": 3, "train.eval_every": 3, "train.head_dropout": 0.0,
-             "train.log_every": 1, "multitask.auxiliary": "toy_pairs", "meta.dev_batch_size": 7}
+    (write_choices if end_task == "choose" else write_questions)(data_dir / end_task)
+    extra = {"end_task": end_task, "train.max_steps": 3, "train.eval_every": 3, "train.head_dropout": 0.0,
+             "train.log_every": 1, "multitask.auxiliary": "toy_pairs", "meta.dev_batch_size": 7,
+             "data.max_length": 48}
     for count in (1, 3):
         run(count, "meta_tartan", tiny_overrides(model_without_dropout, data_dir, tmp_path / f"p{count}", **extra))
     one, three = tmp_path / "p1", tmp_path / "p3"
@@ -218,4 +222,5 @@ def test_a_multiple_choice_end_task_on_three_processes_matches_one(model_without
     a, b = (load_file(str(d / "model" / "model.safetensors")) for d in (one, three))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (one, three)]
-    assert metrics[1]["processes"] == 3 and metrics[1]["dev"]["loss"] == pytest.approx(metrics[0]["dev"]["loss"], abs=1e-5)
+    metric = metrics[0]["metric"]
+    assert metrics[1]["processes"] == 3 and metrics[1]["dev"][metric] == pytest.approx(metrics[0]["dev"][metric], abs=1e-5)

@@ -1,0 +1,280 @@
+"""Extractive question answering (SQuAD's layout: `question`, `context`, `answers: {text,
+answer_start}`): the answer is a span of the context. A long context is read in overlapping windows
+(`stride` tokens shared between neighbours); the head gives every token a start and an end logit,
+and the loss is the mean of the cross-entropies of the start and of the end position (a window
+without the answer points both at its first token, as in the BERT paper's SQuAD 2.0 recipe). An
+example's answer is the best-scoring span over all its windows, mapped back to text through the
+tokenizer's offsets; exact match and F1 are computed as the SQuAD v1.1 evaluation script does (the
+best over the gold answers, after lower-casing and removing punctuation, articles and extra spaces)."""
+from __future__ import annotations
+
+import collections
+import hashlib
+import math
+import re
+import string
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.batching import bucketed_batches, sorted_batches, to_device
+from ..data.labelled import SPLITS, LabelledSplit, check_task_name, file_digest, split_file
+from ..data.readers import read_rows
+from ..errors import TartanError, first_line
+from . import evaluate_in_one_process, task_types
+
+MAX_ANSWER_TOKENS = 30  # the longest span considered, as the SQuAD recipes of BERT and RoBERTa
+
+
+class SpanHead(nn.Module):
+    """A start and an end logit for every token (Linear(H, 2), as AutoModelForQuestionAnswering)."""
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.qa_outputs = nn.Linear(hidden_size, 2)
+
+    def forward(self, hidden_states: torch.Tensor, batch: dict | None = None) -> torch.Tensor:
+        return self.qa_outputs(self.dropout(hidden_states))  # rows x tokens x (start, end)
+
+
+def read_questions(path: Path) -> list[dict]:
+    """The rows of a split, checked: every answer is its text at its answer_start in the context."""
+    rows = []
+    for line, row in read_rows(path):
+        for key in ("question", "context"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise TartanError(f"field {key!r} must be a non-empty string", path, line)
+        answers = row.get("answers")
+        texts, starts = (answers.get("text"), answers.get("answer_start")) if isinstance(answers, dict) else (None, None)
+        if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts) or not texts:
+            raise TartanError("field 'answers' must be {text: [...], answer_start: [...]} of equal, non-zero lengths",
+                              path, line)
+        for text, start in zip(texts, starts):
+            if not isinstance(text, str) or isinstance(start, bool) or not isinstance(start, int):
+                raise TartanError(f"an answer must be a text and an integer start, got {text!r} at {start!r}", path, line)
+            if row["context"][start:start + len(text)] != text:
+                raise TartanError(f"answer {text!r} is not at its answer_start {start} in the context (found "
+                                  f"{row['context'][start:start + len(text)]!r})", path, line)
+        rows.append({"question": row["question"], "context": row["context"], "answers": texts, "starts": starts})
+    return rows
+
+
+@task_types.register("span")
+class SpanTask:
+    reads_end_task = False
+    metric = "f1"
+
+    @classmethod
+    def claims(cls, row: dict) -> bool:
+        return "answers" in row
+
+    def __init__(self, name: str, folder: Path, tokenizer, *, max_length: int, batch_size: int, eval_batch_size: int,
+                 seed: int, bucket_batches: int = 50, head_dropout: float = 0.1, stride: int = 64,
+                 scale_loss: bool = False):
+        if not getattr(tokenizer, "is_fast", False):
+            raise TartanError("extractive QA maps answers through the tokenizer's offsets: it needs a fast tokenizer")
+        self.name, self.seed, self.head_dropout, self.max_length = name, seed, head_dropout, max_length
+        self.batch_size, self.eval_batch_size, self.bucket_batches = batch_size, eval_batch_size, bucket_batches
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.rows, self.windows, digests = {}, {}, []
+        for split in SPLITS:
+            path = split_file(folder, split)
+            if path is None:
+                if split in ("train", "dev"):
+                    raise TartanError(f"no {split} file (expected {split}.jsonl)", folder)
+                continue
+            self.rows[split] = read_questions(path)
+            try:
+                # neighbouring windows share a quarter of the window at most
+                self.windows[split] = self._windows(tokenizer, self.rows[split], max_length, min(stride, max_length // 4))
+            except ValueError as error:  # a question that leaves no room for its context, among others
+                raise TartanError(f"cannot read it in windows of data.max_length={max_length} tokens: "
+                                  f"{first_line(error)}", path) from None
+            digests.append(f"{split}:{file_digest(path)}")
+        self.digest = hashlib.sha256("|".join(digests).encode()).hexdigest()
+        train = self.windows["train"]
+        # MUPPET's scaling: a start and an end drawn uniformly among a window's context tokens cost
+        # log(n) each; n is the mean number of context tokens of the train windows
+        context_tokens = float(np.mean([sum(1 for s in w["sequence"] if s == 1) for w in train]))
+        self.loss_scale = 1 / math.log(max(context_tokens, 2.0)) if scale_loss else 1.0
+
+    @staticmethod
+    def _windows(tokenizer, rows: list[dict], max_length: int, stride: int) -> list[dict]:
+        """Every example's windows: token ids, type ids, offsets, which tokens are the context's, and
+        the first answer's token positions (both 0 where the window does not hold it)."""
+        encoded = tokenizer([r["question"] for r in rows], [r["context"] for r in rows], truncation="only_second",
+                            max_length=max_length, stride=stride, return_overflowing_tokens=True,
+                            return_offsets_mapping=True)
+        windows = []
+        for i, example in enumerate(encoded["overflow_to_sample_mapping"]):
+            sequence = encoded.sequence_ids(i)
+            offsets = encoded["offset_mapping"][i]
+            row = rows[example]
+            first, last = row["starts"][0], row["starts"][0] + len(row["answers"][0])
+            start = end = 0
+            context = [t for t, s in enumerate(sequence) if s == 1]
+            if context and offsets[context[0]][0] <= first and offsets[context[-1]][1] >= last:
+                start = next(t for t in context if offsets[t][1] > first)
+                end = next(t for t in reversed(context) if offsets[t][0] < last)
+            windows.append({"example": example, "input_ids": np.asarray(encoded["input_ids"][i], dtype=np.int64),
+                            "token_type_ids": np.asarray(encoded["token_type_ids"][i], dtype=np.int64)
+                            if "token_type_ids" in encoded else None,
+                            "offsets": offsets, "sequence": sequence, "start": start, "end": end})
+        return windows
+
+    @classmethod
+    def from_config(cls, name: str, config, tokenizer, **options) -> "SpanTask":
+        check_task_name(name)
+        folder = Path(config.data_dir) / name
+        if not folder.is_dir():
+            raise TartanError("task folder not found", folder)
+        return cls(name, folder, tokenizer, max_length=config.data.max_length,
+                   batch_size=options.pop("batch_size", config.train.batch_size),
+                   eval_batch_size=options.pop("eval_batch_size", config.train.eval_batch_size),
+                   seed=options.pop("seed", config.seed), bucket_batches=config.data.bucket_batches,
+                   head_dropout=options.pop("head_dropout", config.train.head_dropout), **options)
+
+    @staticmethod
+    def train_texts(folder: Path) -> LabelledSplit:
+        """The train rows as text (TAPT's corpus): each question and its context."""
+        path = split_file(folder, "train")
+        if path is None:
+            raise TartanError("no train file (expected train.jsonl)", folder)
+        rows = read_questions(path)
+        return LabelledSplit(path=path, digest=f"{file_digest(path)}:questions",
+                             texts=[f"{r['question']} {r['context']}" for r in rows], text_pairs=None,
+                             labels=[r["answers"][0] for r in rows])
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.rows)
+
+    def num_examples(self, split: str) -> int:
+        return len(self.windows[split])  # what batches are made of: windows
+
+    def make_head(self, body: nn.Module) -> nn.Module:
+        return SpanHead(body.config.hidden_size, self.head_dropout)
+
+    def head_meta(self) -> dict:
+        return {"type": "span", "dropout": self.head_dropout}
+
+    def _lengths(self, split: str) -> np.ndarray:
+        return np.fromiter((len(w["input_ids"]) for w in self.windows[split]), dtype=np.int64)
+
+    def train_batches(self, epoch: int) -> list[np.ndarray]:
+        return self.shuffled_batches("train", epoch, self.batch_size)
+
+    def shuffled_batches(self, split: str, epoch: int, batch_size: int) -> list[np.ndarray]:
+        return bucketed_batches(self._lengths(split), batch_size, self.seed, epoch, self.bucket_batches)
+
+    def collate(self, split: str, indices: np.ndarray, draw: int = 0, batch_of=None,
+                width: int | None = None) -> dict[str, torch.Tensor]:
+        windows = [self.windows[split][i] for i in indices]
+        width = width or max(len(w["input_ids"]) for w in windows)
+        ids = np.full((len(windows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(windows), width), dtype=np.int64)
+        types = np.zeros((len(windows), width), dtype=np.int64)
+        for j, w in enumerate(windows):
+            ids[j, :len(w["input_ids"])] = w["input_ids"]
+            mask[j, :len(w["input_ids"])] = 1
+            if w["token_type_ids"] is not None:
+                types[j, :len(w["input_ids"])] = w["token_type_ids"]
+        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+                 "start_positions": torch.tensor([w["start"] for w in windows]),
+                 "end_positions": torch.tensor([w["end"] for w in windows])}
+        if windows[0]["token_type_ids"] is not None:
+            batch["token_type_ids"] = torch.from_numpy(types)
+        return batch
+
+    def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        # padding is no position: masked, the loss does not depend on how wide a batch is padded
+        # (each process pads its own windows)
+        logits = output.float().masked_fill(~batch["attention_mask"].bool()[..., None], -1e9)
+        return (F.cross_entropy(logits[..., 0], batch["start_positions"])
+                + F.cross_entropy(logits[..., 1], batch["end_positions"])) / 2 * self.loss_scale
+
+    def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        return len(batch["start_positions"])
+
+    def global_loss_units(self, split: str, indices: np.ndarray, draw: int = 0) -> int:
+        return len(indices)
+
+    def head_view(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """Every token's vector (the head reads them all) and the attention mask, padded to
+        max_length so that processes holding windows of other widths can gather them; the answer
+        positions."""
+        width = self.max_length - features.shape[1]
+        return F.pad(features, (0, 0, 0, width)), {"attention_mask": F.pad(batch["attention_mask"], (0, width)),
+                                                   "start_positions": batch["start_positions"],
+                                                   "end_positions": batch["end_positions"]}
+
+    def eval_batches(self, split: str) -> list[np.ndarray]:
+        return sorted_batches(self._lengths(split), self.eval_batch_size)
+
+    @torch.no_grad()
+    def eval_outputs(self, model: nn.Module, split: str, numbers: list[int], autocast) -> list[tuple[int, float, str]]:
+        """The best span of each window scored here: (example, score, answer text)."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        batches = [self.eval_batches(split)[k] for k in numbers]
+        outputs = []
+        for indices in batches:
+            with autocast():
+                logits = model(self.name, to_device(self.collate(split, indices), device)).float().cpu().numpy()
+            for j, i in enumerate(indices):
+                outputs.append(self._best_span(split, int(i), logits[j]))
+        model.train(was_training)
+        return outputs
+
+    def _best_span(self, split: str, index: int, logits: np.ndarray) -> tuple[int, float, str]:
+        window = self.windows[split][index]
+        context = [t for t, s in enumerate(window["sequence"]) if s == 1]
+        best = (-np.inf, "")
+        starts = sorted(context, key=lambda t: -logits[t, 0])[:20]
+        ends = sorted(context, key=lambda t: -logits[t, 1])[:20]
+        text = self.rows[split][window["example"]]["context"]
+        for s in starts:
+            for e in ends:
+                if s <= e < s + MAX_ANSWER_TOKENS and logits[s, 0] + logits[e, 1] > best[0]:
+                    best = (float(logits[s, 0] + logits[e, 1]), text[window["offsets"][s][0]:window["offsets"][e][1]])
+        return window["example"], best[0], best[1]
+
+    def eval_metrics(self, split: str, outputs: list) -> dict[str, float]:
+        answers: dict[int, tuple[float, str]] = {}
+        for part in outputs:
+            for example, score, text in part:
+                if example not in answers or score > answers[example][0]:
+                    answers[example] = (score, text)
+        rows = self.rows[split]
+        exact = [max(exact_match(answers.get(i, (0, ""))[1], gold) for gold in row["answers"]) for i, row in enumerate(rows)]
+        f1 = [max(f1_score(answers.get(i, (0, ""))[1], gold) for gold in row["answers"]) for i, row in enumerate(rows)]
+        return {"f1": float(np.mean(f1)), "exact_match": float(np.mean(exact))}
+
+    def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
+        return evaluate_in_one_process(self, model, split, autocast)
+
+
+def normalize_answer(text: str) -> str:
+    """The SQuAD v1.1 script's: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def f1_score(prediction: str, gold: str) -> float:
+    predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    common = collections.Counter(predicted) & collections.Counter(expected)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(predicted), same / len(expected)
+    return 2 * precision * recall / (precision + recall)

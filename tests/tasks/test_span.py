@@ -1,0 +1,105 @@
+"""The extractive QA task type (SQuAD's layout): reader, windows, loss, SQuAD's exact match and F1,
+and runs as an end task and a MUPPET task."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tartan.config import load_config
+from tartan.errors import TartanError
+from tartan.tasks import labelled_kind
+from tartan.tasks.span import SpanTask, exact_match, f1_score
+
+from helpers import recipe, tiny_overrides, write_jsonl, write_questions
+
+
+@pytest.fixture()
+def questions_dir(data_dir):
+    write_questions(data_dir / "qa")
+    return data_dir
+
+
+def task_of(tiny_models, data_dir, max_length=32, **options) -> SpanTask:
+    from transformers import AutoTokenizer
+
+    config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=qa",
+                                f"data.max_length={max_length}"])
+    return SpanTask.from_config("qa", config, AutoTokenizer.from_pretrained(tiny_models["bert"]), **options)
+
+
+def test_a_folder_of_answers_is_a_span_task(questions_dir):
+    assert labelled_kind(questions_dir, "qa") == "span"
+
+
+def test_an_answer_not_at_its_start_names_its_line(tiny_models, questions_dir):
+    path = questions_dir / "qa" / "dev.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[3]["answers"]["answer_start"] = [0]
+    write_jsonl(path, rows)
+    with pytest.raises(TartanError, match="is not at its answer_start 0") as error:
+        task_of(tiny_models, questions_dir)
+    assert (error.value.path, error.value.line) == (str(path), 4)
+
+
+def test_long_contexts_are_read_in_windows_whose_positions_point_at_the_answer(tiny_models, questions_dir):
+    task = task_of(tiny_models, questions_dir, stride=8)
+    windows = task.windows["train"]
+    assert len(windows) > len(task.rows["train"])  # some contexts need several windows of 32 tokens
+    for window in windows:
+        row = task.rows["train"][window["example"]]
+        if window["start"]:
+            span = row["context"][window["offsets"][window["start"]][0]:window["offsets"][window["end"]][1]]
+            assert span == row["answers"][0]
+    assert all(any(w["start"] for w in windows if w["example"] == e) for e in range(len(task.rows["train"])))
+
+
+def test_squad_exact_match_and_f1():
+    assert exact_match("The Cat!", "cat") == 1.0 and exact_match("a cat", "cats") == 0.0
+    assert f1_score("the black cat", "black cat sat") == pytest.approx(2 * (2 / 2) * (2 / 3) / (2 / 2 + 2 / 3))
+    assert f1_score("", "cat") == 0.0
+
+
+def test_the_best_span_of_a_window_is_its_answer_when_the_logits_point_there(tiny_models, questions_dir):
+    task = task_of(tiny_models, questions_dir, max_length=64)
+    index = next(i for i, w in enumerate(task.windows["dev"]) if w["start"])
+    window = task.windows["dev"][index]
+    logits = np.zeros((len(window["input_ids"]), 2), dtype=np.float32)
+    logits[window["start"], 0] = logits[window["end"], 1] = 5.0
+    example, _, text = task._best_span("dev", index, logits)
+    assert text == task.rows["dev"][example]["answers"][0]
+    metrics = task.eval_metrics("dev", [[(example, 10.0, text)]])
+    # the other examples have no answer: right only where the gold normalises to nothing ("the")
+    expected = [exact_match(text if i == example else "", row["answers"][0]) for i, row in enumerate(task.rows["dev"])]
+    assert metrics["exact_match"] == pytest.approx(float(np.mean(expected))) and expected[example] == 1.0
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("finetune", {"end_task": "qa", "train.epochs": 2, "data.max_length": 48}),
+    ("muppet", {"muppet.tasks": "[qa,toy_pairs]", "muppet.max_steps": 3, "train.max_steps": 2}),
+])
+def test_span_runs_as_end_task_and_muppet_task(name, extra, tiny_models, questions_dir, tmp_path):
+    from tartan.run import train
+
+    run_dir = tmp_path / "run"
+    metrics = train(load_config(recipe(name), tiny_overrides(tiny_models["bert"], questions_dir, run_dir, **extra)))
+    if name == "finetune":
+        assert metrics["metric"] == "f1" and set(metrics["test"]) == {"f1", "exact_match"}
+    else:
+        logged = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+        assert any("qa" in r.get("loss", {}) for r in logged)
+
+
+def test_meta_tartan_with_a_span_auxiliary_task_and_a_span_end_task(tiny_models, questions_dir, tmp_path):
+    """The meta head of a span end task trains on every token's vector (padded to max_length)."""
+    from tartan.run import train
+
+    for end_task, auxiliary in (("toy", "qa"), ("qa", "toy_pairs")):
+        run_dir = tmp_path / end_task
+        train(load_config(recipe("meta_tartan"), tiny_overrides(
+            tiny_models["bert"], questions_dir, run_dir, end_task=end_task,
+            **{"multitask.auxiliary": auxiliary, "train.max_steps": 3, "train.eval_every": 3, "data.max_length": 48})))
+        weights = (run_dir / "task_weights.csv").read_text().splitlines()
+        assert {line.split(",")[1] for line in weights[1:]} == {end_task, auxiliary}
