@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from tartan.config import load_config
 from tartan.errors import TartanError
