@@ -1,6 +1,7 @@
-"""A finished run as a standard Hugging Face sequence classifier, for sharing or serving without
-tartan: `AutoModelForSequenceClassification.from_pretrained(OUT)` loads it, and it scores as the run's
-model does (checked before anything is written). The run's head (first token, Linear, tanh,
+"""A finished run as a standard Hugging Face model, for sharing or serving without tartan:
+`AutoModelForSequenceClassification.from_pretrained(OUT)` loads a classification or regression run,
+`AutoModelForQuestionAnswering` an extractive QA run, and it scores as the run's model does (checked
+before anything is written). The run's head (first token, Linear, tanh,
 Linear) is the classification head of BERT-, ALBERT-, RoBERTa- and MPNet-style models, and of
 DeBERTa's once its pooler's activation is tanh; other families' heads compute something else
 (DistilBERT's ReLU, ELECTRA's GELU, ModernBERT's norm), so their runs are refused."""
@@ -50,16 +51,22 @@ def export_classifier(run_dir: Path, output: Path, device: str | None = None) ->
         # a model of its own code may reuse a built-in model type's name and compute something else
         raise TartanError(f"cannot export a run of a model that ships its own code ({type(model.body).__name__})",
                           run_dir)
-    if meta.get("type", "classification") not in ("classification", "regression"):
-        raise TartanError(f"exports sequence classifiers (classification, regression); this run's end task is of "
-                          f"type {meta['type']!r}", run_dir)
-    regression = meta.get("type") == "regression"
-    labels = ["score"] if regression else list(meta["labels"])
-    classifier = build_classifier(run_dir / "model", model.heads[config.end_task], labels, run_dir,
-                                  problem_type="regression" if regression else None)
+    kind = meta.get("type", "classification")
+    if kind not in ("classification", "regression", "span"):
+        raise TartanError(f"exports sequence classifiers (classification, regression) and extractive QA models; "
+                          f"this run's end task is of type {kind!r}", run_dir)
+    regression = kind == "regression"
+    labels = [] if kind == "span" else ["score"] if regression else list(meta["labels"])
+    if kind == "span":
+        classifier = build_question_answering(run_dir / "model", model.heads[config.end_task], run_dir)
+    else:
+        classifier = build_classifier(run_dir / "model", model.heads[config.end_task], labels, run_dir,
+                                      problem_type="regression" if regression else None)
     device = next(model.parameters()).device
     classifier.to(device)
-    inputs = [tokenizer(text, return_tensors="pt").to(device) for text in _CHECK_TEXTS]  # one at a time: no pad token needed
+    # one at a time: no pad token needed
+    inputs = [tokenizer(*((text, text) if kind == "span" else (text,)), truncation=True,
+                        max_length=config.data.max_length, return_tensors="pt").to(device) for text in _CHECK_TEXTS]
     difference = max_difference(model, config.end_task, classifier, inputs)
     if not difference <= _TOLERANCE:
         raise TartanError(f"the exported {classifier.config.model_type!r} classifier does not reproduce the run's "
@@ -110,7 +117,30 @@ def build_classifier(model_path: Path, head: nn.Module, labels: list[str], where
 
 
 def max_difference(model: nn.Module, end_task: str, classifier: nn.Module, inputs: list[dict]) -> float:
-    """The largest absolute difference between the run's logits and the classifier's on `inputs`."""
+    """The largest absolute difference between the run's logits and the exported model's on `inputs`
+    (a QA model's start and end logits side by side, as the run's head gives them)."""
     model.eval()
+
+    def exported(batch) -> torch.Tensor:
+        output = classifier(**batch)
+        if hasattr(output, "start_logits"):
+            return torch.stack([output.start_logits, output.end_logits], -1)
+        return output.logits
+
     with torch.no_grad():
-        return max(float((model(end_task, dict(batch)) - classifier(**batch).logits).abs().max()) for batch in inputs)
+        return max(float((model(end_task, dict(batch)) - exported(batch)).abs().max()) for batch in inputs)
+
+
+def build_question_answering(model_path: Path, head: nn.Module, where: Path | None = None) -> nn.Module:
+    """The family's AutoModelForQuestionAnswering with the body at `model_path` and the run's span
+    head as its `qa_outputs` (the layer every family's QA model puts on the token vectors)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    try:
+        with quiet_transformers():
+            model = AutoModelForQuestionAnswering.from_pretrained(model_path)
+        with torch.no_grad():
+            model.qa_outputs.load_state_dict(head.qa_outputs.state_dict())
+    except (OSError, ValueError, AttributeError, RuntimeError) as error:
+        raise TartanError(f"cannot export the run as a question-answering model: {first_line(error)}", where) from None
+    return model.eval()

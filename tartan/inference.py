@@ -65,9 +65,12 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, d
     """Write one JSON line per input row: the predicted label name and its probability (or the
     predicted score, for a regression task)."""
     config, model, tokenizer, meta = load_finished(run_dir, device)
-    if meta.get("type", "classification") not in ("classification", "regression"):
-        raise TartanError(f"tartan predict reads texts (and pairs) for classification and regression runs; this "
-                          f"run's end task is of type {meta['type']!r}", run_dir)
+    kind = meta.get("type", "classification")
+    if kind == "span":
+        return _predict_answers(config, model, tokenizer, Path(path), output, batch_size)
+    if kind not in ("classification", "regression"):
+        raise TartanError(f"tartan predict reads texts (and pairs) for classification and regression runs, and "
+                          f"questions with their contexts for QA runs; this run's end task is of type {kind!r}", run_dir)
     texts, pairs = [], []
     for line, row in read_rows(Path(path)):
         if not isinstance(row.get("text"), str):
@@ -86,3 +89,20 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, d
     for row in logits:
         out.write(json.dumps(prediction(row, meta)) + "\n")
     return len(texts)
+
+
+def _predict_answers(config, model, tokenizer, path: Path, output, batch_size: int) -> int:
+    """An extractive QA run's answer to each row's `question` in its `context`."""
+    from .tasks.span import predict_answers
+
+    rows = []
+    for line, row in read_rows(path):
+        for key in ("question", "context"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise TartanError(f"field {key!r} must be a non-empty string", path, line)
+        rows.append({"question": row["question"], "context": row["context"]})
+    out = output or sys.stdout
+    for answer in predict_answers(model, config.end_task, tokenizer, rows, config.data.max_length, batch_size,
+                                  make_accelerator(config.train.precision, config.device).autocast):
+        out.write(json.dumps(answer) + "\n")
+    return len(rows)

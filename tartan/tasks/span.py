@@ -114,10 +114,10 @@ class SpanTask:
             sequence = encoded.sequence_ids(i)
             offsets = encoded["offset_mapping"][i]
             row = rows[example]
-            first, last = row["starts"][0], row["starts"][0] + len(row["answers"][0])
             start = end = 0
             context = [t for t, s in enumerate(sequence) if s == 1]
-            if context and offsets[context[0]][0] <= first and offsets[context[-1]][1] >= last:
+            first, last = (row["starts"][0], row["starts"][0] + len(row["answers"][0])) if row.get("answers") else (-1, -1)
+            if context and first >= 0 and offsets[context[0]][0] <= first and offsets[context[-1]][1] >= last:
                 start = next(t for t in context if offsets[t][1] > first)
                 end = next(t for t in reversed(context) if offsets[t][0] < last)
             windows.append({"example": example, "input_ids": np.asarray(encoded["input_ids"][i], dtype=np.int64),
@@ -161,6 +161,10 @@ class SpanTask:
 
     def head_meta(self) -> dict:
         return {"type": "span", "dropout": self.head_dropout}
+
+    @staticmethod
+    def head_from_meta(hidden_size: int, meta: dict) -> nn.Module:
+        return SpanHead(hidden_size, meta.get("dropout", 0.1))
 
     def _lengths(self, split: str) -> np.ndarray:
         return np.fromiter((len(w["input_ids"]) for w in self.windows[split]), dtype=np.int64)
@@ -233,16 +237,7 @@ class SpanTask:
 
     def _best_span(self, split: str, index: int, logits: np.ndarray) -> tuple[int, float, str]:
         window = self.windows[split][index]
-        context = [t for t, s in enumerate(window["sequence"]) if s == 1]
-        best = (-np.inf, "")
-        starts = sorted(context, key=lambda t: -logits[t, 0])[:20]
-        ends = sorted(context, key=lambda t: -logits[t, 1])[:20]
-        text = self.rows[split][window["example"]]["context"]
-        for s in starts:
-            for e in ends:
-                if s <= e < s + MAX_ANSWER_TOKENS and logits[s, 0] + logits[e, 1] > best[0]:
-                    best = (float(logits[s, 0] + logits[e, 1]), text[window["offsets"][s][0]:window["offsets"][e][1]])
-        return window["example"], best[0], best[1]
+        return best_span(window, self.rows[split][window["example"]]["context"], logits)
 
     def eval_metrics(self, split: str, outputs: list) -> dict[str, float]:
         answers: dict[int, tuple[float, str]] = {}
@@ -257,6 +252,54 @@ class SpanTask:
 
     def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
         return evaluate_in_one_process(self, model, split, autocast)
+
+
+def best_span(window: dict, context_text: str, logits: np.ndarray) -> tuple[int, float, str]:
+    """(example, score, text) of the window's best span: start and end among the context's tokens,
+    start <= end, at most MAX_ANSWER_TOKENS long, the highest start + end logit."""
+    context = [t for t, s in enumerate(window["sequence"]) if s == 1]
+    best = (-np.inf, "")
+    starts = sorted(context, key=lambda t: -logits[t, 0])[:20]
+    ends = sorted(context, key=lambda t: -logits[t, 1])[:20]
+    for s in starts:
+        for e in ends:
+            if s <= e < s + MAX_ANSWER_TOKENS and logits[s, 0] + logits[e, 1] > best[0]:
+                best = (float(logits[s, 0] + logits[e, 1]), context_text[window["offsets"][s][0]:window["offsets"][e][1]])
+    return window["example"], best[0], best[1]
+
+
+@torch.no_grad()
+def predict_answers(model: nn.Module, head: str, tokenizer, rows: list[dict], max_length: int, batch_size: int,
+                    autocast, stride: int = 64) -> list[dict]:
+    """The answer to each row's question in its context (the best span over its windows) and its
+    score (start + end logit), for `tartan predict`."""
+    windows = SpanTask._windows(tokenizer, rows, max_length, min(stride, max_length // 4))
+    model.eval()
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    best: dict[int, tuple[float, str]] = {}
+    for begin in range(0, len(windows), batch_size):
+        part = windows[begin:begin + batch_size]
+        width = max(len(w["input_ids"]) for w in part)
+        ids = torch.full((len(part), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(part), width), dtype=torch.long)
+        types = torch.zeros((len(part), width), dtype=torch.long)
+        for j, w in enumerate(part):
+            ids[j, :len(w["input_ids"])] = torch.from_numpy(w["input_ids"])
+            mask[j, :len(w["input_ids"])] = 1
+            if w["token_type_ids"] is not None:
+                types[j, :len(w["input_ids"])] = torch.from_numpy(w["token_type_ids"])
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if part[0]["token_type_ids"] is not None:
+            batch["token_type_ids"] = types
+        with autocast():
+            logits = model(head, to_device(batch, device)).float().cpu().numpy()
+        for j, w in enumerate(part):
+            example, score, text = best_span(w, rows[w["example"]]["context"], logits[j])
+            if example not in best or score > best[example][0]:
+                best[example] = (score, text)
+    return [{"answer": best.get(i, (0.0, ""))[1], "score": round(float(best.get(i, (0.0, ""))[0]), 6)}
+            for i in range(len(rows))]
 
 
 def normalize_answer(text: str) -> str:

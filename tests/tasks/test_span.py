@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from tartan.config import load_config
 from tartan.errors import TartanError
@@ -102,3 +103,65 @@ def test_meta_tartan_with_a_span_auxiliary_task_and_a_span_end_task(tiny_models,
             **{"multitask.auxiliary": auxiliary, "train.max_steps": 3, "train.eval_every": 3, "data.max_length": 48})))
         weights = (run_dir / "task_weights.csv").read_text().splitlines()
         assert {line.split(",")[1] for line in weights[1:]} == {end_task, auxiliary}
+
+
+def test_a_span_run_exports_a_question_answering_model_that_answers_as_the_run(tiny_models, questions_dir, tmp_path):
+    """transformers 5 has no question-answering pipeline any more (its migration guide): the
+    exported folder is loaded with AutoModelForQuestionAnswering and its tokenizer, as such a
+    pipeline would, and its answers to the dev questions are the run's."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from tartan.export import export_classifier
+    from tartan.inference import load_finished
+    from tartan.run import train
+
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_models["bert"], questions_dir, run_dir, end_task="qa",
+                               **{"train.max_steps": 3, "data.max_length": 48})
+    train(load_config(recipe("finetune"), overrides))
+    result = export_classifier(run_dir, tmp_path / "export", "cpu")
+    assert result["max_difference"] <= 1e-4
+    exported = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "export").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "export")
+    config, model, _, _ = load_finished(run_dir, "cpu")
+    task = task_of(tiny_models, questions_dir, max_length=48)
+    answers = {}
+    for index, window in enumerate(task.windows["dev"]):
+        ids = torch.from_numpy(window["input_ids"])[None]
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if window["token_type_ids"] is not None:
+            inputs["token_type_ids"] = torch.tensor(np.array([window["token_type_ids"]]))
+        with torch.no_grad():
+            output = exported(**inputs)
+            theirs = torch.stack([output.start_logits, output.end_logits], -1)[0].numpy()
+            ours = model("qa", inputs)[0].numpy()
+        assert task._best_span("dev", index, theirs)[2] == task._best_span("dev", index, ours)[2]
+        answers[index] = task._best_span("dev", index, theirs)[2]
+    assert tokenizer("what follows zeta?", "alpha zeta omega")["input_ids"][0] == tokenizer.cls_token_id
+    assert any(answers.values())  # spans of text, mapped back through the offsets
+
+
+def test_predict_writes_the_answer_the_run_finds_for_each_question(capsys, tiny_models, questions_dir, tmp_path):
+    from tartan.cli import main
+    from tartan.inference import load_finished
+
+    run_dir = tmp_path / "run"
+    assert main(["train", str(recipe("finetune")), *tiny_overrides(
+        tiny_models["bert"], questions_dir, run_dir, end_task="qa", **{"train.max_steps": 3, "data.max_length": 48})]) == 0
+    rows = [json.loads(line) for line in (questions_dir / "qa" / "dev.jsonl").read_text().splitlines()]
+    inputs = tmp_path / "in.jsonl"
+    write_jsonl(inputs, [{"question": r["question"], "context": r["context"]} for r in rows])
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), str(inputs)]) == 0
+    predictions = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(predictions) == len(rows) and all(set(p) == {"answer", "score"} for p in predictions)
+    assert all(p["answer"] in r["context"] for p, r in zip(predictions, rows))
+    # the answers the run's evaluation finds, example by example
+    config, model, _, _ = load_finished(run_dir, "cpu")
+    task = task_of(tiny_models, questions_dir, max_length=48)
+    found = {}
+    for _, (example, score, text) in enumerate(task.eval_outputs(model, "dev", range(len(task.eval_batches("dev"))),
+                                                                  lambda: torch.autocast("cpu", enabled=False))):
+        if example not in found or score > found[example][0]:
+            found[example] = (score, text)
+    assert [p["answer"] for p in predictions] == [found[i][1] for i in range(len(rows))]
