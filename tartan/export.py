@@ -52,13 +52,15 @@ def export_classifier(run_dir: Path, output: Path, device: str | None = None) ->
         raise TartanError(f"cannot export a run of a model that ships its own code ({type(model.body).__name__})",
                           run_dir)
     kind = meta.get("type", "classification")
-    if kind not in ("classification", "regression", "span"):
-        raise TartanError(f"exports sequence classifiers (classification, regression) and extractive QA models; "
-                          f"this run's end task is of type {kind!r}", run_dir)
+    if kind not in ("classification", "regression", "span", "multiple_choice"):
+        raise TartanError(f"exports sequence classifiers (classification, regression), multiple-choice and "
+                          f"extractive QA models; this run's end task is of type {kind!r}", run_dir)
     regression = kind == "regression"
-    labels = [] if kind == "span" else ["score"] if regression else list(meta["labels"])
+    labels = [] if kind in ("span", "multiple_choice") else ["score"] if regression else list(meta["labels"])
     if kind == "span":
         classifier = build_question_answering(run_dir / "model", model.heads[config.end_task], run_dir)
+    elif kind == "multiple_choice":
+        classifier = build_multiple_choice(run_dir / "model", model.heads[config.end_task], run_dir)
     else:
         classifier = build_classifier(run_dir / "model", model.heads[config.end_task], labels, run_dir,
                                       problem_type="regression" if regression else None)
@@ -67,7 +69,14 @@ def export_classifier(run_dir: Path, output: Path, device: str | None = None) ->
     # one at a time: no pad token needed
     inputs = [tokenizer(*((text, text) if kind == "span" else (text,)), truncation=True,
                         max_length=config.data.max_length, return_tensors="pt").to(device) for text in _CHECK_TEXTS]
-    difference = max_difference(model, config.end_task, classifier, inputs)
+    if kind == "multiple_choice":  # a row of choices: a context with each choice (alike without a pad token)
+        padded = tokenizer.pad_token_id is not None
+        choices = [f"{_CHECK_TEXTS[1]} {'and more ' * c if padded else ''}" for c in range(meta["choices"])]
+        inputs = [tokenizer([_CHECK_TEXTS[0]] * meta["choices"], choices, truncation=True,
+                            max_length=config.data.max_length, padding=padded, return_tensors="pt").to(device)]
+        difference = max_multiple_choice_difference(model, config.end_task, classifier, inputs)
+    else:
+        difference = max_difference(model, config.end_task, classifier, inputs)
     if not difference <= _TOLERANCE:
         raise TartanError(f"the exported {classifier.config.model_type!r} classifier does not reproduce the run's "
                           f"logits (largest difference {difference:.3g}); nothing written", run_dir)
@@ -129,6 +138,31 @@ def max_difference(model: nn.Module, end_task: str, classifier: nn.Module, input
 
     with torch.no_grad():
         return max(float((model(end_task, dict(batch)) - exported(batch)).abs().max()) for batch in inputs)
+
+
+def max_multiple_choice_difference(model: nn.Module, end_task: str, exported: nn.Module, inputs: list[dict]) -> float:
+    """The same for a multiple-choice model, which takes a row's choices as (rows, choices, tokens)."""
+    model.eval()
+    with torch.no_grad():
+        return max(float((model(end_task, dict(batch))
+                          - exported(**{k: v[None] for k, v in batch.items()}).logits).abs().max()) for batch in inputs)
+
+
+def build_multiple_choice(model_path: Path, head: nn.Module, where: Path | None = None) -> nn.Module:
+    """The family's AutoModelForMultipleChoice with the run's head in its pooler and classifier (BERT
+    and RoBERTa alike score a choice from the pooled first token: dense, tanh, Linear(H, 1))."""
+    from transformers import AutoModelForMultipleChoice
+
+    try:
+        with quiet_transformers():
+            model = AutoModelForMultipleChoice.from_pretrained(model_path)
+        pooler = model.get_submodule(f"{model.base_model_prefix}.pooler.dense")
+        with torch.no_grad():
+            pooler.load_state_dict(head.dense.state_dict())
+            model.classifier.load_state_dict(head.out_proj.state_dict())
+    except (OSError, ValueError, AttributeError, RuntimeError) as error:
+        raise TartanError(f"cannot export the run as a multiple-choice model: {first_line(error)}", where) from None
+    return model.eval()
 
 
 def build_question_answering(model_path: Path, head: nn.Module, where: Path | None = None) -> nn.Module:

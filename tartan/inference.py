@@ -68,9 +68,19 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, d
     kind = meta.get("type", "classification")
     if kind == "span":
         return _predict_answers(config, model, tokenizer, Path(path), output, batch_size)
+    if kind == "multiple_choice":
+        from .tasks.multiple_choice import predict_choices
+
+        out = output or sys.stdout
+        predictions = predict_choices(model, config.end_task, tokenizer, Path(path), meta["choices"],
+                                      config.data.max_length, batch_size,
+                                      make_accelerator(config.train.precision, config.device).autocast)
+        for prediction in predictions:
+            out.write(json.dumps(prediction) + "\n")
+        return len(predictions)
     if kind not in ("classification", "regression"):
-        raise TartanError(f"tartan predict reads texts (and pairs) for classification and regression runs, and "
-                          f"questions with their contexts for QA runs; this run's end task is of type {kind!r}", run_dir)
+        raise TartanError(f"tartan predict reads texts (and pairs), contexts with choices, or questions with "
+                          f"contexts; this run's end task is of type {kind!r}", run_dir)
     texts, pairs = [], []
     for line, row in read_rows(Path(path)):
         if not isinstance(row.get("text"), str):

@@ -38,8 +38,10 @@ class MultipleChoiceHead(ClassificationHead):
         return super().forward(hidden_states, batch).view(-1, self.choices)
 
 
-def read_choices(path: Path, choices: int | None = None) -> tuple[list[str], list[list[str]], list[int]]:
-    """(first segments, choices, labels) of a multiple-choice split file, checked."""
+def read_choices(path: Path, choices: int | None = None,
+                 labelled: bool = True) -> tuple[list[str], list[list[str]], list[int]]:
+    """(first segments, choices, labels) of a multiple-choice split file, checked; without labels
+    (`labelled=False`, rows to predict) the labels are all 0."""
     firsts, options, labels = [], [], []
     for line, row in read_rows(path):
         context, given = row.get("context"), row.get("choices")
@@ -50,7 +52,7 @@ def read_choices(path: Path, choices: int | None = None) -> tuple[list[str], lis
         choices = len(given) if choices is None else choices
         if len(given) != choices:
             raise TartanError(f"{len(given)} choices where the task's rows have {choices}", path, line)
-        label = row.get("label")
+        label = row.get("label") if labelled else 0
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < choices:
             raise TartanError(f"field 'label' must be the index of a choice (0 to {choices - 1}), got {label!r}",
                               path, line)
@@ -196,3 +198,27 @@ class MultipleChoiceTask:
 
     def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]:
         return evaluate_in_one_process(self, model, split, autocast)
+
+
+@torch.no_grad()
+def predict_choices(model: nn.Module, head: str, tokenizer, path: Path, choices: int, max_length: int,
+                    batch_size: int, autocast) -> list[dict]:
+    """The best choice of each row of `path` (context, choices, optional question) and its
+    probability, for `tartan predict`."""
+    from ..data.encoding import encode
+
+    firsts, options, _ = read_choices(path, choices, labelled=False)
+    encoded = encode(tokenizer, [f for f in firsts for _ in range(choices)], [c for row in options for c in row],
+                     max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.eval()
+    device = next(model.parameters()).device
+    predictions = []
+    for begin in range(0, len(firsts), batch_size):
+        rows = np.arange(begin, min(begin + batch_size, len(firsts)))
+        pairs = (rows[:, None] * choices + np.arange(choices)).reshape(-1)
+        with autocast():
+            scores = model(head, to_device(collate(encoded, pairs, pad_id), device)).float()
+        probabilities = torch.softmax(scores, -1).cpu().numpy()
+        predictions += [{"choice": int(p.argmax()), "probability": round(float(p.max()), 6)} for p in probabilities]
+    return predictions

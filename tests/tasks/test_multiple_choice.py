@@ -115,3 +115,49 @@ def test_meta_tartan_with_a_multiple_choice_end_task_and_its_own_text(tiny_model
     assert metrics["metric"] == "accuracy"
     weights = (run_dir / "task_weights.csv").read_text().splitlines()
     assert {line.split(",")[1] for line in weights[1:]} == {"choose", "tapt"}
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_a_multiple_choice_run_exports_a_multiple_choice_model_that_scores_as_the_run(kind, tiny_models, choices_dir,
+                                                                                      tmp_path):
+    from transformers import AutoModelForMultipleChoice
+
+    from tartan.export import export_classifier
+    from tartan.inference import load_finished
+    from tartan.run import train
+
+    run_dir = tmp_path / "run"
+    train(load_config(recipe("finetune"), tiny_overrides(tiny_models[kind], choices_dir, run_dir, end_task="choose",
+                                                         **{"train.max_steps": 3})))
+    result = export_classifier(run_dir, tmp_path / "export", "cpu")
+    assert result["max_difference"] <= 1e-4
+    exported = AutoModelForMultipleChoice.from_pretrained(tmp_path / "export").eval()
+    config, model, _, _ = load_finished(run_dir, "cpu")
+    task = task_of(tiny_models, choices_dir)
+    batch = task.collate("dev", np.arange(4))
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        theirs = exported(**{k: v.view(4, 3, -1) for k, v in inputs.items()}).logits
+        assert torch.allclose(theirs, model("choose", inputs), atol=1e-4)
+
+
+def test_predict_writes_each_rows_best_choice_as_the_run_scores_it(capsys, tiny_models, choices_dir, tmp_path):
+    from tartan.cli import main
+    from tartan.inference import load_finished
+
+    run_dir = tmp_path / "run"
+    assert main(["train", str(recipe("finetune")), *tiny_overrides(tiny_models["bert"], choices_dir, run_dir,
+                                                                   end_task="choose", **{"train.max_steps": 3})]) == 0
+    rows = [json.loads(line) for line in (choices_dir / "choose" / "dev.jsonl").read_text().splitlines()]
+    inputs = tmp_path / "in.jsonl"
+    write_jsonl(inputs, [{k: v for k, v in r.items() if k != "label"} for r in rows])
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), str(inputs)]) == 0
+    predictions = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    config, model, _, _ = load_finished(run_dir, "cpu")
+    task = task_of(tiny_models, choices_dir)
+    with torch.no_grad():
+        scores = model("choose", task.collate("dev", np.arange(len(rows))))
+    probabilities = torch.softmax(scores, -1)
+    assert [p["choice"] for p in predictions] == scores.argmax(-1).tolist()
+    assert [p["probability"] for p in predictions] == pytest.approx(probabilities.max(-1).values.tolist(), abs=1e-4)
