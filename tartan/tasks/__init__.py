@@ -60,6 +60,28 @@ def evaluate_in_one_process(task: Task, model: nn.Module, split: str, autocast) 
 task_types: Registry = Registry("task type")
 
 
+def labelled_folder(data_dir, name: str) -> Path:
+    """The folder of labelled task `name` in data_dir, which must exist."""
+    from ..data.labelled import check_task_name
+    from ..errors import TartanError
+
+    check_task_name(name)
+    folder = Path(data_dir) / name
+    if not folder.is_dir():
+        raise TartanError("task folder not found", folder)
+    return folder
+
+
+def task_settings(config, options: dict) -> dict:
+    """A labelled task's sequence length, batching, seed and head dropout: the train section's, unless
+    the stage's `options` set them (taken out of `options`, which keep the rest)."""
+    return {"max_length": config.data.max_length, "bucket_batches": config.data.bucket_batches,
+            "batch_size": options.pop("batch_size", config.train.batch_size),
+            "eval_batch_size": options.pop("eval_batch_size", config.train.eval_batch_size),
+            "seed": options.pop("seed", config.seed),
+            "head_dropout": options.pop("head_dropout", config.train.head_dropout)}
+
+
 def own_texts(data_dir, name: str):
     """The train split of task `name` as unlabelled text (TAPT's corpus): `.texts`, `.digest`,
     `.path`, and its length. A task type with rows of another layout says what its text is

@@ -16,7 +16,7 @@ from ..data.known_tasks import default_metric
 from ..data.labelled import LabelledTask, load_labelled_task
 from ..models.heads import ClassificationHead
 from ..training.metrics import classification_metrics
-from . import evaluate_in_one_process, task_types
+from . import evaluate_in_one_process, task_settings, task_types
 
 
 @torch.no_grad()
@@ -102,11 +102,7 @@ class ClassificationTask:
         from ..config import cache_dir
 
         data = load_labelled_task(config.data_dir, name, scores=cls.scores)
-        return cls(data, tokenizer, max_length=config.data.max_length,
-                   batch_size=options.pop("batch_size", config.train.batch_size),
-                   eval_batch_size=options.pop("eval_batch_size", config.train.eval_batch_size),
-                   seed=options.pop("seed", config.seed), bucket_batches=config.data.bucket_batches,
-                   head_dropout=options.pop("head_dropout", config.train.head_dropout),
+        return cls(data, tokenizer, **task_settings(config, options),
                    metric=config.metric if name == config.end_task else None, cache=cache_dir(), **options)
 
     @property
@@ -163,7 +159,8 @@ class ClassificationTask:
 
     def eval_outputs(self, model: nn.Module, split: str, numbers: list[int], autocast) -> tuple[np.ndarray, np.ndarray]:
         """The logits of the evaluation batches `numbers`, with the examples they belong to."""
-        batches = [self.eval_batches(split)[k] for k in numbers]
+        every = self.eval_batches(split)  # sorted once, not once per batch
+        batches = [every[k] for k in numbers]
         if not batches:
             return np.zeros(0, dtype=np.int64), np.zeros((0, self.num_outputs), dtype=np.float32)
         return np.concatenate(batches), logits_of_batches(model, self.name, self.encoded[split], self.pad_id,

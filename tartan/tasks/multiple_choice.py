@@ -16,11 +16,11 @@ from torch import nn
 
 from ..data.batching import bucketed_batches, collate, sorted_batches, to_device
 from ..data.encoding import encode
-from ..data.labelled import SPLITS, LabelledSplit, check_task_name, file_digest, split_file
+from ..data.labelled import SPLITS, LabelledSplit, file_digest, split_file
 from ..data.readers import read_rows
 from ..errors import TartanError
 from ..models.heads import ClassificationHead
-from . import evaluate_in_one_process, task_types
+from . import evaluate_in_one_process, labelled_folder, task_settings, task_types
 
 
 class MultipleChoiceHead(ClassificationHead):
@@ -105,15 +105,8 @@ class MultipleChoiceTask:
     def from_config(cls, name: str, config, tokenizer, **options) -> "MultipleChoiceTask":
         from ..config import cache_dir
 
-        check_task_name(name)
-        folder = Path(config.data_dir) / name
-        if not folder.is_dir():
-            raise TartanError("task folder not found", folder)
-        return cls(name, folder, tokenizer, max_length=config.data.max_length,
-                   batch_size=options.pop("batch_size", config.train.batch_size),
-                   eval_batch_size=options.pop("eval_batch_size", config.train.eval_batch_size),
-                   seed=options.pop("seed", config.seed), bucket_batches=config.data.bucket_batches,
-                   head_dropout=options.pop("head_dropout", config.train.head_dropout), cache=cache_dir(), **options)
+        return cls(name, labelled_folder(config.data_dir, name), tokenizer, **task_settings(config, options),
+                   cache=cache_dir(), **options)
 
     @staticmethod
     def train_texts(folder: Path) -> LabelledSplit:
@@ -178,7 +171,8 @@ class MultipleChoiceTask:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        batches = [self.eval_batches(split)[k] for k in numbers]
+        every = self.eval_batches(split)  # sorted once, not once per batch
+        batches = [every[k] for k in numbers]
         scores = []
         for indices in batches:
             with autocast():

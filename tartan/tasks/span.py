@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batching import bucketed_batches, sorted_batches, to_device
-from ..data.labelled import SPLITS, LabelledSplit, check_task_name, file_digest, split_file
+from ..data.labelled import SPLITS, LabelledSplit, file_digest, split_file
 from ..data.readers import read_rows
 from ..errors import TartanError, first_line
-from . import evaluate_in_one_process, task_types
+from . import evaluate_in_one_process, labelled_folder, task_settings, task_types
 
 MAX_ANSWER_TOKENS = 30  # the longest span considered, as the SQuAD recipes of BERT and RoBERTa
 
@@ -128,15 +128,7 @@ class SpanTask:
 
     @classmethod
     def from_config(cls, name: str, config, tokenizer, **options) -> "SpanTask":
-        check_task_name(name)
-        folder = Path(config.data_dir) / name
-        if not folder.is_dir():
-            raise TartanError("task folder not found", folder)
-        return cls(name, folder, tokenizer, max_length=config.data.max_length,
-                   batch_size=options.pop("batch_size", config.train.batch_size),
-                   eval_batch_size=options.pop("eval_batch_size", config.train.eval_batch_size),
-                   seed=options.pop("seed", config.seed), bucket_batches=config.data.bucket_batches,
-                   head_dropout=options.pop("head_dropout", config.train.head_dropout), **options)
+        return cls(name, labelled_folder(config.data_dir, name), tokenizer, **task_settings(config, options), **options)
 
     @staticmethod
     def train_texts(folder: Path) -> LabelledSplit:
@@ -225,7 +217,8 @@ class SpanTask:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        batches = [self.eval_batches(split)[k] for k in numbers]
+        every = self.eval_batches(split)  # sorted once, not once per batch
+        batches = [every[k] for k in numbers]
         outputs = []
         for indices in batches:
             with autocast():
