@@ -9,6 +9,7 @@ calls: on a GPU each read waits for the queued kernels to finish, so the loop re
 steps and META-TARTAN one small vector per weight update. A test counts reads per step through it."""
 from __future__ import annotations
 
+import atexit
 import re
 import sys
 
@@ -84,7 +85,9 @@ def make_accelerator(precision: str = "auto", device: str | torch.device = "auto
         state = AcceleratorState()
         if state.mixed_precision != mixed_precision or (state.device.type == "cpu") != cpu:
             AcceleratorState._reset_state(reset_partial_state=(state.device.type == "cpu") != cpu)
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    end_process_group_at_exit()
+    return accelerator
 
 
 def gradient_scaler(accelerator) -> torch.amp.GradScaler:
@@ -98,7 +101,29 @@ def processes(device: str | torch.device = "auto"):
     from accelerate import PartialState
 
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    return PartialState(cpu=target.type == "cpu")
+    state = PartialState(cpu=target.type == "cpu")
+    end_process_group_at_exit()
+    return state
+
+
+def end_process_group_at_exit() -> None:
+    """Destroy the process group (torchrun's) while the interpreter is still whole. Left to
+    interpreter teardown, gloo's worker threads may release tensors after Python is gone and the
+    process aborts ("terminate called without an active exception", SIGABRT) after a run that
+    succeeded (seen once in CI, 3 processes on gloo)."""
+    global _ending_registered
+    if _ending_registered or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    _ending_registered = True
+    atexit.register(_destroy_process_group)
+
+
+_ending_registered = False
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 class HostReads:

@@ -73,3 +73,25 @@ def test_every_read_through_to_host_is_counted():
     value = to_host(torch.ones(3, requires_grad=True) * 2)
     assert value.device.type == "cpu" and not value.requires_grad and value.tolist() == [2.0, 2.0, 2.0]
     assert HostReads.count == before + 1
+
+
+def test_the_process_group_is_destroyed_before_the_interpreter_tears_down(tmp_path):
+    # an exit hook registered before tartan's runs after it (atexit is last in, first out): it
+    # sees whether tartan destroyed the process group that torchrun's environment made
+    import subprocess
+    import sys
+    script = tmp_path / "one_process.py"
+    script.write_text(
+        "import atexit, os, socket, torch\n"
+        "atexit.register(lambda: print('initialized at exit:', torch.distributed.is_initialized()))\n"
+        "with socket.socket() as s:\n"
+        "    s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]\n"
+        "os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK='0', WORLD_SIZE='1',\n"
+        "                  LOCAL_RANK='0', LOCAL_WORLD_SIZE='1')\n"
+        "from tartan.training.device import make_accelerator\n"
+        "make_accelerator(precision='fp32', device='cpu')\n"
+        "print('initialized in the run:', torch.distributed.is_initialized())\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "initialized in the run: True" in result.stdout
+    assert "initialized at exit: False" in result.stdout
