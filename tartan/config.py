@@ -24,10 +24,12 @@ METRICS = ("macro_f1", "micro_f1", "accuracy")
 
 
 def checked(default, *, choices: tuple | None = None, minimum: float | None = None, below: float | None = None,
+            above: float | None = None, maximum: float | None = None,
             pattern: str | None = None, spelled: str | None = None):
     """A config field whose value is checked where it is read (recipe line or override); `pattern`
     is a regular expression the whole value must match, `spelled` says what it accepts."""
     return field(default=default, metadata={"choices": choices, "minimum": minimum, "below": below,
+                                            "above": above, "maximum": maximum,
                                             "pattern": pattern, "spelled": spelled})
 
 
@@ -36,6 +38,9 @@ class DataConfig:
     max_length: int = checked(256, minimum=1)
     # batches per length-sorted chunk: larger chunks pad less, smaller ones shuffle more
     bucket_batches: int = checked(50, minimum=1)
+    # the share of the end task's train examples a run trains on (MUPPET's low-resource runs): a
+    # random subset drawn by the run's seed, so that runs of one seed see the same examples
+    train_fraction: float = checked(1.0, above=0, maximum=1)
 
 
 @dataclass
@@ -438,6 +443,10 @@ def _check(value: Any, spec: dataclasses.Field, dotted: str, source: str, line: 
         raise TartanError(f"{dotted} must be at least {rules['minimum']}, got {value!r}", source, line)
     if rules.get("below") is not None and value >= rules["below"]:
         raise TartanError(f"{dotted} must be below {rules['below']}, got {value!r}", source, line)
+    if rules.get("above") is not None and value <= rules["above"]:
+        raise TartanError(f"{dotted} must be above {rules['above']}, got {value!r}", source, line)
+    if rules.get("maximum") is not None and value > rules["maximum"]:
+        raise TartanError(f"{dotted} must be at most {rules['maximum']}, got {value!r}", source, line)
     return value
 
 

@@ -211,3 +211,9 @@ def test_string_overrides_stay_as_typed():
 
     config = load_config(None, ["end_task=1.10", "name=010"])
     assert (config.end_task, config.name) == ("1.10", "010")
+
+
+@pytest.mark.parametrize("value, needle", [("0", "above 0"), ("1.5", "at most 1"), ("-0.1", "above 0")])
+def test_a_train_fraction_outside_zero_to_one_is_refused(value, needle):
+    with pytest.raises(TartanError, match=needle):
+        load_config(None, [f"data.train_fraction={value}"])

@@ -9,11 +9,11 @@ from .encoding import Encoded
 
 
 def bucketed_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
-                     bucket_batches: int = 50) -> list[np.ndarray]:
+                     bucket_batches: int = 50, rows: np.ndarray | None = None) -> list[np.ndarray]:
     """Training batches of one epoch; a pure function of (seed, epoch) so a resumed run sees the
-    very batches an uninterrupted one would."""
+    very batches an uninterrupted one would. `rows`: only these rows (all by default)."""
     rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
+    order = rng.permutation(len(lengths)) if rows is None else np.asarray(rows)[rng.permutation(len(rows))]
     chunk = batch_size * bucket_batches
     batches = []
     for start in range(0, len(order), chunk):
@@ -21,6 +21,15 @@ def bucketed_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int
         part = part[np.argsort(lengths[part], kind="stable")]
         batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def fraction_of_rows(count: int, fraction: float, seed: int) -> np.ndarray | None:
+    """A fixed random `fraction` of `count` rows (at least one), in order, drawn by `seed` alone, so
+    that two methods run with one seed train on the same examples; None for all of them."""
+    if fraction >= 1:
+        return None
+    keep = max(1, round(fraction * count))
+    return np.sort(np.random.default_rng([seed, 0x7A57]).choice(count, keep, replace=False))
 
 
 def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

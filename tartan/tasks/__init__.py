@@ -72,14 +72,16 @@ def labelled_folder(data_dir, name: str) -> Path:
     return folder
 
 
-def task_settings(config, options: dict) -> dict:
-    """A labelled task's sequence length, batching, seed and head dropout: the train section's, unless
-    the stage's `options` set them (taken out of `options`, which keep the rest)."""
+def task_settings(config, name: str, options: dict) -> dict:
+    """Labelled task `name`'s sequence length, batching, seed, head dropout and share of its train
+    set: the train section's, unless the stage's `options` set them (taken out of `options`, which
+    keep the rest). Only the end task trains on a fraction (data.train_fraction)."""
     return {"max_length": config.data.max_length, "bucket_batches": config.data.bucket_batches,
             "batch_size": options.pop("batch_size", config.train.batch_size),
             "eval_batch_size": options.pop("eval_batch_size", config.train.eval_batch_size),
             "seed": options.pop("seed", config.seed),
-            "head_dropout": options.pop("head_dropout", config.train.head_dropout)}
+            "head_dropout": options.pop("head_dropout", config.train.head_dropout),
+            "train_fraction": config.data.train_fraction if name == config.end_task else 1.0}
 
 
 def own_texts(data_dir, name: str):

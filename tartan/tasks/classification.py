@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import bucketed_batches, collate, sorted_batches, to_device
+from ..data.batching import bucketed_batches, collate, fraction_of_rows, sorted_batches, to_device
 from ..data.encoding import encode
 from ..data.known_tasks import default_metric
 from ..data.labelled import LabelledTask, load_labelled_task
@@ -62,7 +62,8 @@ class ClassificationTask:
 
     def __init__(self, data: LabelledTask, tokenizer, *, max_length: int, batch_size: int,
                  eval_batch_size: int, seed: int, bucket_batches: int = 50, head_dropout: float = 0.1,
-                 metric: str | None = None, cache: Path | None = None, scale_loss: bool = False):
+                 metric: str | None = None, cache: Path | None = None, scale_loss: bool = False,
+                 train_fraction: float = 1.0):
         self.name = data.name
         self.data = data
         self.label_names = data.label_names
@@ -77,6 +78,7 @@ class ClassificationTask:
                                      .encode()).hexdigest()
         self.labels = {split: self.label_array(data, split) for split in data.splits}
         self._lengths = {split: e.lengths for split, e in self.encoded.items()}
+        self.train_rows = fraction_of_rows(len(self.labels["train"]), train_fraction, seed)
         self.loss_scale = self.chance_loss() ** -1 if scale_loss else 1.0
 
     @staticmethod
@@ -102,7 +104,7 @@ class ClassificationTask:
         from ..config import cache_dir
 
         data = load_labelled_task(config.data_dir, name, scores=cls.scores)
-        return cls(data, tokenizer, **task_settings(config, options),
+        return cls(data, tokenizer, **task_settings(config, name, options),
                    metric=config.metric if name == config.end_task else None, cache=cache_dir(), **options)
 
     @property
@@ -128,7 +130,8 @@ class ClassificationTask:
 
     def shuffled_batches(self, split: str, epoch: int, batch_size: int) -> list[np.ndarray]:
         """An epoch of `split` in length-bucketed batches, shuffled by (seed, epoch)."""
-        return bucketed_batches(self._lengths[split], batch_size, self.seed, epoch, self.bucket_batches)
+        return bucketed_batches(self._lengths[split], batch_size, self.seed, epoch, self.bucket_batches,
+                                self.train_rows if split == "train" else None)
 
     def collate(self, split: str, indices: np.ndarray, draw: int = 0,
                 batch_of: np.ndarray | None = None) -> dict[str, torch.Tensor]:

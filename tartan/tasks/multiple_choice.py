@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import bucketed_batches, collate, sorted_batches, to_device
+from ..data.batching import bucketed_batches, collate, fraction_of_rows, sorted_batches, to_device
 from ..data.encoding import encode
 from ..data.labelled import SPLITS, LabelledSplit, file_digest, split_file
 from ..data.readers import read_rows
@@ -76,7 +76,7 @@ class MultipleChoiceTask:
 
     def __init__(self, name: str, folder: Path, tokenizer, *, max_length: int, batch_size: int, eval_batch_size: int,
                  seed: int, bucket_batches: int = 50, head_dropout: float = 0.1, cache: Path | None = None,
-                 scale_loss: bool = False):
+                 scale_loss: bool = False, train_fraction: float = 1.0):
         self.name, self.seed, self.head_dropout = name, seed, head_dropout
         self.batch_size, self.eval_batch_size, self.bucket_batches = batch_size, eval_batch_size, bucket_batches
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -97,6 +97,7 @@ class MultipleChoiceTask:
                                          [c for row in options for c in row], max_length, digest, cache)
             self.labels[split] = np.asarray(labels, dtype=np.int64)
             self._lengths[split] = self.encoded[split].lengths.reshape(-1, self.choices).max(1)
+        self.train_rows = fraction_of_rows(len(self.labels["train"]), train_fraction, seed)
         self.digest = hashlib.sha256("|".join(digests).encode()).hexdigest()
         # MUPPET: divided by log(choices), a uniform guess costs 1, as in a classification task
         self.loss_scale = 1 / math.log(self.choices) if scale_loss else 1.0
@@ -105,7 +106,7 @@ class MultipleChoiceTask:
     def from_config(cls, name: str, config, tokenizer, **options) -> "MultipleChoiceTask":
         from ..config import cache_dir
 
-        return cls(name, labelled_folder(config.data_dir, name), tokenizer, **task_settings(config, options),
+        return cls(name, labelled_folder(config.data_dir, name), tokenizer, **task_settings(config, name, options),
                    cache=cache_dir(), **options)
 
     @staticmethod
@@ -140,7 +141,8 @@ class MultipleChoiceTask:
         return self.shuffled_batches("train", epoch, self.batch_size)
 
     def shuffled_batches(self, split: str, epoch: int, batch_size: int) -> list[np.ndarray]:
-        return bucketed_batches(self._lengths[split], batch_size, self.seed, epoch, self.bucket_batches)
+        return bucketed_batches(self._lengths[split], batch_size, self.seed, epoch, self.bucket_batches,
+                                self.train_rows if split == "train" else None)
 
     def collate(self, split: str, indices: np.ndarray, draw: int = 0,
                 batch_of: np.ndarray | None = None) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import bucketed_batches, sorted_batches, to_device
+from ..data.batching import bucketed_batches, fraction_of_rows, sorted_batches, to_device
 from ..data.labelled import SPLITS, LabelledSplit, file_digest, split_file
 from ..data.readers import read_rows
 from ..errors import TartanError, first_line
@@ -74,7 +74,7 @@ class SpanTask:
 
     def __init__(self, name: str, folder: Path, tokenizer, *, max_length: int, batch_size: int, eval_batch_size: int,
                  seed: int, bucket_batches: int = 50, head_dropout: float = 0.1, stride: int = 64,
-                 scale_loss: bool = False):
+                 scale_loss: bool = False, train_fraction: float = 1.0):
         if not getattr(tokenizer, "is_fast", False):
             raise TartanError("extractive QA maps answers through the tokenizer's offsets: it needs a fast tokenizer")
         self.name, self.seed, self.head_dropout, self.max_length = name, seed, head_dropout, max_length
@@ -97,6 +97,10 @@ class SpanTask:
             digests.append(f"{split}:{file_digest(path)}")
         self.digest = hashlib.sha256("|".join(digests).encode()).hexdigest()
         train = self.windows["train"]
+        # a fraction of the questions, every window of each
+        questions = fraction_of_rows(len(self.rows["train"]), train_fraction, seed)
+        self.train_rows = None if questions is None else np.flatnonzero(
+            np.isin([w["example"] for w in train], questions))
         # MUPPET's scaling: a start and an end drawn uniformly among a window's context tokens cost
         # log(n) each; n is the mean number of context tokens of the train windows
         context_tokens = float(np.mean([sum(1 for s in w["sequence"] if s == 1) for w in train]))
@@ -128,7 +132,7 @@ class SpanTask:
 
     @classmethod
     def from_config(cls, name: str, config, tokenizer, **options) -> "SpanTask":
-        return cls(name, labelled_folder(config.data_dir, name), tokenizer, **task_settings(config, options), **options)
+        return cls(name, labelled_folder(config.data_dir, name), tokenizer, **task_settings(config, name, options), **options)
 
     @staticmethod
     def train_texts(folder: Path) -> LabelledSplit:
@@ -165,7 +169,8 @@ class SpanTask:
         return self.shuffled_batches("train", epoch, self.batch_size)
 
     def shuffled_batches(self, split: str, epoch: int, batch_size: int) -> list[np.ndarray]:
-        return bucketed_batches(self._lengths(split), batch_size, self.seed, epoch, self.bucket_batches)
+        return bucketed_batches(self._lengths(split), batch_size, self.seed, epoch, self.bucket_batches,
+                                self.train_rows if split == "train" else None)
 
     def collate(self, split: str, indices: np.ndarray, draw: int = 0, batch_of=None,
                 width: int | None = None) -> dict[str, torch.Tensor]:

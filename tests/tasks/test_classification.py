@@ -21,9 +21,9 @@ from tartan.tasks.classification import ClassificationTask
 from helpers import LABELS, read_jsonl, write_jsonl
 
 
-def toy_task(tiny_models, data_dir, name: str = "toy", **options) -> ClassificationTask:
+def toy_task(tiny_models, data_dir, name: str = "toy", overrides: tuple = (), **options) -> ClassificationTask:
     config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
-                                "data.max_length=32", "train.batch_size=8"])
+                                "data.max_length=32", "train.batch_size=8", *overrides])
     _, tokenizer = load_body(str(tiny_models["bert"]))
     return ClassificationTask.from_config(name, config, tokenizer, **options)
 
@@ -55,6 +55,20 @@ def test_a_training_epoch_is_every_example_once_in_batches_with_their_labels(mul
     batch = task.collate("train", batches[0])
     assert batch["labels"].tolist() == task.labels["train"][batches[0]].tolist()
     assert task.loss_units(batch) == len(batches[0])
+
+
+def test_a_train_fraction_is_a_fixed_subset_of_the_end_tasks_rows_drawn_by_the_seed(tiny_models, data_dir):
+    def rows(name="toy", seed=0, epoch=0):
+        task = toy_task(tiny_models, data_dir, name, ("data.train_fraction=0.5", f"seed={seed}"))
+        return task, sorted(np.concatenate(task.train_batches(epoch)).tolist())
+
+    task, first = rows()
+    assert len(first) == round(task.num_examples("train") / 2)
+    assert rows(epoch=1)[1] == first and rows()[1] == first  # every epoch, and every run of the seed
+    assert rows(seed=1)[1] != first
+    other, every = rows("toy_pairs")  # another task of the run trains on all of its rows
+    assert every == list(range(other.num_examples("train")))
+    assert sorted(np.concatenate(task.shuffled_batches("dev", 0, 8)).tolist()) == list(range(task.num_examples("dev")))
 
 
 def test_the_loss_is_the_mean_cross_entropy(multitask_setup):

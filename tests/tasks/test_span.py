@@ -56,6 +56,18 @@ def test_long_contexts_are_read_in_windows_whose_positions_point_at_the_answer(t
     assert all(any(w["start"] for w in windows if w["example"] == e) for e in range(len(task.rows["train"])))
 
 
+def test_a_train_fraction_keeps_every_window_of_the_questions_it_keeps(tiny_models, questions_dir):
+    from transformers import AutoTokenizer
+
+    config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={questions_dir}", "end_task=qa",
+                                "data.max_length=32", "data.train_fraction=0.5"])
+    task = SpanTask.from_config("qa", config, AutoTokenizer.from_pretrained(tiny_models["bert"]))
+    kept = sorted(np.concatenate(task.train_batches(0)).tolist())
+    questions = {task.windows["train"][i]["example"] for i in kept}
+    assert len(questions) == round(len(task.rows["train"]) / 2)
+    assert kept == [i for i, w in enumerate(task.windows["train"]) if w["example"] in questions]
+
+
 def test_squad_exact_match_and_f1():
     assert exact_match("The Cat!", "cat") == 1.0 and exact_match("a cat", "cats") == 0.0
     assert f1_score("the black cat", "black cat sat") == pytest.approx(2 * (2 / 2) * (2 / 3) / (2 / 2 + 2 / 3))
