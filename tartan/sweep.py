@@ -5,7 +5,8 @@ another, each in a run directory of its own under the sweep's root.
     recipes: [finetune, tapt]         # files beside the sweep file, or names in recipes/
     end_tasks: [citation_intent, chemprot]
     seeds: [0, 1, 2]
-    grid: {domain.size: [1x, 10x]}    # optional: more axes, any config key
+    grid: {domain.size: [1x, 10x]}    # optional: more axes, any config key; a mapping of names to
+                                      # values names them in run ids: {muppet.tasks: {one: [sst2], two: [sst2, trec]}}
     overrides: {data_dir: ../shared/data, train.epochs: 10}           # every run
     end_task_overrides: {chemprot: {train.epochs: 5}}                 # runs of one end task
     include: sweep.yaml               # optional: another sweep file (beside this one) to start from;
@@ -75,8 +76,9 @@ def load_sweep(path: Path, overrides: list[str] = (), only: list[str] = ()) -> t
         if not isinstance(spec.get(key), list) or not spec[key]:
             raise TartanError(f"{key} must be a non-empty list", path)
     grid = spec.get("grid") or {}
-    if not isinstance(grid, dict) or any(not isinstance(v, list) or not v for v in grid.values()):
-        raise TartanError("grid must map config keys to non-empty lists of values", path)
+    if not isinstance(grid, dict) or any(not isinstance(v, (list, dict)) or not v for v in grid.values()):
+        raise TartanError("grid must map config keys to non-empty lists of values (or mappings of names to values)",
+                          path)
     reserved = sorted(set(grid) & {"seed", "end_task", "output_dir"})
     if reserved:
         raise TartanError(f"grid cannot set {', '.join(reserved)} (seeds and end_tasks are axes of their own)", path)
@@ -84,12 +86,15 @@ def load_sweep(path: Path, overrides: list[str] = (), only: list[str] = ()) -> t
     root = Path(spec.get("root") or "runs/sweep").absolute()
     common = [f"{k}={_value(v)}" for k, v in (spec.get("overrides") or {}).items()]
     per_task = spec.get("end_task_overrides") or {}
-    axes = list(grid.items())
+    # each axis as (name in run ids, value) pairs: a list's values name themselves
+    axes = [(key, list(values.items()) if isinstance(values, dict) else [(_value(v), v) for v in values])
+            for key, values in grid.items()]
     runs = []
     for seed, end_task, recipe, values in itertools.product(spec["seeds"], spec["end_tasks"], spec["recipes"],
                                                             itertools.product(*(v for _, v in axes))):
-        chosen = [f"{key}={_value(value)}" for (key, _), value in zip(axes, values)]
-        run_id = "/".join([str(end_task), Path(str(recipe)).stem, *(c.replace("/", "_") for c in chosen), f"seed{seed}"])
+        chosen = [f"{key}={_value(value)}" for (key, _), (_, value) in zip(axes, values)]
+        named = [f"{key}={label}".replace("/", "_") for (key, _), (label, _) in zip(axes, values)]
+        run_id = "/".join([str(end_task), Path(str(recipe)).stem, *named, f"seed{seed}"])
         if any(r.id == run_id for r in runs):
             raise TartanError(f"run {run_id} twice in the grid (a recipe or value listed twice?)", path)
         task_overrides = [f"{k}={_value(v)}" for k, v in (per_task.get(end_task) or {}).items()]
@@ -99,6 +104,9 @@ def load_sweep(path: Path, overrides: list[str] = (), only: list[str] = ()) -> t
                                   f"seed={seed}", f"output_dir={root / run_id}"])
         except TartanError as error:  # a recipe or value the sweep file names: say which file
             raise TartanError(f"run {run_id}: {error}", path) from None
+        labels = [label for axis, (label, _) in zip(grid.values(), values) if isinstance(axis, dict)]
+        if labels:  # reports and plots tell its runs apart by these names, not by long values
+            config.name = ":".join([config.name, *map(str, labels)])
         runs.append(SweepRun(run_id, config))
     if only:
         unmatched = [p for p in only if not any(fnmatch.fnmatchcase(r.id, p) for r in runs)]
@@ -144,8 +152,8 @@ SHAPES = {  # key -> (what it must be, check)
     "end_tasks": ("a list of task names", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
     "seeds": ("a list of integers", lambda v: isinstance(v, list)
               and all(isinstance(x, int) and not isinstance(x, bool) for x in v)),
-    "grid": ("a mapping of config keys to lists of values",
-             lambda v: isinstance(v, dict) and all(isinstance(x, list) and x for x in v.values())),
+    "grid": ("a mapping of config keys to lists of values (or mappings of names to values)",
+             lambda v: isinstance(v, dict) and all(isinstance(x, (list, dict)) and x for x in v.values())),
     "overrides": ("a mapping of config keys to values", lambda v: isinstance(v, dict)),
     "end_task_overrides": ("a mapping of end tasks to mappings of config keys to values",
                            lambda v: isinstance(v, dict) and all(isinstance(x, dict) or x is None for x in v.values())),

@@ -40,6 +40,15 @@ def test_grid_expands_every_axis_seed_by_seed(tmp_path, tiny_models, data_dir):
     assert {r.config.train.lr_body for r in runs} == {1e-4, 3e-4}
 
 
+def test_a_grid_of_named_values_names_its_runs_and_sets_the_values(tmp_path, tiny_models, data_dir):
+    path = write_sweep(tmp_path, tiny_models, data_dir, recipes=["muppet"], seeds=[0],
+                       grid={"muppet.tasks": {"one": ["toy_pairs"], "two": ["toy_pairs", "toy_pairs"]}})
+    _, runs = load_sweep(path)
+    assert [r.id for r in runs] == ["toy/muppet/muppet.tasks=one/seed0", "toy/muppet/muppet.tasks=two/seed0"]
+    assert [r.config.muppet.tasks for r in runs] == [["toy_pairs"], ["toy_pairs", "toy_pairs"]]
+    assert [r.config.name for r in runs] == ["muppet:one", "muppet:two"]  # a report's rows
+
+
 def test_an_included_sweep_is_the_base_its_includer_changes(tmp_path, tiny_models, data_dir):
     base = write_sweep(tmp_path, tiny_models, data_dir, grid={"train.lr_body": [1e-4]})
     (tmp_path / "variant").mkdir()

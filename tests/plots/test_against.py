@@ -1,0 +1,45 @@
+"""The scale and low-resource plots on fixture run directories."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from tartan.cli import main
+from tartan.plots.against import end_metric, task_count, train_percent
+
+
+def write_run(folder, name, end_task, value, method="muppet", tasks=(), fraction=1.0, test=True):
+    folder.mkdir(parents=True)
+    config = {"name": name, "method": method, "end_task": end_task, "data_dir": "/nowhere",
+              "muppet": {"tasks": list(tasks)}, "data": {"train_fraction": fraction}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    figures = {"accuracy": value}
+    (folder / "metrics.json").write_text(json.dumps({"metric": "accuracy", "dev": figures,
+                                                     **({"test": figures} if test else {})}))
+    return folder
+
+
+def test_a_run_is_placed_by_its_task_count_or_train_share_and_scored_on_test_else_dev(tmp_path):
+    with_test = write_run(tmp_path / "a", "muppet:two", "toy", 0.5, tasks=["x", "y"], fraction=0.25)
+    without = write_run(tmp_path / "b", "finetune", "toy", 0.75, method="finetune", tasks=["x"], test=False)
+    assert task_count(yaml.safe_load((with_test / "config.yaml").read_text())) == 2
+    assert task_count(yaml.safe_load((without / "config.yaml").read_text())) == 0  # no pre-finetuning stage
+    assert train_percent(yaml.safe_load((with_test / "config.yaml").read_text())) == 25.0
+    assert end_metric(with_test) == ("accuracy", "test", 50.0)
+    assert end_metric(without) == ("accuracy", "dev", 75.0)
+
+
+def test_scale_and_low_resource_plots_write_a_panel_per_end_task(tmp_path):
+    runs = []
+    for end_task in ("toy", "other"):
+        for seed in range(2):
+            runs.append(write_run(tmp_path / f"{end_task}/ft{seed}", "finetune", end_task, 0.5 + seed / 10,
+                                  method="finetune"))
+            for count in (1, 2, 4):
+                runs.append(write_run(tmp_path / f"{end_task}/m{count}/{seed}", f"muppet:{count}", end_task,
+                                      0.6 + count / 100, tasks=["t"] * count))
+    for kind in ("scale", "low_resource"):
+        output = tmp_path / f"{kind}.png"
+        assert main(["plot", kind, *map(str, runs), "-o", str(output)]) == 0
+        assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 10_000
