@@ -250,3 +250,14 @@ def test_csv_without_text_column(tmp_path):
     error = load_error(tmp_path / "data", "t")
     assert (error.path, error.line) == (str(folder / "train.csv"), 2)
     assert "missing field 'text'" in error.message
+
+
+def test_rows_with_an_empty_text_are_skipped_and_counted_naming_the_file_and_lines(data_dir, capsys):
+    path = data_dir / "toy_pairs" / "dev.jsonl"
+    rows = read_jsonl(path)
+    rows[1], rows[3] = {**rows[1], "text": "  "}, {**rows[3], "text_pair": ""}
+    write_jsonl(path, rows)
+    task = load_labelled_task(data_dir, "toy_pairs")
+    assert len(task.splits["dev"]) == len(rows) - 2
+    assert [t for t in task.splits["dev"].texts] == [r["text"] for i, r in enumerate(rows) if i not in (1, 3)]
+    assert f"{path}: skipped 2 row(s) with an empty text or text_pair (line 2, 4)" in capsys.readouterr().err
