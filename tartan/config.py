@@ -44,6 +44,12 @@ class DataConfig:
 
 
 @dataclass
+class TaskConfig:
+    # classification, regression, multiple_choice or span; unset: read from the task's first train row
+    type: typing.Optional[str] = None
+
+
+@dataclass
 class TrainConfig:
     epochs: int = checked(10, minimum=1)
     # upper bound on optimizer steps in every stage of a method (for short runs)
@@ -197,6 +203,8 @@ class Config:
     output_dir: typing.Optional[str] = None
     seed: int = checked(0, minimum=0)
     data: DataConfig = field(default_factory=DataConfig)
+    # per labelled task, by folder name: tasks.stsb.type=regression
+    tasks: typing.Dict[str, TaskConfig] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     muppet: MuppetConfig = field(default_factory=MuppetConfig)
@@ -322,10 +330,24 @@ def _build(cls, values: dict, prefix: str, source: str, lines: dict[str, int]):
                 raise TartanError(f"{dotted} must be a mapping of keys to values, got {value!r}",
                                   source, lines.get(dotted))
             kwargs[key] = _build(hint, value, dotted + ".", source, lines)
+        elif (section := _named_sections(hint)) is not None:
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+                raise TartanError(f"{dotted} must map names to sections ({dotted}.NAME.KEY), got {value!r}",
+                                  source, lines.get(dotted))
+            kwargs[key] = {str(name): _build(section, entry, f"{dotted}.{name}.", source, lines)
+                           for name, entry in value.items()}
         else:
             kwargs[key] = _check(_coerce(value, hint, dotted, source, lines.get(dotted)), spec, dotted,
                                  source, lines.get(dotted))
     return cls(**kwargs)
+
+
+def _named_sections(hint: Any):
+    """The section class of a Dict[str, SECTION] field (`tasks`), else None."""
+    if typing.get_origin(hint) is dict:
+        value = typing.get_args(hint)[1]
+        return value if dataclasses.is_dataclass(value) else None
+    return None
 
 
 def _base_type(hint: Any) -> Any:
@@ -413,12 +435,21 @@ def _apply_override(config: Config, override: str) -> None:
     raw_text = raw
     target: Any = config
     parts = dotted.split(".")
-    for depth, part in enumerate(parts):
+    depth = 0
+    while depth < len(parts):
+        part = parts[depth]
         known = _fields(type(target))
         if part not in known:
             raise TartanError(f"{source}: unknown config key {'.'.join(parts[:depth + 1])!r} "
                               f"(known here: {', '.join(known)})")
         hint, spec = known[part]
+        section = _named_sections(hint)
+        if section is not None:  # tasks.NAME.KEY: the named section, made on first use
+            if depth + 2 >= len(parts) or not parts[depth + 1]:
+                raise TartanError(f"{source}: set {part}.NAME.KEY ({', '.join(_fields(section))})")
+            target = getattr(target, part).setdefault(parts[depth + 1], section())
+            depth += 2
+            continue
         if depth < len(parts) - 1:
             if not dataclasses.is_dataclass(hint):
                 raise TartanError(f"{source}: {'.'.join(parts[:depth + 1])} has no sub-keys")
@@ -429,6 +460,7 @@ def _apply_override(config: Config, override: str) -> None:
             if _base_type(hint) is str and value is not None and raw_text.strip() not in ("null", "None", "~"):
                 value = raw_text  # a name like 010 or 1.10 stays as typed, not as YAML reads it
             setattr(target, part, _check(_coerce(value, hint, dotted, source, None), spec, dotted, source, None))
+        depth += 1
 
 
 def _check(value: Any, spec: dataclasses.Field, dotted: str, source: str, line: int | None) -> Any:

@@ -217,3 +217,29 @@ def test_string_overrides_stay_as_typed():
 def test_a_train_fraction_outside_zero_to_one_is_refused(value, needle):
     with pytest.raises(TartanError, match=needle):
         load_config(None, [f"data.train_fraction={value}"])
+
+
+def test_a_tasks_type_is_read_from_a_recipe_or_an_override_and_saved(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("tasks:\n  stsb:\n    type: regression\n")
+    config = load_config(recipe, ["tasks.copa.type=multiple_choice"])
+    assert {name: section.type for name, section in config.tasks.items()} == {"stsb": "regression",
+                                                                              "copa": "multiple_choice"}
+    (tmp_path / "saved.yaml").write_text(save_config(config))
+    again = load_config(tmp_path / "saved.yaml")
+    assert again.tasks["stsb"].type == "regression" and again.tasks["copa"].type == "multiple_choice"
+
+
+@pytest.mark.parametrize("override, needle", [("tasks.stsb=regression", "set tasks.NAME.KEY"),
+                                              ("tasks.stsb.kind=regression", "unknown config key 'tasks.stsb.kind'")])
+def test_a_tasks_override_without_a_key_or_with_an_unknown_one_is_refused(override, needle):
+    with pytest.raises(TartanError, match=needle):
+        load_config(None, [override])
+
+
+def test_a_tasks_section_that_is_not_a_mapping_of_sections_names_its_line(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: finetune\ntasks:\n  stsb: regression\n")
+    with pytest.raises(TartanError, match="tasks must map names to sections") as error:
+        load_config(recipe)
+    assert error.value.line == 2

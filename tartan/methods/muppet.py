@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..config import Config
 from ..errors import TartanError
-from ..tasks import labelled_kind
+from ..tasks import task_kind
 from . import Stage, methods
 from .finetune import finetune
 
@@ -20,7 +20,7 @@ def prefinetune_stage(config: Config) -> Stage:
     # the stage's own seed orders the batches: runs that differ in the fine-tuning seed share the stage
     options = {"batch_size": settings.batch_size, "eval_batch_size": settings.eval_batch_size,
                "head_dropout": settings.head_dropout, "scale_loss": settings.scale_loss, "seed": settings.seed}
-    return Stage(name="prefinetune", tasks=[(name, labelled_kind(config.data_dir, name), dict(options))
+    return Stage(name="prefinetune", tasks=[(name, task_kind(config, name), dict(options))
                         for name in dict.fromkeys(settings.tasks)],
                  weighting="sum", train_section="muppet", reusable=True, select_on="mean", drop_heads=True,
                  sampling=settings.batching,

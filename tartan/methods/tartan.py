@@ -8,7 +8,7 @@ import dataclasses
 
 from ..config import Config
 from ..errors import TartanError
-from ..tasks import labelled_kind
+from ..tasks import task_kind
 from . import Stage, methods
 
 
@@ -24,17 +24,17 @@ def auxiliary_task(config: Config, name: str) -> tuple[str, str, dict]:
         return name, "mlm", {"source": "task", **mlm_options}
     if name == "dapt":
         return name, "mlm", {"path": config.domain.path, "size": config.domain.size, **mlm_options}
-    return name, labelled_kind(config.data_dir, name), {**options, "scale_loss": config.multitask.scale_loss}
+    return name, task_kind(config, name), {**options, "scale_loss": config.multitask.scale_loss}
 
 
 def multitask_stages(config: Config, weighting: str, weighting_options: dict) -> list[Stage]:
     if config.end_task in config.multitask.auxiliary:
         raise TartanError(f"multitask.auxiliary lists the end task {config.end_task!r}: it is trained anyway")
     auxiliary = [auxiliary_task(config, name) for name in dict.fromkeys(config.multitask.auxiliary)]
-    stages = [Stage(name="multitask", tasks=[(config.end_task, labelled_kind(config.data_dir, config.end_task), {}), *auxiliary],
+    stages = [Stage(name="multitask", tasks=[(config.end_task, task_kind(config, config.end_task), {}), *auxiliary],
                     weighting=weighting, weighting_options=weighting_options)]
     if config.multitask.final_finetune:
-        stages.append(Stage(name="finetune", tasks=[(config.end_task, labelled_kind(config.data_dir, config.end_task), {})], keep_if_better=True))
+        stages.append(Stage(name="finetune", tasks=[(config.end_task, task_kind(config, config.end_task), {})], keep_if_better=True))
     return stages
 
 

@@ -84,16 +84,31 @@ def task_settings(config, name: str, options: dict) -> dict:
             "train_fraction": config.data.train_fraction if name == config.end_task else 1.0}
 
 
-def own_texts(data_dir, name: str):
+def task_kind(config, name: str) -> str:
+    """The type of labelled task `name`: `tasks.NAME.type` where the config gives it, else read from
+    its data (labelled_kind)."""
+    from ..errors import TartanError
+
+    given = config.tasks.get(name)
+    if given is not None and given.type is not None:
+        labelled = [kind for kind in task_types.names() if kind != "mlm"]
+        if given.type not in labelled:
+            raise TartanError(f"tasks.{name}.type must be one of {', '.join(labelled)}, got {given.type!r}")
+        return given.type
+    return labelled_kind(config.data_dir, name)
+
+
+def own_texts(config, name: str):
     """The train split of task `name` as unlabelled text (TAPT's corpus): `.texts`, `.digest`,
     `.path`, and its length. A task type with rows of another layout says what its text is
     (`train_texts`); otherwise the rows' `text`."""
     from ..data.labelled import load_labelled_task
 
-    kind = task_types.get(labelled_kind(data_dir, name))
+    kind = task_types.get(task_kind(config, name))
     if hasattr(kind, "train_texts"):
-        return kind.train_texts(Path(data_dir) / name)
-    return load_labelled_task(data_dir, name, splits=("train",), scores=getattr(kind, "scores", False)).splits["train"]
+        return kind.train_texts(Path(config.data_dir) / name)
+    return load_labelled_task(config.data_dir, name, splits=("train",),
+                              scores=getattr(kind, "scores", False)).splits["train"]
 
 
 def labelled_kind(data_dir, name: str) -> str:

@@ -60,7 +60,7 @@ class MaskedLMTask:
                     size: str | int | None = None, **options) -> "MaskedLMTask":
         if (source is None) == (path is None):
             raise TartanError(f"masked-LM task {name!r} needs either source: task or path: FILE")
-        end_train = own_texts(config.data_dir, config.end_task)
+        end_train = own_texts(config, config.end_task)
         if source is not None:
             if source != "task":
                 raise TartanError(f"masked-LM source must be 'task' (the end task's train texts), got {source!r}")

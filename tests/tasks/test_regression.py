@@ -56,6 +56,22 @@ def test_a_folder_of_scores_is_a_regression_task_and_of_names_a_classification(s
     assert labelled_kind(scores_dir, "toy") == "classification"
 
 
+def test_integer_scores_read_as_classes_unless_tasks_name_type_says_regression(scores_dir):
+    from helpers import read_jsonl, write_jsonl
+    from tartan.errors import TartanError
+    from tartan.tasks import task_kind
+
+    for split in ("train", "dev", "test"):  # 0 to 5 as integers: class names, to a reader of the data
+        path = scores_dir / "scores" / f"{split}.jsonl"
+        write_jsonl(path, [{**row, "label": round(row["label"])} for row in read_jsonl(path)])
+    base = [f"data_dir={scores_dir}", "end_task=scores"]
+    assert task_kind(load_config(None, base), "scores") == "classification"
+    assert task_kind(load_config(None, [*base, "tasks.scores.type=regression"]), "scores") == "regression"
+    assert task_kind(load_config(None, [*base, "tasks.scores.type=regression"]), "toy") == "classification"
+    with pytest.raises(TartanError, match="tasks.scores.type must be one of classification, .*got 'scores'"):
+        task_kind(load_config(None, [*base, "tasks.scores.type=scores"]), "scores")
+
+
 @pytest.mark.parametrize("bad, needle", [("high", "must be a number"), (True, "must be a number"),
                                          (float("nan"), "must be a number")])
 def test_a_score_that_is_not_a_number_names_its_line(bad, needle, tiny_models, scores_dir):
