@@ -133,7 +133,7 @@ def train(config: Config, force: bool = False) -> dict:
         train_settings = stage_train_settings(config, stage)
         stored = None
         if stage.reusable:
-            previous_key = stage_key(config, stage, tasks, train_settings, previous_key)
+            previous_key = stage_key(config, stage, tasks, previous_key)
             stored = cache_dir() / "stages" / f"{stage.name}-{previous_key[:24]}"
         # a run that needs a stage another run (another sweep worker, another command) is computing
         # waits for it and reuses it, rather than computing it a second time beside it
@@ -249,19 +249,32 @@ def defining_settings(train_settings) -> dict:
     return {k: v for k, v in dataclasses.asdict(train_settings).items() if k not in rundir.DISPLAY_KEYS}
 
 
-def stage_key(config: Config, stage: Stage, tasks: dict, train_settings, previous_key: str) -> str:
+def stage_settings(config: Config, stage: Stage) -> dict:
+    """The settings a reusable stage's result depends on, beside its model and tasks: its section as
+    it trains, masking and tokenisation. Left out: the end task's share of its train set (no
+    reusable stage reads the end task's labels, so runs at every share reuse one stage), and keys
+    added after stages were stored while they hold their defaults (the stored stages stay valid)."""
+    section = {k: v for k, v in defining_settings(stage_train_settings(config, stage)).items()
+               if k not in ADDED_AT_DEFAULT or ADDED_AT_DEFAULT[k] != v}
+    settings = {"section": section, "mlm": dataclasses.asdict(config.mlm),
+                "data": {k: v for k, v in dataclasses.asdict(config.data).items() if k != "train_fraction"}}
+    if config.model_config:
+        settings["model_config"] = config.model_config
+    return settings
+
+
+ADDED_AT_DEFAULT = {"head_warmup_steps": 0}
+
+
+def stage_key(config: Config, stage: Stage, tasks: dict, previous_key: str) -> str:
     """What a reusable stage's result depends on: the model it starts from (the previous stage's key
-    included), its tasks and their data, the settings it trains with (its step cap included),
-    masking and tokenisation settings."""
-    section = defining_settings(train_settings)
+    included), its tasks and their data, and stage_settings (its step cap included)."""
     described = {
         "format": 1, "model": _model_identity(config.model), "previous": previous_key, "stage": stage.name,
         "head_init": stage.head_init,
         "tasks": [[name, kind, options, getattr(tasks[name], "digest", None)] for name, kind, options in stage.tasks],
-        "section": section, "mlm": dataclasses.asdict(config.mlm), "data": dataclasses.asdict(config.data),
+        **stage_settings(config, stage),
     }
-    if config.model_config:  # only when set, so that the keys of stages computed before it stay valid
-        described["model_config"] = config.model_config
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 

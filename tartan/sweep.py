@@ -422,18 +422,15 @@ def stage_signatures(config: Config) -> set[str]:
     and the end task too where a task type reads it (MLM), so that a stage over other tasks only
     (MUPPET's) has one signature across end tasks. Equal signatures mean the same stage."""
     from .methods import methods
-    from .run import defining_settings, stage_train_settings
+    from .run import stage_settings
     from .tasks import task_types
 
     found, previous = set(), ""
     for stage in methods.get(config.method)(config):
         if not stage.reusable:
             break
-        section = defining_settings(stage_train_settings(config, stage))
         described = {"previous": previous, "stage": stage.name, "tasks": stage.tasks, "head_init": stage.head_init,
-                     "section": section, "model": config.model, "model_config": config.model_config,
-                     "mlm": dataclasses.asdict(config.mlm), "data": dataclasses.asdict(config.data),
-                     "data_dir": str(config.data_dir),
+                     "model": config.model, **stage_settings(config, stage), "data_dir": str(config.data_dir),
                      "end_task": config.end_task if any(task_types.get(kind).reads_end_task
                                                         for _, kind, _ in stage.tasks) else None}
         previous = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()

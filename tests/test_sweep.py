@@ -337,6 +337,9 @@ def test_a_stage_over_other_tasks_only_has_one_signature_across_end_tasks(tmp_pa
     _, runs = load_sweep(path)
     signatures = {run.id: stage_signatures(run.config) for run in runs}
     assert signatures["toy/muppet/seed0"] == signatures["other/muppet/seed0"] != set()
+    # nor on the end task's share of its train set
+    fraction = load_sweep(path, ["data.train_fraction=0.5"])[1]
+    assert stage_signatures(fraction[0].config) == signatures["toy/muppet/seed0"]
     assert not signatures["toy/tapt/seed0"] & signatures["other/tapt/seed0"]
     by_id = {run.id: run for run in runs}
     pending = [by_id["other/muppet/seed0"], by_id["other/tapt/seed0"]]
