@@ -77,6 +77,11 @@ class TrainConfig:
     patience: int = checked(3, minimum=0)
     precision: str = checked("auto", choices=PRECISIONS)
     head_dropout: float = checked(0.1, minimum=0, below=1)
+    # the stage's first steps train its heads alone, the body frozen, so that new heads (a fresh
+    # classifier, a masked-LM decoder made for a body that ships none) stop sending random gradients
+    # into the body before it trains (LP-FT, Kumar et al. 2022); the body's learning-rate schedule
+    # starts after them. Counted in the stage's steps (max_steps)
+    head_warmup_steps: int = checked(0, minimum=0)
     log_every: int = checked(20, minimum=1)
     progress: bool = True
     # also save the resume checkpoint whenever this many minutes have passed since the last one, so

@@ -48,8 +48,9 @@ def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Op
         named = [(n, p) for n, p in model.named_parameters() if n.startswith(prefix) and p.requires_grad]
         decay = [p for n, p in named if p.ndim > 1]
         no_decay = [p for n, p in named if p.ndim <= 1]
-        groups.append({"params": decay, "lr": lr, "weight_decay": train.weight_decay})
-        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
+        part = prefix.rstrip(".")
+        groups.append({"params": decay, "lr": lr, "weight_decay": train.weight_decay, "part": part})
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "part": part})
     groups = [g for g in groups if g["params"]]
     try:
         # the fused kernel is ~10x faster than the per-tensor loop on CPU: with a 22M-parameter body
@@ -59,13 +60,21 @@ def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Op
         return torch.optim.AdamW(groups)
 
 
-def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, body_start: int = 0):
+    """Linear warm-up over `warmup_steps`, then linear decay to 0 at `total_steps`. The body's groups
+    run theirs from `body_start` (0 before it: frozen while the heads warm up)."""
+    def ramp(start: int):
+        def factor(step: int) -> float:
+            step -= start
+            if step < 0:
+                return 0.0
+            if step < warmup_steps:
+                return (step + 1) / (warmup_steps + 1)
+            return max(0.0, (total_steps - start - step) / max(1, total_steps - start - warmup_steps))
+        return factor
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [ramp(body_start if group.get("part") == "body" else 0) for group in optimizer.param_groups])
 
 
 @dataclass
@@ -146,7 +155,10 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     for name, head in model.heads.items():
         head.requires_grad_(name in stage.task_names)
     optimizer = make_optimizer(model, train)
-    scheduler = linear_schedule(optimizer, int(train.warmup * total_steps), total_steps)
+    head_warmup = min(train.head_warmup_steps, total_steps)
+    # heads alone during the warm-up: each head on its own task's loss, whatever the stage's weighting
+    heads_only = strategies.get("sum")(stage.task_names, end_task.name)
+    scheduler = linear_schedule(optimizer, int(train.warmup * (total_steps - head_warmup)), total_steps, head_warmup)
     # the model is not wrapped in DDP: gradients are averaged across processes by the loop, during
     # the strategy's backward where it is one (training/averaging.py says why)
     device = accelerator.device
@@ -208,16 +220,18 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
         for micro_batches in ahead:
             started = time.perf_counter()
             tokens, draws = 0, {}
+            warming_heads = state.step < head_warmup
             for m, micro in enumerate(micro_batches):
                 batches, losses, features, global_rows = {}, {}, {}, {}
                 with accelerator.autocast():
                     for host_batch in micro:
                         name = host_batch.task
                         batch = to_device(host_batch.rows, device)
-                        hidden = model.encode(batch)
+                        with torch.set_grad_enabled(not warming_heads):  # a frozen body computes no graph
+                            hidden = model.encode(batch)
                         output = model.heads[name](hidden, batch)
                         loss = tasks[name].loss(output, batch)
-                        if stage.r3f:
+                        if stage.r3f and not warming_heads:
                             loss = loss + r3f_penalty(model, name, batch, output, **stage.r3f)
                         # logged: this process's own mean, left on the device until a log step
                         detached = loss.detach()
@@ -232,14 +246,17 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                         tokens += host_batch.tokens
                 last = m == accumulate - 1
                 # micro-batches before the last add to .grad in this process only
-                weights = strategy.backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator,
+                weights = (heads_only if warming_heads else strategy).backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator,
                                                                dict(draws), last_micro_batch=last,
                                                                global_rows=global_rows, reduce_dtype=sent_as,
                                                                backward=averaging.backward if last else
                                                                torch.Tensor.backward))
                 del features
+            if warming_heads:  # a decoder tied to the word embeddings still reaches them
+                for p in model.body.parameters():
+                    p.grad = None
             # what the strategy averaged already is not averaged twice
-            averaging.finish(body_averaged=strategy.body_averaged)
+            averaging.finish(body_averaged=not warming_heads and strategy.body_averaged)
             scaler.unscale_(optimizer)
             if train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.grad_clip)
@@ -264,6 +281,8 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                 record = {"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
                           "loss": mean_loss, "weights": weights, "lr": lr,
                           "tokens_per_second": window_tokens / max(window_seconds, 1e-9)}
+                if warming_heads:
+                    record["head_warmup"] = True
                 if strategy.state_dict():  # e.g. META-TARTAN's logits and last cosines
                     record["strategy"] = strategy.state_dict()
                 log.write(record)

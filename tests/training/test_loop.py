@@ -484,3 +484,63 @@ def copy_task(task, name: str):
     other = copy.copy(task)
     other.name = name
     return other
+
+
+def test_the_body_schedule_starts_after_the_head_warm_up_and_the_heads_keep_theirs():
+    body, head = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [body], "part": "body"}, {"params": [head], "part": "heads"}], lr=1.0)
+    schedule = linear_schedule(optimizer, warmup_steps=1, total_steps=6, body_start=3)
+    rates = []
+    for _ in range(6):
+        rates.append(schedule.get_last_lr())
+        optimizer.step()
+        schedule.step()
+    assert [body for body, _ in rates] == pytest.approx([0, 0, 0, 0.5, 1.0, 0.5])  # 3 steps from step 3
+    assert [head for _, head in rates] == pytest.approx([0.5, 1.0, 0.8, 0.6, 0.4, 0.2])
+
+
+@pytest.mark.parametrize("weighting", ["static", "meta"])
+def test_head_warm_up_trains_the_heads_alone_then_the_body(weighting, monkeypatch, tiny_models, data_dir, tmp_path):
+    ScriptedDev({"s": [0.1, 0.2]}).install(monkeypatch)  # each evaluation better: the last weights are kept
+    config, task, model = tiny_setup(tiny_models, data_dir)
+    other = copy_task(task, "other")
+    model.heads["other"] = other.make_head(model.body)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train = TrainConfig(max_steps=3, batch_size=8, precision="fp32", progress=False, patience=0, log_every=1,
+                        head_warmup_steps=3)
+    stage = Stage(name="s", tasks=[("toy", "classification", {}), ("other", "classification", {})],
+                  weighting=weighting, weighting_options={"head_steps": 2} if weighting == "meta" else {})
+    run_stage(stage, model, {"toy": task, "other": other}, train, make_accelerator("fp32"), tmp_path / "stage",
+              RunLog(tmp_path), progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("body."))
+    assert all(not torch.equal(before[k], after[k]) for k in before if k.endswith("out_proj.weight"))
+    assert all(r.get("head_warmup") for r in RunLog(tmp_path).records() if "loss" in r)
+    # two more steps: the body moves once the warm-up is over
+    more = TrainConfig(max_steps=5, batch_size=8, precision="fp32", progress=False, patience=0, log_every=1,
+                       head_warmup_steps=3)
+    run_stage(stage, model, {"toy": task, "other": other}, more, make_accelerator("fp32"), tmp_path / "stage",
+              RunLog(tmp_path), progress=False)
+    assert not torch.equal(before["body.embeddings.word_embeddings.weight"],
+                           model.state_dict()["body.embeddings.word_embeddings.weight"])
+
+
+def test_head_warm_up_of_a_tied_masked_lm_decoder_leaves_the_word_embeddings_alone(tiny_models, data_dir, tmp_path):
+    from tartan.config import load_config
+    from tartan.models.body import load_body
+    from tartan.tasks.mlm import MaskedLMTask
+
+    config = load_config(None, [f"model={tiny_models['bert']}", f"data_dir={data_dir}", "end_task=toy",
+                                "data.max_length=32"])
+    body, tokenizer = load_body(str(tiny_models["bert"]))
+    tapt = MaskedLMTask.from_config("tapt", config, tokenizer, source="task", batch_size=8, seed=0)
+    from tartan.models.multitask import MultiTaskModel
+    model = MultiTaskModel(body, {"tapt": tapt.make_head(body)})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train = TrainConfig(max_steps=2, batch_size=8, precision="fp32", progress=False, patience=0,
+                        head_warmup_steps=2)
+    run_stage(Stage(name="tapt", tasks=[("tapt", "mlm", {})]), model, {"tapt": tapt}, train, make_accelerator("fp32"),
+              tmp_path / "stage", RunLog(tmp_path), progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("body."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("heads."))
