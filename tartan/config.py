@@ -178,10 +178,15 @@ class MetaConfig:
     head_weight_decay: float = checked(0.1, minimum=0)
     # end-task dev examples per weight update
     dev_batch_size: int = checked(16, minimum=1)
-    # the end-task train batch the meta head is fit on: the step's own (its features come free
-    # with the step's forward pass) or another one (one extra forward pass without gradients; the
-    # step's own biased the end task's cosine negative: benchmarks/meta_head_probe.py)
-    head_batch: str = checked("step", choices=("step", "other"))
+    # the end-task batch the meta head is fit on: the step's own train batch (its features come
+    # free with the step's forward pass), another train batch (one extra forward pass without
+    # gradients; the step's own biased the end task's cosine negative: benchmarks/meta_head_probe.py),
+    # or a dev batch other than the one the dev gradient is taken on (the research code's dev head)
+    head_batch: str = checked("step", choices=("step", "other", "dev"))
+    # stop training the meta head once its loss changes by less than this between two of its steps
+    # (the research code's convergence test); 0: always head_steps steps. Each check reads the loss
+    # on the host, a synchronisation on a GPU
+    head_tolerance: float = checked(0.0, minimum=0)
 
 
 @dataclass

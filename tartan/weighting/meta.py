@@ -25,11 +25,11 @@ class MetaWeighting(WeightingStrategy):
     def __init__(self, task_names: list[str], end_task: str, lr: float = 0.1, head: str = "separate",
                  update_every: int = 1, head_steps: int = 10, head_lr: float = 1e-3,
                  head_weight_decay: float = 0.1, dev_batch_size: int = 16, head_batch: str = "step", seed: int = 0,
-                 **options):
+                 head_tolerance: float = 0.0, **options):
         super().__init__(task_names, end_task)
         self.lr, self.head, self.update_every, self.head_batch = lr, head, update_every, head_batch
         self.head_steps, self.head_lr, self.head_weight_decay = head_steps, head_lr, head_weight_decay
-        self.dev_batch_size, self.seed = dev_batch_size, seed
+        self.dev_batch_size, self.seed, self.head_tolerance = dev_batch_size, seed, head_tolerance
         self.logits = torch.zeros(len(self.task_names), dtype=torch.float64)  # equal weights at the start
         self.cosines: dict[str, float] = {}
         # how well the meta head fits: its loss on the end-task batch it trained on, after training,
@@ -153,8 +153,8 @@ class MetaWeighting(WeightingStrategy):
         body's output from the step's own forward pass, so the body does not run again), or, with
         head_batch=other, those of another train batch."""
         task, accelerator = inputs.tasks[self.end_task], inputs.accelerator
-        if self.head_batch == "other":
-            features, batch = self.other_train_batch(task, inputs)
+        if self.head_batch in ("other", "dev"):
+            features, batch = self.other_batch(task, inputs, "dev" if self.head_batch == "dev" else "train")
         else:
             # only what the head and the loss read (the first token's vector, the labels)
             features, batch = task.head_view(inputs.features[self.end_task], inputs.batches[self.end_task])
@@ -166,26 +166,34 @@ class MetaWeighting(WeightingStrategy):
         # fused: the step count stays a tensor; the per-tensor AdamW reads it on the host every step
         optimizer = torch.optim.AdamW(meta_head.parameters(), lr=self.head_lr, weight_decay=self.head_weight_decay,
                                       fused=True)
+        previous = None
         for _ in range(self.head_steps):
             loss = task.loss(meta_head(features, batch), batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if self.head_tolerance > 0:  # every process reads the same loss: the same head everywhere
+                value = float(to_host(loss.detach().float()))
+                if previous is not None and abs(previous - value) < self.head_tolerance:
+                    break
+                previous = value
         with torch.no_grad():
             self._head_losses["train"] = task.loss(meta_head(features, batch), batch)
         return meta_head
 
-    def other_train_batch(self, task, inputs: StepInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Features (a forward pass without gradients) of an end-task train batch drawn by (seed,
-        step) from a shuffle of its own, so it is rarely the step's batch: a meta head fit on the
-        very batch whose gradient the dev gradient is compared with pushed the end task's cosine
-        negative (-0.21 against -0.05 on ACL-ARC, benchmarks/meta_head_probe.py). Every process
-        draws and encodes the whole batch, so all train the same head."""
+    def other_batch(self, task, inputs: StepInputs, split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Features (a forward pass without gradients) of an end-task batch of `split` drawn by
+        (seed, step) from a shuffle of its own, so it is rarely the step's train batch or the dev
+        gradient's dev batch: a meta head fit on the very batch whose gradient the dev gradient is
+        compared with pushed the end task's cosine negative (-0.21 against -0.05 on ACL-ARC,
+        benchmarks/meta_head_probe.py). Every process draws and encodes the whole batch, so all
+        train the same head."""
+        size = task.batch_size if split == "train" else self.dev_batch_size
         update = inputs.step // self.update_every
-        per_epoch = len(task.shuffled_batches("train", 0, task.batch_size))
+        per_epoch = len(task.shuffled_batches(split, 0, size))
         epoch, offset = divmod(update, per_epoch)
-        indices = task.shuffled_batches("train", stable_seed("meta head", self.seed, epoch), task.batch_size)[offset]
-        batch = to_device(task.collate("train", indices), inputs.accelerator.device)
+        indices = task.shuffled_batches(split, stable_seed("meta head", self.seed, epoch), size)[offset]
+        batch = to_device(task.collate(split, indices), inputs.accelerator.device)
         with torch.no_grad(), inputs.accelerator.autocast():
             return inputs.model.encode(batch), batch
 

@@ -149,6 +149,27 @@ def test_meta_head_fit_on_another_train_batch_ignores_the_steps_batch(setup):
     assert torch.allclose(dev_gradient("other", 0, False), dev_gradient("other", 0, True))
     assert not torch.allclose(dev_gradient("step", 0, False), dev_gradient("step", 0, True), atol=1e-4)
     assert not torch.allclose(dev_gradient("other", 0, False), dev_gradient("other", 1, False), atol=1e-4)
+    # head_batch=dev (the research code's dev head): fit on a dev batch, not the step's, nor another train batch
+    assert torch.allclose(dev_gradient("dev", 0, False), dev_gradient("dev", 0, True))
+    assert not torch.allclose(dev_gradient("dev", 0, False), dev_gradient("other", 0, False), atol=1e-4)
+
+
+def test_a_dev_head_is_fit_on_dev_rows_other_than_the_dev_gradients_and_stops_once_its_loss_settles(setup):
+    task, model, accelerator = setup
+    strategy = strategies.get("meta")(["toy"], "toy", head_batch="dev", dev_batch_size=8, seed=3)
+    _, inputs = step_inputs(task, model, accelerator, 0)
+    head_rows = strategy.other_batch(task, inputs, "dev")[1]["input_ids"]
+    gradient_rows = strategy.dev_batch(task, inputs)[0]["input_ids"]
+    assert head_rows.shape[0] == 8 and not (head_rows.shape == gradient_rows.shape
+                                            and torch.equal(head_rows, gradient_rows))
+    # with a tolerance the head stops early: fewer loss reads than head_steps
+    from tartan.training.device import HostReads
+    for tolerance, most in ((0.0, 0), (10.0, 2)):
+        settled = strategies.get("meta")(["toy"], "toy", head_batch="dev", dev_batch_size=8, head_steps=20,
+                                         head_tolerance=tolerance)
+        before = HostReads.count
+        settled.train_meta_head(step_inputs(task, model, accelerator, 0)[1])
+        assert HostReads.count - before == most  # a loss change below 10 after the second step: it stops
 
 
 def test_static_weights_that_sum_to_zero_are_refused():
@@ -182,8 +203,9 @@ def test_the_meta_heads_other_batch_and_the_dev_batch_advance_once_per_update(se
     for k in (1, 2, 5):
         assert torch.equal(every_other.dev_batch(task, at(every_other, 2 * k))[0]["input_ids"],
                            every_step.dev_batch(task, at(every_step, k))[0]["input_ids"])
-        assert torch.equal(every_other.other_train_batch(task, at(every_other, 2 * k))[1]["input_ids"],
-                           every_step.other_train_batch(task, at(every_step, k))[1]["input_ids"])
+        for split in ("train", "dev"):
+            assert torch.equal(every_other.other_batch(task, at(every_other, 2 * k), split)[1]["input_ids"],
+                               every_step.other_batch(task, at(every_step, k), split)[1]["input_ids"])
     assert not torch.equal(every_step.dev_batch(task, at(every_step, 1))[0]["input_ids"],
                            every_step.dev_batch(task, at(every_step, 2))[0]["input_ids"])
 
