@@ -5,14 +5,14 @@ from tartan.methods import methods
 
 from helpers import RECIPES as RECIPE_FOLDER
 
-RECIPES = sorted(RECIPE_FOLDER.glob("*.yaml"))
+RECIPES = sorted(RECIPE_FOLDER.glob("**/*.yaml"))  # research/ too
 
 
 def test_the_documented_recipes_exist():
     assert {"finetune.yaml", "quickstart.yaml"} <= {p.name for p in RECIPES}
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(RECIPE_FOLDER)))
 def test_every_recipe_loads_and_names_a_known_method(recipe):
     config = load_config(recipe)
     assert config.name == recipe.stem
