@@ -165,13 +165,12 @@ def _measured(child) -> dict:
 
 def alternate_children(variants: dict[str, tuple[str, list[str]]], data_dir: str, steps: int,
                        rounds: int) -> dict[str, dict]:
-    """Two variants (name -> recipe, overrides) timed in fresh processes, their order swapped every
+    """Variants (name -> recipe, overrides) timed in fresh processes, their order reversed every
     round (a single pair swings with the machine's state): per variant its seconds per step over all
     rounds and its largest peak memory."""
     totals = {name: [0.0, 0, []] for name in variants}
-    first, second = variants
     for round_ in range(rounds):
-        for name in ((first, second) if round_ % 2 == 0 else (second, first)):
+        for name in (list(variants) if round_ % 2 == 0 else list(reversed(variants))):
             recipe, overrides = variants[name]
             measured = _measured(_step_child(recipe, data_dir, steps, overrides))
             totals[name][0] += measured["seconds"]
@@ -182,15 +181,19 @@ def alternate_children(variants: dict[str, tuple[str, list[str]]], data_dir: str
 
 
 def compare_multitask(data_dir: str, steps: int, rounds: int, warmup: int) -> dict:
-    """MT-TARTAN against META-TARTAN, alternating over rounds, each round a fresh process per method."""
-    timed = alternate_children({"mt_tartan": ("mt_tartan", []), "meta_tartan": ("meta_tartan", [])},
+    """MT-TARTAN against META-TARTAN (its meta head on the step's batch, and on a dev batch with the
+    body run again: meta.head_batch=dev), alternating over rounds, each round a fresh process per method."""
+    timed = alternate_children({"mt_tartan": ("mt_tartan", []), "meta_tartan": ("meta_tartan", []),
+                                "meta_dev_head": ("meta_tartan", ["meta.head_batch=dev"])},
                                data_dir, steps, rounds)
-    mt, meta = (timed[r]["seconds_per_step"] for r in ("mt_tartan", "meta_tartan"))
+    mt, meta, dev = (timed[r]["seconds_per_step"] for r in ("mt_tartan", "meta_tartan", "meta_dev_head"))
     result = {"multitask_steps": timed["mt_tartan"]["steps"], "mt_seconds_per_step": round(mt, 3),
               "meta_seconds_per_step": round(meta, 3), "meta_vs_mt": round(meta / mt, 3),
+              "meta_dev_head_seconds_per_step": round(dev, 3), "meta_dev_head_vs_mt": round(dev / mt, 3),
               "mt_peak_rss_mib": round(timed["mt_tartan"]["peak_rss_mib"]),
               "meta_peak_rss_mib": round(timed["meta_tartan"]["peak_rss_mib"])}
     print(f"multitask: mt_tartan {mt:.3f} s/step, meta_tartan {meta:.3f} s/step, ratio {meta / mt:.3f}; "
+          f"with the dev head {dev:.3f} s/step, ratio {dev / mt:.3f}; "
           f"peak memory {result['mt_peak_rss_mib']} MiB against {result['meta_peak_rss_mib']} MiB", flush=True)
     return result
 
