@@ -231,3 +231,23 @@ def test_an_interrupted_run_resumes_to_the_same_result(name, stage, tiny_models,
     assert [step for step, best in evaluations if best] == [3, 6, 12, 21]
     # what the interrupted run logged past its checkpoint (the losses of steps 16 and 18) was dropped
     assert [r["step"] for r in log if "loss" in r] == [r["step"] for r in whole_log if "loss" in r]
+
+
+def test_a_stage_key_changes_with_head_warm_up_and_not_with_its_default_or_the_train_fraction(tiny_models, data_dir,
+                                                                                            tmp_path):
+    from types import SimpleNamespace
+
+    from tartan.methods import methods
+    from tartan.run import stage_key, stage_settings
+
+    def key(*extra):
+        config = load_config(None, tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run") + ["method=tapt",
+                                                                                                     *extra])
+        stage = methods.get("tapt")(config)[0]
+        return stage_key(config, stage, {name: SimpleNamespace(digest="d") for name, _, _ in stage.tasks}, ""), \
+            stage_settings(config, stage)
+
+    plain, settings = key()
+    assert "head_warmup_steps" not in settings["section"]  # keys stored before it existed stay valid
+    assert key("pretrain.head_warmup_steps=0")[0] == plain and key("data.train_fraction=0.5")[0] == plain
+    assert key("pretrain.head_warmup_steps=5")[0] != plain

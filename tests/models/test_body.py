@@ -54,7 +54,7 @@ def test_model_config_is_part_of_a_reusable_stage_key(tiny_models, data_dir, tmp
         config = load_config(None, base + extra)
         stage = methods.get("tapt")(config)[0]
         tasks = {name: SimpleNamespace(digest="d") for name, _, _ in stage.tasks}
-        keys.append(stage_key(config, stage, tasks, config.pretrain, ""))
+        keys.append(stage_key(config, stage, tasks, ""))
     assert keys[0] != keys[1]
 
 
