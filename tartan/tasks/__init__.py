@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.batching import bucketed_batches, sorted_batches
 from ..registry import Registry
 
 
@@ -58,6 +59,27 @@ def evaluate_in_one_process(task: Task, model: nn.Module, split: str, autocast) 
 
 
 task_types: Registry = Registry("task type")
+
+
+class LengthBucketed:
+    """The batching the labelled task types share: rows of known token lengths (`_lengths`, per
+    split), training epochs length-bucketed and shuffled by (seed, epoch) over `train_rows` (the
+    end task's share of its train set; None: every row), evaluation batches fully sorted."""
+
+    _lengths: dict[str, np.ndarray]
+    train_rows: np.ndarray | None = None
+
+    def train_batches(self, epoch: int) -> list[np.ndarray]:
+        return self.shuffled_batches("train", epoch, self.batch_size)
+
+    def shuffled_batches(self, split: str, epoch: int, batch_size: int) -> list[np.ndarray]:
+        """An epoch of `split` in length-bucketed batches, shuffled by (seed, epoch)."""
+        return bucketed_batches(self._lengths[split], batch_size, self.seed, epoch, self.bucket_batches,
+                                self.train_rows if split == "train" else None)
+
+    def eval_batches(self, split: str) -> list[np.ndarray]:
+        """The evaluation of `split` in batches (sorted by length), which processes can share out."""
+        return sorted_batches(self._lengths[split], self.eval_batch_size)
 
 
 def labelled_folder(data_dir, name: str) -> Path:

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import bucketed_batches, collate, fraction_of_rows, sorted_batches, to_device
+from ..data.batching import collate, fraction_of_rows, sorted_batches, to_device
 from ..data.encoding import encode
 from ..data.known_tasks import default_metric
 from ..data.labelled import LabelledTask, load_labelled_task
 from ..models.heads import ClassificationHead
 from ..training.metrics import classification_metrics
-from . import evaluate_in_one_process, task_settings, task_types
+from . import LengthBucketed, evaluate_in_one_process, task_settings, task_types
 
 
 @torch.no_grad()
@@ -47,7 +47,7 @@ def logits_of_batches(model: nn.Module, head: str, encoded, pad_id: int, batches
 
 
 @task_types.register("classification")
-class ClassificationTask:
+class ClassificationTask(LengthBucketed):
     """Single-label classification; also the base of the other types that read a text (or pair) and
     a label per row (regression), which change the label, the head's outputs, the loss and the metrics."""
 
@@ -125,14 +125,6 @@ class ClassificationTask:
         """The head a finished run saved with `meta` (its weights are loaded next)."""
         return ClassificationHead(hidden_size, len(meta["labels"]), meta.get("dropout", 0.1))
 
-    def train_batches(self, epoch: int) -> list[np.ndarray]:
-        return self.shuffled_batches("train", epoch, self.batch_size)
-
-    def shuffled_batches(self, split: str, epoch: int, batch_size: int) -> list[np.ndarray]:
-        """An epoch of `split` in length-bucketed batches, shuffled by (seed, epoch)."""
-        return bucketed_batches(self._lengths[split], batch_size, self.seed, epoch, self.bucket_batches,
-                                self.train_rows if split == "train" else None)
-
     def collate(self, split: str, indices: np.ndarray, draw: int = 0,
                 batch_of: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         return collate(self.encoded[split], indices, self.pad_id, self.labels[split])
@@ -155,10 +147,6 @@ class ClassificationTask:
         logits = logits_of(model, self.name, self.encoded[split], self.pad_id, self.num_outputs,
                            self.eval_batch_size, autocast)
         return logits, self.labels[split]
-
-    def eval_batches(self, split: str) -> list[np.ndarray]:
-        """The evaluation of `split` in batches (sorted by length), which processes can share out."""
-        return sorted_batches(self._lengths[split], self.eval_batch_size)
 
     def eval_outputs(self, model: nn.Module, split: str, numbers: list[int], autocast) -> tuple[np.ndarray, np.ndarray]:
         """The logits of the evaluation batches `numbers`, with the examples they belong to."""

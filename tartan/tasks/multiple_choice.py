@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import bucketed_batches, collate, fraction_of_rows, sorted_batches, to_device
+from ..data.batching import collate, fraction_of_rows, to_device
 from ..data.encoding import encode
 from ..data.labelled import SPLITS, LabelledSplit, file_digest, split_file
 from ..data.readers import read_rows
 from ..errors import TartanError
 from ..models.heads import ClassificationHead
-from . import evaluate_in_one_process, labelled_folder, task_settings, task_types
+from . import LengthBucketed, evaluate_in_one_process, labelled_folder, task_settings, task_types
 
 
 class MultipleChoiceHead(ClassificationHead):
@@ -66,7 +66,7 @@ def read_choices(path: Path, choices: int | None = None,
 
 
 @task_types.register("multiple_choice")
-class MultipleChoiceTask:
+class MultipleChoiceTask(LengthBucketed):
     reads_end_task = False
     metric = "accuracy"
 
@@ -137,13 +137,6 @@ class MultipleChoiceTask:
     def head_meta(self) -> dict:
         return {"type": "multiple_choice", "choices": self.choices, "dropout": self.head_dropout}
 
-    def train_batches(self, epoch: int) -> list[np.ndarray]:
-        return self.shuffled_batches("train", epoch, self.batch_size)
-
-    def shuffled_batches(self, split: str, epoch: int, batch_size: int) -> list[np.ndarray]:
-        return bucketed_batches(self._lengths[split], batch_size, self.seed, epoch, self.bucket_batches,
-                                self.train_rows if split == "train" else None)
-
     def collate(self, split: str, indices: np.ndarray, draw: int = 0,
                 batch_of: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         """Rows x choices pairs (row-major), and a label per row."""
@@ -164,9 +157,6 @@ class MultipleChoiceTask:
     def head_view(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         """Each row's first-token vectors, one per choice, and its label (rows first, for gathering)."""
         return features[:, :1].reshape(-1, self.choices, 1, features.shape[-1]), {"labels": batch["labels"]}
-
-    def eval_batches(self, split: str) -> list[np.ndarray]:
-        return sorted_batches(self._lengths[split], self.eval_batch_size)
 
     @torch.no_grad()
     def eval_outputs(self, model: nn.Module, split: str, numbers: list[int], autocast) -> tuple[np.ndarray, np.ndarray]:

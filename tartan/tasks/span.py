@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batching import bucketed_batches, fraction_of_rows, sorted_batches, to_device
+from ..data.batching import fraction_of_rows, to_device
 from ..data.labelled import SPLITS, LabelledSplit, file_digest, split_file
 from ..data.readers import read_rows
 from ..errors import TartanError, first_line
-from . import evaluate_in_one_process, labelled_folder, task_settings, task_types
+from . import LengthBucketed, evaluate_in_one_process, labelled_folder, task_settings, task_types
 
 MAX_ANSWER_TOKENS = 30  # the longest span considered, as the SQuAD recipes of BERT and RoBERTa
 
@@ -64,7 +64,7 @@ def read_questions(path: Path) -> list[dict]:
 
 
 @task_types.register("span")
-class SpanTask:
+class SpanTask(LengthBucketed):
     reads_end_task = False
     metric = "f1"
 
@@ -96,6 +96,9 @@ class SpanTask:
                                   f"{first_line(error)}", path) from None
             digests.append(f"{split}:{file_digest(path)}")
         self.digest = hashlib.sha256("|".join(digests).encode()).hexdigest()
+        # token lengths of each split's windows, what batches are bucketed and sorted by
+        self._lengths = {split: np.fromiter((len(w["input_ids"]) for w in windows), dtype=np.int64)
+                         for split, windows in self.windows.items()}
         train = self.windows["train"]
         # a fraction of the questions, every window of each
         questions = fraction_of_rows(len(self.rows["train"]), train_fraction, seed)
@@ -162,16 +165,6 @@ class SpanTask:
     def head_from_meta(hidden_size: int, meta: dict) -> nn.Module:
         return SpanHead(hidden_size, meta.get("dropout", 0.1))
 
-    def _lengths(self, split: str) -> np.ndarray:
-        return np.fromiter((len(w["input_ids"]) for w in self.windows[split]), dtype=np.int64)
-
-    def train_batches(self, epoch: int) -> list[np.ndarray]:
-        return self.shuffled_batches("train", epoch, self.batch_size)
-
-    def shuffled_batches(self, split: str, epoch: int, batch_size: int) -> list[np.ndarray]:
-        return bucketed_batches(self._lengths(split), batch_size, self.seed, epoch, self.bucket_batches,
-                                self.train_rows if split == "train" else None)
-
     def collate(self, split: str, indices: np.ndarray, draw: int = 0, batch_of=None,
                 width: int | None = None) -> dict[str, torch.Tensor]:
         windows = [self.windows[split][i] for i in indices]
@@ -212,9 +205,6 @@ class SpanTask:
         return F.pad(features, (0, 0, 0, width)), {"attention_mask": F.pad(batch["attention_mask"], (0, width)),
                                                    "start_positions": batch["start_positions"],
                                                    "end_positions": batch["end_positions"]}
-
-    def eval_batches(self, split: str) -> list[np.ndarray]:
-        return sorted_batches(self._lengths(split), self.eval_batch_size)
 
     @torch.no_grad()
     def eval_outputs(self, model: nn.Module, split: str, numbers: list[int], autocast) -> list[tuple[int, float, str]]:
