@@ -157,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's device setting)")
     predict.set_defaults(func=cmd_predict)
 
-    export = commands.add_parser("export", help="write a finished run as a Hugging Face sequence classifier",
-                                 description="Write the run's body, end-task head, tokenizer and label names "
-                                             "as a folder that AutoModelForSequenceClassification loads.")
+    export = commands.add_parser("export", help="write a finished run as a Hugging Face model folder",
+                                 description="Write the run's body, end-task head, tokenizer and label names as a folder "
+                                             "that AutoModelForSequenceClassification (classification, regression), "
+                                             "AutoModelForMultipleChoice or AutoModelForQuestionAnswering loads, "
+                                             "checked against the run's own outputs first.")
     export.add_argument("run_dir")
     export.add_argument("output", help="a new or empty folder")
     export.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's device setting)")
