@@ -108,10 +108,11 @@ def cmd_report(args) -> int:
     from .rundir import check_writable_folder
 
     check_writable_folder(Path(args.output or args.roots[0]), "the report's folder")  # before the work
-    report = build_report([Path(r) for r in args.roots], args.baseline, args.permutations,
-                          Path(args.reference) if args.reference else None)
-    print(to_markdown(report, args.baseline))
-    paths = write_report(report, args.baseline, Path(args.output or args.roots[0]))
+    baseline = args.baseline or "finetune"
+    report = build_report([Path(r) for r in args.roots], baseline, args.permutations,
+                          Path(args.reference) if args.reference else None, baseline_named=args.baseline is not None)
+    print(to_markdown(report, baseline))
+    paths = write_report(report, baseline, Path(args.output or args.roots[0]))
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 0
 
@@ -120,9 +121,9 @@ def cmd_export(args) -> int:
     from .export import export_classifier
 
     result = export_classifier(Path(args.run_dir), Path(args.output), args.device)
-    print(f"wrote {args.output}: AutoModelForSequenceClassification ({result['model_type']}), labels "
-          f"{', '.join(result['labels'])}; reproduces the run's logits to {result['max_difference']:.1e}",
-          file=sys.stderr)
+    labels = f", labels {', '.join(result['labels'])}" if result["labels"] else ""
+    print(f"wrote {args.output}: {result['architecture']}{labels}; reproduces the run's outputs to "
+          f"{result['max_difference']:.1e}", file=sys.stderr)
     return 0
 
 
@@ -157,9 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's device setting)")
     predict.set_defaults(func=cmd_predict)
 
-    export = commands.add_parser("export", help="write a finished run as a Hugging Face sequence classifier",
-                                 description="Write the run's body, end-task head, tokenizer and label names "
-                                             "as a folder that AutoModelForSequenceClassification loads.")
+    export = commands.add_parser("export", help="write a finished run as a Hugging Face model folder",
+                                 description="Write the run's body, end-task head, tokenizer and label names as a folder "
+                                             "that AutoModelForSequenceClassification (classification, regression), "
+                                             "AutoModelForMultipleChoice or AutoModelForQuestionAnswering loads, "
+                                             "checked against the run's own outputs first.")
     export.add_argument("run_dir")
     export.add_argument("output", help="a new or empty folder")
     export.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's device setting)")
@@ -207,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "with a two-sided permutation-test p-value of each group against "
                                              "the baseline. Writes report.md, report.csv and report.tex.")
     report.add_argument("roots", nargs="+", metavar="ROOT")
-    report.add_argument("--baseline", default="finetune",
+    report.add_argument("--baseline",
                         help="the baseline: a recipe name or method, or a label as the report prints it, "
                              "e.g. 'finetune [train.max_steps=600]' (default: finetune)")
     report.add_argument("--permutations", type=int, default=10_000, help="permutations of the test (default: 10,000)")

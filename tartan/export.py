@@ -39,7 +39,8 @@ _CHECK_TEXTS = ["a short check", "a longer sentence that the exported classifier
 
 def export_classifier(run_dir: Path, output: Path, device: str | None = None) -> dict:
     """Write the finished run at `run_dir` to `output` as an AutoModelForSequenceClassification
-    folder with its tokenizer and label names; returns {model_type, labels, max_difference}."""
+    folder with its tokenizer and label names (AutoModelForMultipleChoice, AutoModelForQuestionAnswering
+    for those end tasks); returns {model_type, architecture, labels, max_difference}."""
     from .inference import load_finished
 
     run_dir, output = Path(run_dir), Path(output)
@@ -92,7 +93,8 @@ def export_classifier(run_dir: Path, output: Path, device: str | None = None) ->
         staging.rename(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"model_type": classifier.config.model_type, "labels": labels, "max_difference": difference}
+    return {"model_type": classifier.config.model_type, "architecture": type(classifier).__name__, "labels": labels,
+            "max_difference": difference}
 
 
 def build_classifier(model_path: Path, head: nn.Module, labels: list[str], where: Path | None = None,

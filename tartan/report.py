@@ -207,8 +207,11 @@ def read_reference(path: Path) -> dict[str, dict[str, float]]:
 
 
 def build_report(roots: list[Path], baseline: str = "finetune", permutations: int = PERMUTATIONS,
-                 reference: Path | None = None) -> dict:
-    """{"permutations": n, "tasks": {end task: (baseline group, rows)}, "reference": its file or None}."""
+                 reference: Path | None = None, baseline_named: bool = False) -> dict:
+    """{"permutations": n, "tasks": {end task: (baseline group, rows)}, "reference": its file or None}.
+    `baseline_named`: the user named the baseline, so one that no end task's runs match is a mistake
+    (a label misspelt, or one that lost its brackets because the runs differ in nothing else), not a
+    report without p-values."""
     if permutations < 1:
         raise TartanError(f"--permutations must be positive, got {permutations}")
     published = read_reference(reference) if reference is not None else {}
@@ -224,6 +227,9 @@ def build_report(roots: list[Path], baseline: str = "finetune", permutations: in
         rows = [Row(g, None if base is None or g is base else permutation_p_value(compared(g), compared(base), permutations),
                     figures.get(g.name), split) for g in task_groups]
         report[end_task] = (base, rows)
+    if baseline_named and groups and all(base is None for base, _ in report.values()):
+        raise TartanError(f"baseline {baseline!r} matches no runs (the report's labels: "
+                          + "; ".join(sorted({g.label for g in groups})) + ")")
     unmatched = [f"{task}/{name}" for task, figures in published.items() for name in figures
                  if not any(g.end_task == task and g.name == name for g in groups)]
     if unmatched:  # most likely a misspelt recipe or end task name

@@ -59,7 +59,7 @@ def test_export_on_the_command_line_refuses_a_folder_in_use(tiny_models, data_di
     assert main(["export", str(run_dir), str(tmp_path / "used")]) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
     assert main(["export", str(run_dir), str(tmp_path / "new")]) == 0
-    assert "reproduces the run's logits" in capsys.readouterr().err
+    assert "BertForSequenceClassification, labels " in capsys.readouterr().err
     assert (tmp_path / "new" / "config.json").is_file()
 
 

@@ -153,6 +153,15 @@ def test_missing_baseline_leaves_p_values_out(runs, capsys):
     assert "no `finetune` runs on citation_intent" in capsys.readouterr().out
 
 
+def test_a_named_baseline_that_matches_no_runs_is_an_error_that_lists_the_labels(runs, capsys):
+    """A label that lost its brackets (the runs given differ in nothing else) would otherwise print a
+    table without p-values as if that were meant."""
+    assert main(["report", str(runs), "--baseline", "finetune [train.lr_body=0.0001]", "-o", str(runs / "x")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "baseline 'finetune [train.lr_body=0.0001]' matches no runs" in error and "finetune; " in error
+    assert len(error.splitlines()) == 1 and not (runs / "x" / "report.md").exists()
+
+
 def test_a_baseline_named_by_its_label_settles_same_named_groups_of_equal_seeds(runs, capsys):
     for seed, score in enumerate([0.50, 0.52, 0.51]):  # a second finetune setting, 3 seeds like the first
         write_run(runs / "finetune_long" / f"seed{seed}", "finetune", seed, score, train={"lr_body": 3e-4})

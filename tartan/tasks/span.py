@@ -244,16 +244,19 @@ class SpanTask(LengthBucketed):
 
 def best_span(window: dict, context_text: str, logits: np.ndarray) -> tuple[int, float, str]:
     """(example, score, text) of the window's best span: start and end among the context's tokens,
-    start <= end, at most MAX_ANSWER_TOKENS long, the highest start + end logit."""
-    context = [t for t, s in enumerate(window["sequence"]) if s == 1]
-    best = (-np.inf, "")
-    starts = sorted(context, key=lambda t: -logits[t, 0])[:20]
-    ends = sorted(context, key=lambda t: -logits[t, 1])[:20]
-    for s in starts:
-        for e in ends:
-            if s <= e < s + MAX_ANSWER_TOKENS and logits[s, 0] + logits[e, 1] > best[0]:
-                best = (float(logits[s, 0] + logits[e, 1]), context_text[window["offsets"][s][0]:window["offsets"][e][1]])
-    return window["example"], best[0], best[1]
+    start <= end, at most MAX_ANSWER_TOKENS long, the highest start + end logit. Every pair is
+    scored, as the question-answering pipeline does, not only the 20 best starts and ends: with
+    flat logits the best pair can lie outside those."""
+    tokens = np.arange(len(window["sequence"]))
+    context = np.array([s == 1 for s in window["sequence"]])
+    allowed = (context[:, None] & context[None, :] & (tokens[None, :] >= tokens[:, None])
+               & (tokens[None, :] < tokens[:, None] + MAX_ANSWER_TOKENS))
+    if not allowed.any():
+        return window["example"], -np.inf, ""
+    scores = np.where(allowed, logits[tokens, 0][:, None] + logits[tokens, 1][None, :], -np.inf)
+    start, end = np.unravel_index(np.argmax(scores), scores.shape)
+    return (window["example"], float(scores[start, end]),
+            context_text[window["offsets"][start][0]:window["offsets"][end][1]])
 
 
 @torch.no_grad()

@@ -153,6 +153,45 @@ def test_a_span_run_exports_a_question_answering_model_that_answers_as_the_run(t
     assert any(answers.values())  # spans of text, mapped back through the offsets
 
 
+def has_question_answering_pipeline() -> bool:
+    from transformers.pipelines import SUPPORTED_TASKS
+
+    return "question-answering" in SUPPORTED_TASKS
+
+
+@pytest.mark.skipif(not has_question_answering_pipeline(),
+                    reason="transformers 5.3 removed the question-answering pipeline (its migration guide)")
+def test_the_span_export_answers_through_the_question_answering_pipeline_as_tartan_predict(
+        capsys, tiny_models, questions_dir, tmp_path):
+    """For users on a transformers that still has it (4.x up to 5.2): the exported folder loads in
+    pipeline("question-answering") and answers each dev question as `tartan predict` does. The
+    pipeline allows spans of 15 tokens by default, tartan 30: the pipeline is told 30, and to keep
+    spans that start or end inside a word, as tartan does (an untrained model's do). Questions whose
+    context takes several windows are left out: the two overlap and rank windows differently."""
+    from transformers import AutoTokenizer, pipeline
+
+    from tartan.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", str(recipe("finetune")), *tiny_overrides(
+        tiny_models["bert"], questions_dir, run_dir, end_task="qa", **{"train.max_steps": 3, "data.max_length": 80})]) == 0
+    assert main(["export", str(run_dir), str(tmp_path / "export")]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "export")
+    rows = [row for line in (questions_dir / "qa" / "dev.jsonl").read_text().splitlines()
+            if len(tokenizer((row := json.loads(line))["question"], row["context"])["input_ids"]) <= 80]
+    assert len(rows) >= 5
+    inputs = tmp_path / "in.jsonl"
+    write_jsonl(inputs, [{"question": r["question"], "context": r["context"]} for r in rows])
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), str(inputs)]) == 0
+    predicted = [json.loads(line)["answer"] for line in capsys.readouterr().out.splitlines()]
+    answerer = pipeline("question-answering", model=str(tmp_path / "export"), device="cpu")
+    answered = [answerer(question=r["question"], context=r["context"], max_answer_len=30, max_seq_len=80,
+                         doc_stride=20, align_to_words=False)["answer"] for r in rows]
+    print(f"{len(rows)} questions; pipeline:", answered[:4], "tartan predict:", predicted[:4])
+    assert answered == predicted
+
+
 def test_predict_writes_the_answer_the_run_finds_for_each_question(capsys, tiny_models, questions_dir, tmp_path):
     from tartan.cli import main
     from tartan.inference import load_finished
