@@ -253,7 +253,8 @@ def best_span(window: dict, context_text: str, logits: np.ndarray) -> tuple[int,
                & (tokens[None, :] < tokens[:, None] + MAX_ANSWER_TOKENS))
     if not allowed.any():
         return window["example"], -np.inf, ""
-    scores = np.where(allowed, logits[tokens, 0][:, None] + logits[tokens, 1][None, :], -np.inf)
+    width = len(tokens)  # the logits may be padded past the window
+    scores = np.where(allowed, logits[:width, 0][:, None] + logits[:width, 1][None, :], -np.inf)
     start, end = np.unravel_index(np.argmax(scores), scores.shape)
     return (window["example"], float(scores[start, end]),
             context_text[window["offsets"][start][0]:window["offsets"][end][1]])
