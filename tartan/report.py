@@ -6,7 +6,8 @@ never mixes runs that differ in anything else. Each row: mean, standard deviatio
 of the task's metric on test and dev, and a two-sided permutation-test p-value of the test metric
 against the baseline row (difference of means, 10,000 permutations through scipy, exact when the
 groups have fewer distinct splits than that). An end task without a test split is compared on dev,
-and the table says so."""
+and the table says so. Where runs have masked-LM stages (TAPT, DAPT), a second table gives each
+stage's held-out masked-token accuracy and perplexity over the seeds."""
 from __future__ import annotations
 
 import csv
@@ -40,6 +41,9 @@ class Group:
     dev: list[float] = field(default_factory=list)
     minutes: list[float] = field(default_factory=list)  # training time of each run that recorded it
     run_dirs: list[Path] = field(default_factory=list)
+    # stage name -> held-out masked-LM figures of each seed's stage (accuracy, perplexity): whether a
+    # pre-training stage fitted its objective is read beside what it did for the end task
+    masked_lm: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -132,6 +136,12 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
             # a stage loaded from the store counts at the time it took where it was trained: what
             # the run costs on its own, not what this run waited
             group.minutes.append(sum(stage.get("train_seconds", 0.0) for stage in stages.values()) / 60)
+        for name, stage in stages.items():
+            held_out = stage.get("best_dev") or {}
+            if _number(held_out.get("perplexity")) and _number(held_out.get("accuracy")):
+                figures = group.masked_lm.setdefault(name, {"accuracy": [], "perplexity": []})
+                figures["accuracy"].append(100 * held_out["accuracy"])
+                figures["perplexity"].append(held_out["perplexity"])
         group.run_dirs.append(run_dir)
     _label(list(groups.values()))
     return sorted(groups.values(), key=lambda g: (g.end_task, g.label))
@@ -283,9 +293,27 @@ def to_markdown(report: dict, baseline: str) -> str:
             parts.append(f"\np: no `{baseline}` runs on {end_task}, so no p-values.\n")
         parts.append("train min: minutes of training per run, summed over its stages (a pre-training stage "
                      "reused from another run counted at the time it took there), mean over seeds.\n")
+        parts += _masked_lm_table(rows)
         if report.get("reference"):
             parts.append(f"reference: the figure for the recipe name in {report['reference']}.\n")
     return "\n".join(parts)
+
+
+def _masked_lm_table(rows: list[Row]) -> list[str]:
+    """The masked-LM stages' held-out fit, a row per (group, stage); nothing when no run has one."""
+    lines = []
+    for row in rows:
+        for stage, figures in row.group.masked_lm.items():
+            cells = []
+            for values in (figures["accuracy"], figures["perplexity"]):
+                mean, std = _mean_std(values)
+                cells.append(f"{mean:.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}"))
+            lines.append(f"| {row.group.label} | {stage} | {len(figures['accuracy'])} | {cells[0]} | {cells[1]} |")
+    if not lines:
+        return []
+    return ["| method | stage | seeds | masked-token accuracy % | perplexity |", "|---|---|---|---|---|", *lines,
+            "\nmasked-LM stages: held-out masked-token accuracy and perplexity at the stage's best step, mean ± std "
+            "over seeds (a stage shared through the store counts in every run that used it).\n"]
 
 
 def _smallest_p(a: int, b: int) -> float:

@@ -132,6 +132,28 @@ def test_training_minutes_sum_the_stages_of_a_run_and_average_over_seeds(tmp_pat
     assert {row["method"]: row["train min"] for row in table} == {"dapt": "16.0", "finetune": "-"}
 
 
+def test_masked_lm_stages_get_their_held_out_fit_over_seeds_in_a_second_table(tmp_path, capsys):
+    root = tmp_path / "root"
+    for seed, (accuracy, perplexity) in enumerate([(0.18, 240.0), (0.20, 220.0)]):
+        folder = write_run(root / "tapt" / f"seed{seed}", "tapt", seed, 0.6)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["stages"] = {
+            "tapt": {"train_seconds": 60.0, "best_dev": {"loss": 5.4, "perplexity": perplexity, "accuracy": accuracy}},
+            "finetune": {"train_seconds": 60.0, "best_dev": {"macro_f1": 0.6, "accuracy": 0.7, "loss": 1.0}}}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    write_run(root / "finetune" / "seed0", "finetune", 0, 0.5)
+    assert main(["report", str(root), "-o", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    # the fine-tuning stage has an accuracy but no perplexity: not a masked-LM row
+    assert "| tapt | tapt | 2 | 19.00 ± 1.41 | 230.00 ± 14.14 |" in printed
+    assert "| tapt | finetune |" not in printed and "| finetune | " not in printed.split("masked-token")[1]
+
+
+def test_a_report_without_masked_lm_stages_has_no_second_table(runs, capsys):
+    assert main(["report", str(runs)]) == 0
+    assert "masked-token" not in capsys.readouterr().out
+
+
 def test_an_end_task_without_a_test_split_is_compared_on_dev_and_says_so(tmp_path, capsys):
     root = tmp_path / "root"
     for seed, (base, mt) in enumerate([(0.60, 0.70), (0.61, 0.71), (0.62, 0.72)]):
