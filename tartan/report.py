@@ -41,9 +41,10 @@ class Group:
     dev: list[float] = field(default_factory=list)
     minutes: list[float] = field(default_factory=list)  # training time of each run that recorded it
     run_dirs: list[Path] = field(default_factory=list)
-    # stage name -> held-out masked-LM figures of each seed's stage (accuracy, perplexity): whether a
-    # pre-training stage fitted its objective is read beside what it did for the end task
-    masked_lm: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # stage name -> held-out (masked-token accuracy %, perplexity) of each distinct masked-LM stage
+    # the group's runs used: whether a stage fitted its objective reads beside what it did for the end
+    # task. Runs that differ only in the fine-tuning seed share one stage (`pretrain.seed`), counted once
+    masked_lm: dict[str, set[tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -139,9 +140,9 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
         for name, stage in stages.items():
             held_out = stage.get("best_dev") or {}
             if _number(held_out.get("perplexity")) and _number(held_out.get("accuracy")):
-                figures = group.masked_lm.setdefault(name, {"accuracy": [], "perplexity": []})
-                figures["accuracy"].append(100 * held_out["accuracy"])
-                figures["perplexity"].append(held_out["perplexity"])
+                # a stage reused from the store reports the figures of the run that trained it: equal
+                # figures are one stage
+                group.masked_lm.setdefault(name, set()).add((100 * held_out["accuracy"], held_out["perplexity"]))
         group.run_dirs.append(run_dir)
     _label(list(groups.values()))
     return sorted(groups.values(), key=lambda g: (g.end_task, g.label))
@@ -303,17 +304,19 @@ def _masked_lm_table(rows: list[Row]) -> list[str]:
     """The masked-LM stages' held-out fit, a row per (group, stage); nothing when no run has one."""
     lines = []
     for row in rows:
-        for stage, figures in row.group.masked_lm.items():
+        for stage, trained in row.group.masked_lm.items():
             cells = []
-            for values in (figures["accuracy"], figures["perplexity"]):
-                mean, std = _mean_std(values)
+            for values in zip(*sorted(trained)):
+                mean, std = _mean_std(list(values))
                 cells.append(f"{mean:.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}"))
-            lines.append(f"| {row.group.label} | {stage} | {len(figures['accuracy'])} | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {row.group.label} | {stage} | {len(trained)} | {cells[0]} | {cells[1]} |")
     if not lines:
         return []
-    return ["| method | stage | seeds | masked-token accuracy % | perplexity |", "|---|---|---|---|---|", *lines,
-            "\nmasked-LM stages: held-out masked-token accuracy and perplexity at the stage's best step, mean ± std "
-            "over seeds (a stage shared through the store counts in every run that used it).\n"]
+    return ["| method | stage | stages trained | masked-token accuracy % | perplexity |", "|---|---|---|---|---|",
+            *lines,
+            "\nmasked-LM stages: held-out masked-token accuracy and perplexity at the stage's best step; mean ± std "
+            "over the distinct stages a row's runs used (runs that differ only in the fine-tuning seed share one "
+            "stage, trained at `pretrain.seed`).\n"]
 
 
 def _smallest_p(a: int, b: int) -> float:

@@ -132,9 +132,10 @@ def test_training_minutes_sum_the_stages_of_a_run_and_average_over_seeds(tmp_pat
     assert {row["method"]: row["train min"] for row in table} == {"dapt": "16.0", "finetune": "-"}
 
 
-def test_masked_lm_stages_get_their_held_out_fit_over_seeds_in_a_second_table(tmp_path, capsys):
+def test_masked_lm_stages_get_their_held_out_fit_in_a_second_table_each_stage_once(tmp_path, capsys):
     root = tmp_path / "root"
-    for seed, (accuracy, perplexity) in enumerate([(0.18, 240.0), (0.20, 220.0)]):
+    stages = {0: (0.18, 240.0), 1: (0.18, 240.0), 2: (0.20, 220.0)}  # seed 1 reused seed 0's stage
+    for seed, (accuracy, perplexity) in stages.items():
         folder = write_run(root / "tapt" / f"seed{seed}", "tapt", seed, 0.6)
         metrics = json.loads((folder / "metrics.json").read_text())
         metrics["stages"] = {
@@ -144,7 +145,8 @@ def test_masked_lm_stages_get_their_held_out_fit_over_seeds_in_a_second_table(tm
     write_run(root / "finetune" / "seed0", "finetune", 0, 0.5)
     assert main(["report", str(root), "-o", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
-    # the fine-tuning stage has an accuracy but no perplexity: not a masked-LM row
+    assert "| tapt | 3 | 60.00 |" in printed  # the end task over its three seeds
+    # two distinct stages; the fine-tuning stage has an accuracy but no perplexity: not a masked-LM row
     assert "| tapt | tapt | 2 | 19.00 ± 1.41 | 230.00 ± 14.14 |" in printed
     assert "| tapt | finetune |" not in printed and "| finetune | " not in printed.split("masked-token")[1]
 
