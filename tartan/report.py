@@ -7,7 +7,7 @@ of the task's metric on test and dev, and a two-sided permutation-test p-value o
 against the baseline row (difference of means, 10,000 permutations through scipy, exact when the
 groups have fewer distinct splits than that). An end task without a test split is compared on dev,
 and the table says so. Where runs have masked-LM stages (TAPT, DAPT), a second table gives each
-stage's held-out masked-token accuracy and perplexity over the seeds."""
+stage's held-out masked-token accuracy and perplexity over the distinct stages a row's runs used."""
 from __future__ import annotations
 
 import csv
