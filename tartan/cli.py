@@ -110,7 +110,8 @@ def cmd_report(args) -> int:
     check_writable_folder(Path(args.output or args.roots[0]), "the report's folder")  # before the work
     baseline = args.baseline or "finetune"
     report = build_report([Path(r) for r in args.roots], baseline, args.permutations,
-                          Path(args.reference) if args.reference else None, baseline_named=args.baseline is not None)
+                          Path(args.reference) if args.reference else None, baseline_named=args.baseline is not None,
+                          pool=tuple(args.pool or ()))
     print(to_markdown(report, baseline))
     paths = write_report(report, baseline, Path(args.output or args.roots[0]))
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
@@ -214,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the baseline: a recipe name or method, or a label as the report prints it, "
                              "e.g. 'finetune [train.max_steps=600]' (default: finetune)")
     report.add_argument("--permutations", type=int, default=10_000, help="permutations of the test (default: 10,000)")
+    report.add_argument("--pool", action="append", metavar="KEY",
+                        help="count runs that differ only in KEY as seeds of one row, and say which seed ran at which "
+                             "value: a dotted key, or a bare name for every section's (precision); repeatable")
     report.add_argument("--output", "-o", help="folder for report.{md,csv,tex} (default: the first ROOT)")
     report.add_argument("--reference", metavar="FILE",
                         help="published figures to print beside each row: YAML, end task -> recipe name -> figure")

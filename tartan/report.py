@@ -45,6 +45,8 @@ class Group:
     # the group's runs used: whether a stage fitted its objective reads beside what it did for the end
     # task. Runs that differ only in the fine-tuning seed share one stage (`pretrain.seed`), counted once
     masked_lm: dict[str, set[tuple[float, float]]] = field(default_factory=dict)
+    # pooled key -> value -> the seeds that ran at it (`tartan report --pool`): what a row mixes, said
+    pooled: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -114,11 +116,21 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def group_runs(run_dirs: list[Path]) -> list[Group]:
+def pooled_keys(config: dict, pool: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys of a run's settings that `pool` names: a dotted key (`train.precision`), or a bare
+    name for that key in every section (`precision`)."""
+    return tuple(k for k in setting_of(config) if k in pool or k.rpartition(".")[2] in pool)
+
+
+def group_runs(run_dirs: list[Path], pool: tuple[str, ...] = ()) -> list[Group]:
+    """Runs grouped by their settings minus the seed; runs that differ only in the `pool` keys are
+    seeds of one group too, which records each pooled key's values and seeds."""
     groups: dict[str, Group] = {}
     for run_dir in run_dirs:
         metrics, config = _read(run_dir)
-        flat = setting_of(config)
+        pooled = pooled_keys(config, pool)
+        full = setting_of(config)
+        flat = setting_of(config, ignore=pooled)
         key = json.dumps(flat, sort_keys=True, default=str)
         if key not in groups:
             groups[key] = Group(metrics.get("end_task") or flat.get("end_task", "?"), metrics["metric"], "", flat)
@@ -128,6 +140,8 @@ def group_runs(run_dirs: list[Path]) -> list[Group]:
             raise TartanError(f"seed {seed} twice in one group (also in {group.run_dirs[group.seeds.index(seed)]})",
                               run_dir / rundir.METRICS)
         group.seeds.append(seed)
+        for key in pooled:
+            group.pooled.setdefault(key, {}).setdefault(str(full[key]), []).append(seed)
         if metrics["test"] is not None:
             group.test.append(100 * metrics["test"][metric])
         if metrics.get("dev") is not None:
@@ -218,15 +232,16 @@ def read_reference(path: Path) -> dict[str, dict[str, float]]:
 
 
 def build_report(roots: list[Path], baseline: str = "finetune", permutations: int = PERMUTATIONS,
-                 reference: Path | None = None, baseline_named: bool = False) -> dict:
+                 reference: Path | None = None, baseline_named: bool = False, pool: tuple[str, ...] = ()) -> dict:
     """{"permutations": n, "tasks": {end task: (baseline group, rows)}, "reference": its file or None}.
     `baseline_named`: the user named the baseline, so one that no end task's runs match is a mistake
     (a label misspelt, or one that lost its brackets because the runs differ in nothing else), not a
-    report without p-values."""
+    report without p-values. `pool`: keys whose values a row may mix (seeds run at bf16 on one machine
+    and fp32 on another, say); the markdown says which seeds ran at which value."""
     if permutations < 1:
         raise TartanError(f"--permutations must be positive, got {permutations}")
     published = read_reference(reference) if reference is not None else {}
-    groups = group_runs(find_runs(roots))
+    groups = group_runs(find_runs(roots), tuple(pool))
     report = {}
     for end_task in sorted({g.end_task for g in groups}):
         task_groups = [g for g in groups if g.end_task == end_task]
@@ -294,10 +309,23 @@ def to_markdown(report: dict, baseline: str) -> str:
             parts.append(f"\np: no `{baseline}` runs on {end_task}, so no p-values.\n")
         parts.append("train min: minutes of training per run, summed over its stages (a pre-training stage "
                      "reused from another run counted at the time it took there), mean over seeds.\n")
+        parts += _pooled_lines(rows)
         parts += _masked_lm_table(rows)
         if report.get("reference"):
             parts.append(f"reference: the figure for the recipe name in {report['reference']}.\n")
     return "\n".join(parts)
+
+
+def _pooled_text(group: Group) -> str:
+    """Which seeds ran at which value of each pooled key the group mixes ("" where it mixes none)."""
+    return "; ".join(f"{key}: " + ", ".join(f"{value} (seeds {' '.join(map(str, sorted(seeds)))})"
+                                           for value, seeds in sorted(seeds_at.items()))
+                     for key, seeds_at in sorted(group.pooled.items()) if len(seeds_at) > 1)
+
+
+def _pooled_lines(rows: list[Row]) -> list[str]:
+    lines = [f"- `{row.group.label}`: {text}" for row in rows if (text := _pooled_text(row.group))]
+    return ["pooled (--pool): these rows' seeds ran at more than one value of a key\n", *lines, ""] if lines else []
 
 
 def _masked_lm_table(rows: list[Row]) -> list[str]:
@@ -327,12 +355,12 @@ def _smallest_p(a: int, b: int) -> float:
 def to_csv(report: dict) -> str:
     out, columns = io.StringIO(), _columns(report)
     writer = csv.writer(out)
-    writer.writerow(("end_task", "metric", *columns, "baseline", "p_split"))
+    writer.writerow(("end_task", "metric", *columns, "baseline", "p_split", "pooled"))
     for end_task, (base, rows) in report["tasks"].items():
         for row in rows:
             cells = _cells(row)
             writer.writerow((end_task, row.group.metric, *(cells[c] for c in columns), base.label if base else "",
-                             row.split))
+                             row.split, _pooled_text(row.group)))
     return out.getvalue()
 
 

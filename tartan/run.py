@@ -38,6 +38,9 @@ from .training.loop import run_stage
 from .weighting import strategies
 
 
+PRECISION_SECTIONS = ("train", "pretrain", "muppet")
+
+
 def resolve(config: Config) -> Config:
     """Fill the defaults that depend on the environment, so that config.yaml reproduces the run."""
     if config.data_dir is None:
@@ -52,8 +55,8 @@ def resolve(config: Config) -> Config:
     # precision: auto is recorded as what it means on this device, so that the run's config says how
     # it trained; resumed on a device without bf16, such a run is reported as another config
     device = resolve_device(config.device)
-    for section in (config.train, config.pretrain, config.muppet):
-        section.precision = resolve_precision(section.precision, device)
+    for section in PRECISION_SECTIONS:
+        getattr(config, section).precision = resolve_precision(getattr(config, section).precision, device)
     return config
 
 
@@ -64,6 +67,7 @@ def build_task(name: str, kind: str, options: dict, config: Config, tokenizer):
 
 def train(config: Config, force: bool = False) -> dict:
     """Train (or resume, or return the finished result of) the run `config` describes."""
+    requested_precision = {section: getattr(config, section).precision for section in PRECISION_SECTIONS}
     config = resolve(config)
     device = resolve_device(config.device)
     code = code_version()  # now: the code may change on disk while a long run trains
@@ -74,7 +78,8 @@ def train(config: Config, force: bool = False) -> dict:
     existing = run_dir / rundir.CONFIG
     # the main process reads the run directory and decides for all: finished, or another config there
     processes_state = processes(device)
-    prior = on_main(lambda: finished_result(config, run_dir, device) if not force else None, processes_state)
+    prior = on_main(lambda: finished_result(config, run_dir, device, requested_precision) if not force else None,
+                    processes_state)
     if prior is not None:
         print(f"{run_dir}: finished already (--force retrains)", file=sys.stderr)
         return prior
@@ -299,9 +304,14 @@ def save_stage(folder: Path, model: MultiTaskModel, tokenizer, stage: Stage, tas
     rundir.replace_dir(tmp, folder)
 
 
-def finished_result(config: Config, run_dir: Path, device) -> dict | None:
+def finished_result(config: Config, run_dir: Path, device, requested_precision: dict[str, str] | None = None
+                    ) -> dict | None:
     """The metrics of the run `config` describes if `run_dir` holds it finished; None if it holds
-    it unfinished or nothing; an error if it holds another run."""
+    it unfinished or nothing; an error if it holds another run. `requested_precision` (section ->
+    precision before `resolve`): a finished run is the run asked for where its precision is the one
+    asked for or the request was auto, whatever this device would resolve it to. Nothing trains, so
+    a run finished in bf16 is read back on a machine without bf16 (a results folder moved, a sweep
+    finished on another kind of machine); an unfinished one would resume at another precision: refused."""
     if not (run_dir / rundir.CONFIG).is_file():
         return None
 
@@ -311,15 +321,27 @@ def finished_result(config: Config, run_dir: Path, device) -> dict | None:
 
     # a section the saved run predates trained at today's default, precision auto, as it resolves here
     previous = with_defaults(rundir.read_config(run_dir))
-    for section in ("train", "pretrain", "muppet"):
+    for section in PRECISION_SECTIONS:
         if isinstance(previous.get(section), dict) and previous[section].get("precision") == "auto":
             previous[section]["precision"] = resolve_precision("auto", device)
     previous, current = settings(previous), settings(config.to_dict())
-    if previous != current:
-        changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
-        raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}); "
+    changed = [k for k in set(previous) | set(current) if previous.get(k) != current.get(k)]
+    # the precision asked for, resolved otherwise on this device than where the run trained
+    device_made = [k for k in changed if _precision_as_requested(k, previous.get(k), requested_precision or {})]
+    finished = (run_dir / rundir.METRICS).is_file()
+    if finished:
+        changed = [k for k in changed if k not in device_made]
+    if changed:
+        hint = "".join(f"; {k} began as {previous.get(k)}, which this device resolves to {current.get(k)}"
+                       for k in sorted(device_made) if k in changed)
+        raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}){hint}; "
                           "pass --force to retrain, or choose another output_dir", run_dir)
-    return rundir.read_metrics(run_dir) if (run_dir / rundir.METRICS).is_file() else None
+    return rundir.read_metrics(run_dir) if finished else None
+
+
+def _precision_as_requested(key: str, stored, requested_precision: dict[str, str]) -> bool:
+    section, _, name = key.partition(".")
+    return name == "precision" and requested_precision.get(section) in ("auto", stored)
 
 
 def stored_stage(stored: Path, own_checkpoint: Path) -> tuple[dict, bool] | None:

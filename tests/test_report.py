@@ -114,6 +114,31 @@ def test_report_command_prints_and_writes_three_formats(runs, tmp_path, capsys):
     assert tex.count(r"\begin{tabular}") == 2 and r"mt\_tartan" in tex and "70.00 $\\pm$ 1.00" in tex
 
 
+def test_pooled_keys_make_one_row_and_the_report_says_which_seed_ran_at_which_value(tmp_path, capsys):
+    root = tmp_path / "root"
+    # seed 0 trained where bf16 is native, seeds 1-2 on a machine without it
+    for seed, precision in enumerate(["bf16", "fp32", "fp32"]):
+        write_run(root / "meta" / f"seed{seed}", "meta_tartan", seed, 0.6 + seed / 100,
+                  train={"lr_body": 1e-4, "precision": precision}, pretrain={"precision": precision})
+    write_run(root / "meta_lr" / "seed0", "meta_tartan", 0, 0.1, train={"lr_body": 3e-4, "precision": "bf16"})
+    apart = {row.group.label: row.group.seeds for row in build_report([root], "meta_tartan")["tasks"]["citation_intent"][1]}
+    assert len(apart) == 3  # unpooled, a row never mixes precisions
+    for pool in (["--pool", "precision"], ["--pool", "train.precision", "--pool", "pretrain.precision"]):
+        assert main(["report", str(root), "-o", str(tmp_path / "out"), "--baseline", "meta_tartan", *pool]) == 0
+        printed = capsys.readouterr().out
+        assert "| meta_tartan [train.lr_body=0.0001] | 3 | 61.00 | 1.00 |" in printed  # the label leaves precision out
+        assert "| meta_tartan [train.lr_body=0.0003] | 1 |" in printed  # pooled over precision only
+        assert ("- `meta_tartan [train.lr_body=0.0001]`: pretrain.precision: bf16 (seeds 0), fp32 (seeds 1 2); "
+                "train.precision: bf16 (seeds 0), fp32 (seeds 1 2)") in printed
+        assert "[train.lr_body=0.0003]`" not in printed  # one value: nothing mixed, nothing said
+        table = {row["method"]: row["pooled"]
+                 for row in csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text()))}
+        assert table["meta_tartan [train.lr_body=0.0001]"].startswith("pretrain.precision: bf16 (seeds 0)")
+        assert table["meta_tartan [train.lr_body=0.0003]"] == ""
+    assert main(["report", str(root), "-o", str(tmp_path / "out"), "--pool", "train.precision"]) == 0
+    assert "| meta_tartan [pretrain.precision=fp32, train.lr_body=0.0001] | 2 |" in capsys.readouterr().out
+
+
 def test_training_minutes_sum_the_stages_of_a_run_and_average_over_seeds(tmp_path, capsys):
     root = tmp_path / "root"
     # seed 1 loaded its DAPT stage from the store: it counts at the 600 s it took in seed 0

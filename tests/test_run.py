@@ -82,6 +82,26 @@ def test_another_config_in_the_same_run_directory_is_refused(tiny_models, data_d
     assert "differs in: seed" in capsys.readouterr().err
 
 
+def test_a_run_finished_at_precision_auto_is_read_back_on_a_device_that_resolves_auto_otherwise(
+        tiny_models, data_dir, tmp_path, capsys, monkeypatch):
+    import tartan.training.device as device_module
+
+    base = ["train", str(recipe("finetune"))] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run",
+                                                                 **{"train.precision": "auto", "train.max_steps": 2})
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: True)  # where it trained: auto is bf16
+    assert main(base) == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["precision"] == "bf16"
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: False)  # a machine where auto is fp32
+    capsys.readouterr()
+    assert main(base) == 0 and main(["train", str(tmp_path / "run")]) == 0  # auto, and bf16 as saved
+    assert capsys.readouterr().err.count("finished already") == 2
+    assert main(base + ["train.precision=fp32"]) == 2  # asked for another precision: another run
+    assert "differs in: train.precision);" in capsys.readouterr().err
+    (tmp_path / "run" / "metrics.json").unlink()  # unfinished, it would go on training in fp32
+    assert main(base) == 2
+    assert "train.precision began as bf16, which this device resolves to fp32" in capsys.readouterr().err
+
+
 def test_a_run_saved_before_a_config_key_existed_is_still_the_same_run(tiny_models, data_dir, tmp_path, capsys):
     base = ["train", str(recipe("finetune"))] + tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run")
     assert main(base) == 0
