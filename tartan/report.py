@@ -317,10 +317,15 @@ def to_markdown(report: dict, baseline: str) -> str:
 
 
 def _pooled_text(group: Group) -> str:
-    """Which seeds ran at which value of each pooled key the group mixes ("" where it mixes none)."""
-    return "; ".join(f"{key}: " + ", ".join(f"{value} (seeds {' '.join(map(str, sorted(seeds)))})"
-                                           for value, seeds in sorted(seeds_at.items()))
-                     for key, seeds_at in sorted(group.pooled.items()) if len(seeds_at) > 1)
+    """Which seeds ran at which value of each pooled key the group mixes ("" where it mixes none);
+    keys that split the seeds alike share one entry (train.precision, pretrain.precision)."""
+    keys_of: dict[str, list[str]] = {}
+    for key, seeds_at in sorted(group.pooled.items()):
+        if len(seeds_at) > 1:
+            split = ", ".join(f"{value} (seed{'s' if len(seeds) > 1 else ''} {' '.join(map(str, sorted(seeds)))})"
+                              for value, seeds in sorted(seeds_at.items()))
+            keys_of.setdefault(split, []).append(key)
+    return "; ".join(f"{', '.join(keys)}: {split}" for split, keys in keys_of.items())
 
 
 def _pooled_lines(rows: list[Row]) -> list[str]:

@@ -128,12 +128,12 @@ def test_pooled_keys_make_one_row_and_the_report_says_which_seed_ran_at_which_va
         printed = capsys.readouterr().out
         assert "| meta_tartan [train.lr_body=0.0001] | 3 | 61.00 | 1.00 |" in printed  # the label leaves precision out
         assert "| meta_tartan [train.lr_body=0.0003] | 1 |" in printed  # pooled over precision only
-        assert ("- `meta_tartan [train.lr_body=0.0001]`: pretrain.precision: bf16 (seeds 0), fp32 (seeds 1 2); "
-                "train.precision: bf16 (seeds 0), fp32 (seeds 1 2)") in printed
+        assert ("- `meta_tartan [train.lr_body=0.0001]`: pretrain.precision, train.precision: bf16 (seed 0), "
+                "fp32 (seeds 1 2)\n") in printed
         assert "[train.lr_body=0.0003]`" not in printed  # one value: nothing mixed, nothing said
         table = {row["method"]: row["pooled"]
                  for row in csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text()))}
-        assert table["meta_tartan [train.lr_body=0.0001]"].startswith("pretrain.precision: bf16 (seeds 0)")
+        assert table["meta_tartan [train.lr_body=0.0001]"] == "pretrain.precision, train.precision: bf16 (seed 0), fp32 (seeds 1 2)"
         assert table["meta_tartan [train.lr_body=0.0003]"] == ""
     assert main(["report", str(root), "-o", str(tmp_path / "out"), "--pool", "train.precision"]) == 0
     assert "| meta_tartan [pretrain.precision=fp32, train.lr_body=0.0001] | 2 |" in capsys.readouterr().out
