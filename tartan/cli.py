@@ -76,7 +76,8 @@ def cmd_download(args) -> int:
 def cmd_plot(args) -> int:
     from .plots import plots
 
-    output = plots.get(args.kind)([Path(d) for d in args.run_dirs], Path(args.output or f"{args.kind}.png"))
+    output = plots.get(args.kind)([Path(d) for d in args.run_dirs], Path(args.output or f"{args.kind}.png"),
+                                  tuple(args.pool or ()))
     print(f"wrote {output}", file=sys.stderr)
     return 0
 
@@ -187,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("kind", choices=plots.names())
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     plot.add_argument("--output", "-o", help="PNG to write (default: KIND.png)")
+    plot.add_argument("--pool", action="append", metavar="KEY",
+                      help="runs that differ only in KEY are seeds of one line or panel, as in tartan report --pool")
     plot.set_defaults(func=cmd_plot)
 
     sweep = commands.add_parser("sweep", help="run a grid of recipes x end tasks x seeds (resumable)",

@@ -1,5 +1,6 @@
 """Plots that read run directories only (the contract of DESIGN.md). Add one: a file here with
-`@plots.register("name")` on a function (run_dirs, output) -> output."""
+`@plots.register("name")` on a function (run_dirs, output, pool) -> output; `pool`: the keys whose values
+one line or panel may mix, as `tartan report --pool` pools them."""
 from __future__ import annotations
 
 import importlib
@@ -10,7 +11,7 @@ from typing import Callable
 
 from ..registry import Registry
 
-plots: Registry[Callable[[list[Path], Path], Path]] = Registry("plot")
+plots: Registry[Callable[[list[Path], Path, tuple[str, ...]], Path]] = Registry("plot")
 
 
 def pyplot():
@@ -30,19 +31,20 @@ def read_config(run_dir: Path) -> dict:
     return rundir.read_config(run_dir) if (Path(run_dir) / rundir.CONFIG).is_file() else {}
 
 
-def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = ()) -> dict[str, list[Path]]:
+def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = (), pool: tuple[str, ...] = ()) -> dict[str, list[Path]]:
     """Runs whose configs are equal but for the seed (and the `axis` keys, a plot's x axis) are seeds
     of one setting, one line or panel, labelled as `tartan report` labels its rows: the recipe name,
     plus the keys that tell it from a same-named setting (two variants of one recipe are never
-    averaged together). A name spread over several end tasks is refused rather than drawn twice."""
-    from ..report import setting_of, setting_labels
+    averaged together) unless they differ only in `pool` keys. A name spread over several end tasks
+    is refused rather than drawn twice."""
+    from ..report import pooled_keys, setting_of, setting_labels
 
     groups: dict[str, tuple[str, str, dict, list[Path]]] = {}
     end_tasks: dict[str, set] = {}
     for run_dir in run_dirs:
         config = read_config(run_dir)
         name = config.get("name") or Path(run_dir).name
-        setting = setting_of(config, axis)
+        setting = setting_of(config, tuple(axis) + pooled_keys(config, pool))
         key = json.dumps([name, setting], sort_keys=True, default=str)
         groups.setdefault(key, (str(config.get("end_task")), name, setting, []))[3].append(Path(run_dir))
         end_tasks.setdefault(name, set()).add(config.get("end_task"))

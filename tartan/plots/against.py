@@ -79,14 +79,15 @@ def draw_panels(lines_of: Callable[[list[Path]], dict[str, list[Path]]], x_of: C
 
 
 @plots.register("scale")
-def plot_scale(run_dirs: list[Path], output: Path) -> Path:
-    """Each end task's metric against the number of pre-finetuning tasks, one line per end task."""
+def plot_scale(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ()) -> Path:
+    """Each end task's metric against the number of pre-finetuning tasks, one line per end task
+    (every run of an end task on it, so `pool` has nothing to pool)."""
     return draw_panels(lambda dirs: {"pre-finetuned": dirs}, task_count, run_dirs,
                        "pre-finetuning tasks (0: none)", output)
 
 
 @plots.register("low_resource")
-def plot_low_resource(run_dirs: list[Path], output: Path) -> Path:
+def plot_low_resource(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ()) -> Path:
     """Each end task's metric against the share of its train set, one line per setting."""
-    return draw_panels(lambda dirs: group_by_setting(dirs, axis=("data.train_fraction",)), train_percent,
+    return draw_panels(lambda dirs: group_by_setting(dirs, axis=("data.train_fraction",), pool=pool), train_percent,
                        run_dirs, "share of the end task's train set (%)", output, log_x=True)

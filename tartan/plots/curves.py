@@ -41,11 +41,11 @@ def read_dev_curve(run_dir: Path) -> tuple[str, dict[float, float]]:
 
 
 @plots.register("curves")
-def plot_curves(run_dirs: list[Path], output: Path) -> Path:
+def plot_curves(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ()) -> Path:
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(6.5, 4.2))
     metric = None
-    for name, dirs in group_by_setting(run_dirs).items():
+    for name, dirs in group_by_setting(run_dirs, pool=pool).items():
         curves = []
         for run_dir in dirs:
             metric, curve = read_dev_curve(run_dir)

@@ -33,12 +33,12 @@ def size_multiple(config: dict, run_dir: Path) -> float:
 
 
 @plots.register("efficiency")
-def plot_efficiency(run_dirs: list[Path], output: Path) -> Path:
+def plot_efficiency(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ()) -> Path:
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(6.5, 4.2))
     metric = None
     points: list[tuple[float, float, int, str]] = []
-    for name, dirs in group_by_setting(run_dirs, axis=("domain.size",)).items():
+    for name, dirs in group_by_setting(run_dirs, axis=("domain.size",), pool=pool).items():
         by_size: dict[float, list[float]] = {}
         for run_dir in dirs:
             metrics = rundir.read_metrics(run_dir)

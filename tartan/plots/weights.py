@@ -30,8 +30,8 @@ def read_task_weights(run_dir: Path) -> dict[str, dict[int, float]]:
 
 
 @plots.register("weights")
-def plot_weights(run_dirs: list[Path], output: Path) -> Path:
-    groups = {name: [read_task_weights(d) for d in dirs] for name, dirs in group_by_setting(run_dirs).items()}
+def plot_weights(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ()) -> Path:
+    groups = {name: [read_task_weights(d) for d in dirs] for name, dirs in group_by_setting(run_dirs, pool=pool).items()}
     plt = pyplot()
     figure, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), sharey=True, squeeze=False)
     for ax, (name, runs) in zip(axes[0], groups.items()):

@@ -34,3 +34,14 @@ def test_one_name_over_several_end_tasks_is_refused(tmp_path):
     runs = [write_config(tmp_path / task, name="finetune", end_task=task) for task in ("a", "b")]
     with pytest.raises(TartanError, match="several end tasks"):
         group_by_setting(runs)
+
+
+def test_pooled_keys_draw_seeds_of_another_precision_as_one_setting(tmp_path):
+    # seed 0 trained where bf16 is native, seed 1 where it is not: one line with --pool precision
+    runs = [write_config(tmp_path / f"{batch}{seed}", name="meta_tartan", end_task="toy", seed=seed,
+                         meta={"head_batch": batch}, train={"precision": precision}, pretrain={"precision": precision})
+            for batch in ("step", "other") for seed, precision in enumerate(["bf16", "fp32"])]
+    assert group_by_setting(runs, pool=("precision",)) == {"meta_tartan [meta.head_batch=step]": runs[:2],
+                                                           "meta_tartan [meta.head_batch=other]": runs[2:]}
+    assert len(group_by_setting(runs)) == 4  # unpooled, a precision is a setting of its own
+    assert len(group_by_setting(runs, pool=("train.precision",))) == 4  # pretrain.precision still tells them apart

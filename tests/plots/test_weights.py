@@ -31,3 +31,14 @@ def test_weights_plot_bad_input_is_one_line(content, message, tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
     assert not (tmp_path / "w.png").exists()
+
+
+def test_weights_plot_pools_what_it_is_told_to(tmp_path, monkeypatch):
+    import tartan.plots.weights as weights
+
+    runs = [write_run(tmp_path / f"seed{seed}", "meta_tartan", [(s, "end", 0.5) for s in (10, 20)]) for seed in (0, 1)]
+    asked = []
+    monkeypatch.setattr(weights, "group_by_setting", lambda dirs, pool=(): asked.append(pool) or {"meta_tartan": dirs})
+    assert main(["plot", "weights", *map(str, runs), "-o", str(tmp_path / "w.png"), "--pool", "precision",
+                 "--pool", "meta.lr"]) == 0
+    assert asked == [("precision", "meta.lr")]
