@@ -53,7 +53,8 @@ def resolve(config: Config) -> Config:
     config.data_dir = os.path.abspath(os.path.expanduser(config.data_dir))
     config.output_dir = os.path.abspath(os.path.expanduser(config.output_dir))
     # precision: auto is recorded as what it means on this device, so that the run's config says how
-    # it trained; resumed on a device without bf16, such a run is reported as another config
+    # it trained; on a device without bf16 such a run is read back if finished, but not resumed
+    # (finished_result)
     device = resolve_device(config.device)
     for section in PRECISION_SECTIONS:
         getattr(config, section).precision = resolve_precision(getattr(config, section).precision, device)
