@@ -312,7 +312,9 @@ def finished_result(config: Config, run_dir: Path, device, requested_precision: 
     precision before `resolve`): a finished run is the run asked for where its precision is the one
     asked for or the request was auto, whatever this device would resolve it to. Nothing trains, so
     a run finished in bf16 is read back on a machine without bf16 (a results folder moved, a sweep
-    finished on another kind of machine); an unfinished one would resume at another precision: refused."""
+    finished on another kind of machine); an unfinished one would resume at another precision: refused.
+    config.yaml keeps only the resolved precision, so an auto request also reads back a run finished
+    at a precision someone set by hand."""
     if not (run_dir / rundir.CONFIG).is_file():
         return None
 
@@ -333,7 +335,7 @@ def finished_result(config: Config, run_dir: Path, device, requested_precision: 
     if finished:
         changed = [k for k in changed if k not in device_made]
     if changed:
-        hint = "".join(f"; {k} began as {previous.get(k)}, which this device resolves to {current.get(k)}"
+        hint = "".join(f"; {k} began as {previous.get(k)}, and here the request resolves to {current.get(k)}"
                        for k in sorted(device_made) if k in changed)
         raise TartanError(f"holds a run with another config (differs in: {', '.join(sorted(changed))}){hint}; "
                           "pass --force to retrain, or choose another output_dir", run_dir)

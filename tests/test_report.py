@@ -137,6 +137,8 @@ def test_pooled_keys_make_one_row_and_the_report_says_which_seed_ran_at_which_va
         assert table["meta_tartan [train.lr_body=0.0003]"] == ""
     assert main(["report", str(root), "-o", str(tmp_path / "out"), "--pool", "train.precision"]) == 0
     assert "| meta_tartan [pretrain.precision=fp32, train.lr_body=0.0001] | 2 |" in capsys.readouterr().out
+    assert main(["report", str(root), "-o", str(tmp_path / "out"), "--pool", "precison"]) == 2  # misspelt
+    assert "--pool 'precison' names no config key of these runs" in capsys.readouterr().err
 
 
 def test_training_minutes_sum_the_stages_of_a_run_and_average_over_seeds(tmp_path, capsys):

@@ -99,7 +99,7 @@ def test_a_run_finished_at_precision_auto_is_read_back_on_a_device_that_resolves
     assert "differs in: train.precision);" in capsys.readouterr().err
     (tmp_path / "run" / "metrics.json").unlink()  # unfinished, it would go on training in fp32
     assert main(base) == 2
-    assert "train.precision began as bf16, which this device resolves to fp32" in capsys.readouterr().err
+    assert "train.precision began as bf16, and here the request resolves to fp32" in capsys.readouterr().err
 
 
 def test_a_run_saved_before_a_config_key_existed_is_still_the_same_run(tiny_models, data_dir, tmp_path, capsys):
