@@ -122,9 +122,9 @@ def pooled_keys(config: dict, pool: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(k for k in setting_of(config) if k in pool or k.rpartition(".")[2] in pool)
 
 
-def check_pool(groups: list[Group], pool: tuple[str, ...]) -> None:
-    """A `--pool` key that names no key of any run is a mistake (`precison`), not a report that pools nothing."""
-    present = {k for group in groups for k in group.pooled}
+def check_pool(present: set[str], pool: tuple[str, ...]) -> None:
+    """A `--pool` key that names none of the runs' keys (`present`: those it matched) is a mistake
+    (`precison`), not a report or plot that pools nothing."""
     for name in pool:
         if not any(k == name or k.rpartition(".")[2] == name for k in present):
             raise TartanError(f"--pool {name!r} names no config key of these runs (a dotted key such as "
@@ -251,7 +251,7 @@ def build_report(roots: list[Path], baseline: str = "finetune", permutations: in
         raise TartanError(f"--permutations must be positive, got {permutations}")
     published = read_reference(reference) if reference is not None else {}
     groups = group_runs(find_runs(roots), tuple(pool))
-    check_pool(groups, tuple(pool))
+    check_pool({k for group in groups for k in group.pooled}, tuple(pool))
     report = {}
     for end_task in sorted({g.end_task for g in groups}):
         task_groups = [g for g in groups if g.end_task == end_task]

@@ -37,14 +37,16 @@ def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = (), pool: tup
     plus the keys that tell it from a same-named setting (two variants of one recipe are never
     averaged together) unless they differ only in `pool` keys. A name spread over several end tasks
     is refused rather than drawn twice."""
-    from ..report import pooled_keys, setting_of, setting_labels
+    from ..report import check_pool, pooled_keys, setting_of, setting_labels
 
     groups: dict[str, tuple[str, str, dict, list[Path]]] = {}
     end_tasks: dict[str, set] = {}
+    pooled: set[str] = set()
     for run_dir in run_dirs:
         config = read_config(run_dir)
         name = config.get("name") or Path(run_dir).name
-        setting = setting_of(config, tuple(axis) + pooled_keys(config, pool))
+        pooled.update(keys := pooled_keys(config, pool))
+        setting = setting_of(config, tuple(axis) + keys)
         key = json.dumps([name, setting], sort_keys=True, default=str)
         groups.setdefault(key, (str(config.get("end_task")), name, setting, []))[3].append(Path(run_dir))
         end_tasks.setdefault(name, set()).add(config.get("end_task"))
@@ -54,6 +56,7 @@ def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = (), pool: tup
 
             raise TartanError(f"runs named {name!r} have several end tasks ({', '.join(sorted(map(str, tasks)))}): "
                               "plot one end task at a time")
+    check_pool(pooled, tuple(pool))
     labels = setting_labels([(end_task, name, setting) for end_task, name, setting, _ in groups.values()])
     return {label: dirs for label, (*_, dirs) in zip(labels, groups.values())}
 

@@ -45,3 +45,5 @@ def test_pooled_keys_draw_seeds_of_another_precision_as_one_setting(tmp_path):
                                                            "meta_tartan [meta.head_batch=other]": runs[2:]}
     assert len(group_by_setting(runs)) == 4  # unpooled, a precision is a setting of its own
     assert len(group_by_setting(runs, pool=("train.precision",))) == 4  # pretrain.precision still tells them apart
+    with pytest.raises(TartanError, match="--pool 'precison' names no config key"):
+        group_by_setting(runs, pool=("precison",))
