@@ -116,17 +116,21 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def pooled_keys(config: dict, pool: tuple[str, ...]) -> tuple[str, ...]:
-    """The keys of a run's settings that `pool` names: a dotted key (`train.precision`), or a bare
-    name for that key in every section (`precision`)."""
-    return tuple(k for k in setting_of(config) if k in pool or k.rpartition(".")[2] in pool)
+def _names(name: str, key: str) -> bool:
+    """Whether a `--pool` name names a dotted key: the key itself, or its last part (`precision`)."""
+    return key == name or key.rpartition(".")[2] == name
+
+
+def pooled_keys(settings: dict, pool: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys of a run's settings (`setting_of`) that `pool` names."""
+    return tuple(k for k in settings if any(_names(name, k) for name in pool))
 
 
 def check_pool(present: set[str], pool: tuple[str, ...]) -> None:
     """A `--pool` key that names none of the runs' keys (`present`: those it matched) is a mistake
     (`precison`), not a report or plot that pools nothing."""
     for name in pool:
-        if not any(k == name or k.rpartition(".")[2] == name for k in present):
+        if not any(_names(name, k) for k in present):
             raise TartanError(f"--pool {name!r} names no config key of these runs (a dotted key such as "
                               "train.precision, or a bare name such as precision)")
 
@@ -137,9 +141,9 @@ def group_runs(run_dirs: list[Path], pool: tuple[str, ...] = ()) -> list[Group]:
     groups: dict[str, Group] = {}
     for run_dir in run_dirs:
         metrics, config = _read(run_dir)
-        pooled = pooled_keys(config, pool)
         full = setting_of(config)
-        flat = setting_of(config, ignore=pooled)
+        pooled = pooled_keys(full, pool)
+        flat = {k: v for k, v in full.items() if k not in pooled}
         key = json.dumps(flat, sort_keys=True, default=str)
         if key not in groups:
             groups[key] = Group(metrics.get("end_task") or flat.get("end_task", "?"), metrics["metric"], "", flat)

@@ -45,8 +45,9 @@ def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = (), pool: tup
     for run_dir in run_dirs:
         config = read_config(run_dir)
         name = config.get("name") or Path(run_dir).name
-        pooled.update(keys := pooled_keys(config, pool))
-        setting = setting_of(config, tuple(axis) + keys)
+        setting = setting_of(config, axis)
+        pooled.update(keys := pooled_keys(setting, pool))
+        setting = {k: v for k, v in setting.items() if k not in keys}
         key = json.dumps([name, setting], sort_keys=True, default=str)
         groups.setdefault(key, (str(config.get("end_task")), name, setting, []))[3].append(Path(run_dir))
         end_tasks.setdefault(name, set()).add(config.get("end_task"))
