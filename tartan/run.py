@@ -54,10 +54,10 @@ def resolve(config: Config) -> Config:
     config.output_dir = os.path.abspath(os.path.expanduser(config.output_dir))
     # precision: auto is recorded as what it means on this device, so that the run's config says how
     # it trained; on a device without bf16 such a run is read back if finished, but not resumed
-    # (finished_result)
+    # (finished_result). Silent: a bf16 asked for is said to fall back only once it trains (train)
     device = resolve_device(config.device)
     for section in PRECISION_SECTIONS:
-        getattr(config, section).precision = resolve_precision(getattr(config, section).precision, device)
+        getattr(config, section).precision = resolve_precision(getattr(config, section).precision, device, warn=False)
     return config
 
 
@@ -84,6 +84,8 @@ def train(config: Config, force: bool = False) -> dict:
     if prior is not None:
         print(f"{run_dir}: finished already (--force retrains)", file=sys.stderr)
         return prior
+    if "bf16" in requested_precision.values():  # once, however many sections ask for it
+        resolve_precision("bf16", device)
 
     stages: list[Stage] = methods.get(config.method)(config)
     body, tokenizer = load_body(config.model, config.trust_remote_code, config_overrides=config.model_config)

@@ -94,12 +94,27 @@ def test_a_run_finished_at_precision_auto_is_read_back_on_a_device_that_resolves
     monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: False)  # a machine where auto is fp32
     capsys.readouterr()
     assert main(base) == 0 and main(["train", str(tmp_path / "run")]) == 0  # auto, and bf16 as saved
-    assert capsys.readouterr().err.count("finished already") == 2
+    err = capsys.readouterr().err
+    assert err.count("finished already") == 2
+    assert "no native bf16" not in err  # nothing trains, so nothing falls back
     assert main(base + ["train.precision=fp32"]) == 2  # asked for another precision: another run
     assert "differs in: train.precision);" in capsys.readouterr().err
     (tmp_path / "run" / "metrics.json").unlink()  # unfinished, it would go on training in fp32
     assert main(base) == 2
     assert "train.precision began as bf16, and here the request resolves to fp32" in capsys.readouterr().err
+
+
+def test_bf16_asked_for_without_hardware_is_said_once_and_only_when_it_trains(
+        tiny_models, data_dir, tmp_path, capsys, monkeypatch):
+    import tartan.training.device as device_module
+
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: False)
+    base = ["train", str(recipe("finetune"))] + tiny_overrides(
+        tiny_models["bert"], data_dir, tmp_path / "run",
+        **{"train.precision": "bf16", "pretrain.precision": "bf16", "train.max_steps": 2})
+    assert main(base) == 0
+    assert capsys.readouterr().err.count("no native bf16 support; training in fp32") == 1
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["precision"] == "fp32"
 
 
 def test_a_run_saved_before_a_config_key_existed_is_still_the_same_run(tiny_models, data_dir, tmp_path, capsys):

@@ -74,7 +74,9 @@ def make_accelerator(precision: str = "auto", device: str | torch.device = "auto
     from accelerate.state import AcceleratorState
 
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    mixed_precision = {"bf16": "bf16", "fp16": "fp16"}.get(resolve_precision(precision, target), "no")
+    # silent: a run's precision is resolved (and a bf16 without hardware said) before it trains, and
+    # evaluating a bf16 run on a machine without bf16 is no mistake of the user's
+    mixed_precision = {"bf16": "bf16", "fp16": "fp16"}.get(resolve_precision(precision, target, warn=False), "no")
     cpu = target.type == "cpu"
     if not cpu and target.index is not None:
         # accelerate places a single process on the current CUDA device
