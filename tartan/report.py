@@ -121,6 +121,14 @@ def _names(name: str, key: str) -> bool:
     return key == name or key.rpartition(".")[2] == name
 
 
+UNSET = "(unset)"  # a pooled key's value in a run whose config lacks the key
+
+
+def pool_names(keys, pool: tuple[str, ...]) -> list[str]:
+    """The `--pool` names that name any of `keys`, as the user spelled them (`precision`)."""
+    return [name for name in pool if any(_names(name, k) for k in keys)]
+
+
 def pooled_keys(settings: dict, pool: tuple[str, ...]) -> tuple[str, ...]:
     """The keys of a run's settings (`setting_of`) that `pool` names."""
     return tuple(k for k in settings if any(_names(name, k) for name in pool))
@@ -171,6 +179,12 @@ def group_runs(run_dirs: list[Path], pool: tuple[str, ...] = ()) -> list[Group]:
                 # figures are one stage
                 group.masked_lm.setdefault(name, set()).add((100 * held_out["accuracy"], held_out["perplexity"]))
         group.run_dirs.append(run_dir)
+    for group in groups.values():
+        # a run without the key (a section it predates) ran at something else again: say which
+        for seeds_at in group.pooled.values():
+            covered = {seed for seeds in seeds_at.values() for seed in seeds}
+            if unset := [seed for seed in group.seeds if seed not in covered]:
+                seeds_at[UNSET] = unset
     _label(list(groups.values()))
     return sorted(groups.values(), key=lambda g: (g.end_task, g.label))
 
@@ -407,6 +421,9 @@ def to_latex(report: dict) -> str:
         parts += [r"\bottomrule", r"\end{tabular}"]
         if rows[0].split != "test":
             parts.append(f"% p: permutation test on dev ({_tex(end_task)} has runs without a test split)")
+        # a comment, as the p note: which seeds ran at which value stays with the table it qualifies
+        parts += [f"% pooled (--pool): {_tex(row.group.label)}: {_tex(text)}" for row in rows
+                  if (text := _pooled_text(row.group))]
         parts.append("")
     return "\n".join(parts)
 

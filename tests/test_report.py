@@ -135,10 +135,23 @@ def test_pooled_keys_make_one_row_and_the_report_says_which_seed_ran_at_which_va
                  for row in csv.DictReader(io.StringIO((tmp_path / "out" / "report.csv").read_text()))}
         assert table["meta_tartan [train.lr_body=0.0001]"] == "pretrain.precision, train.precision: bf16 (seed 0), fp32 (seeds 1 2)"
         assert table["meta_tartan [train.lr_body=0.0003]"] == ""
+        tex = (tmp_path / "out" / "report.tex").read_text()  # the LaTeX table carries the note too
+        assert (r"% pooled (--pool): meta\_tartan [train.lr\_body=0.0001]: pretrain.precision, train.precision: "
+                "bf16 (seed 0), fp32 (seeds 1 2)\n") in tex and "0.0003]:" not in tex
     assert main(["report", str(root), "-o", str(tmp_path / "out"), "--pool", "train.precision"]) == 0
     assert "| meta_tartan [pretrain.precision=fp32, train.lr_body=0.0001] | 2 |" in capsys.readouterr().out
     assert main(["report", str(root), "-o", str(tmp_path / "out"), "--pool", "precison"]) == 2  # misspelt
     assert "--pool 'precison' names no config key of these runs" in capsys.readouterr().err
+
+
+def test_a_pooled_key_some_runs_lack_is_listed_as_unset(tmp_path, capsys):
+    root = tmp_path / "root"
+    write_run(root / "seed0", "finetune", 0, 0.60, model_config={"hidden_dropout_prob": 0.2})
+    write_run(root / "seed1", "finetune", 1, 0.62)  # a run without the key: the body's own dropout
+    assert main(["report", str(root), "-o", str(tmp_path / "out"), "--pool", "hidden_dropout_prob"]) == 0
+    printed = capsys.readouterr().out
+    assert "| finetune | 2 |" in printed
+    assert "- `finetune`: model_config.hidden_dropout_prob: (unset) (seed 1), 0.2 (seed 0)\n" in printed
 
 
 def test_training_minutes_sum_the_stages_of_a_run_and_average_over_seeds(tmp_path, capsys):

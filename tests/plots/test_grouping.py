@@ -41,8 +41,13 @@ def test_pooled_keys_draw_seeds_of_another_precision_as_one_setting(tmp_path):
     runs = [write_config(tmp_path / f"{batch}{seed}", name="meta_tartan", end_task="toy", seed=seed,
                          meta={"head_batch": batch}, train={"precision": precision}, pretrain={"precision": precision})
             for batch in ("step", "other") for seed, precision in enumerate(["bf16", "fp32"])]
-    assert group_by_setting(runs, pool=("precision",)) == {"meta_tartan [meta.head_batch=step]": runs[:2],
-                                                           "meta_tartan [meta.head_batch=other]": runs[2:]}
+    # the legend says what a line mixes
+    assert group_by_setting(runs, pool=("precision",)) == {
+        "meta_tartan [meta.head_batch=step] (pooled: precision)": runs[:2],
+        "meta_tartan [meta.head_batch=other] (pooled: precision)": runs[2:]}
+    alike = [write_config(tmp_path / f"alike{seed}", name="finetune", end_task="toy", seed=seed,
+                          train={"precision": "fp32"}) for seed in (0, 1)]
+    assert group_by_setting(alike, pool=("precision",)) == {"finetune": alike}  # one value: nothing mixed
     assert len(group_by_setting(runs)) == 4  # unpooled, a precision is a setting of its own
     assert len(group_by_setting(runs, pool=("train.precision",))) == 4  # pretrain.precision still tells them apart
     with pytest.raises(TartanError, match="--pool 'precison' names no config key"):
