@@ -84,8 +84,8 @@ def train(config: Config, force: bool = False) -> dict:
     if prior is not None:
         print(f"{run_dir}: finished already (--force retrains)", file=sys.stderr)
         return prior
-    if "bf16" in requested_precision.values():  # once, however many sections ask for it
-        resolve_precision("bf16", device)
+    if processes_state.is_main_process and "bf16" in requested_precision.values():
+        resolve_precision("bf16", device)  # said once, however many sections and processes ask for it
 
     stages: list[Stage] = methods.get(config.method)(config)
     body, tokenizer = load_body(config.model, config.trust_remote_code, config_overrides=config.model_config)
