@@ -4,6 +4,7 @@ of one standard deviation when several runs share a setting."""
 from __future__ import annotations
 
 import csv
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def plot_weights(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ())
             if len(runs) > 1:
                 spread = values.std(0, ddof=1)
                 ax.fill_between(steps, mean - spread, mean + spread, alpha=0.2)
-        ax.set_title(f"{name} ({len(runs)} run{'s' if len(runs) > 1 else ''})")
+        # wrapped: a pooled variant's label is longer than its panel is wide
+        ax.set_title(textwrap.fill(f"{name} ({len(runs)} run{'s' if len(runs) > 1 else ''})", 48), fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend()
