@@ -129,6 +129,17 @@ def pool_names(keys, pool: tuple[str, ...]) -> list[str]:
     return [name for name in pool if any(_names(name, k) for k in keys)]
 
 
+def values_by_key(runs: list[tuple[object, dict]]) -> dict[str, dict[str, list]]:
+    """Each pooled key -> its value -> the seeds that ran at it, from each run's (seed, values of its
+    pooled keys); a run without a key others have (a section it predates) counts at UNSET."""
+    keys = sorted({k for _, values in runs for k in values})
+    table: dict[str, dict[str, list]] = {}
+    for seed, values in runs:
+        for key in keys:
+            table.setdefault(key, {}).setdefault(str(values.get(key, UNSET)), []).append(seed)
+    return table
+
+
 def pooled_keys(settings: dict, pool: tuple[str, ...]) -> tuple[str, ...]:
     """The keys of a run's settings (`setting_of`) that `pool` names."""
     return tuple(k for k in settings if any(_names(name, k) for name in pool))
@@ -147,6 +158,7 @@ def group_runs(run_dirs: list[Path], pool: tuple[str, ...] = ()) -> list[Group]:
     """Runs grouped by their settings minus the seed; runs that differ only in the `pool` keys are
     seeds of one group too, which records each pooled key's values and seeds."""
     groups: dict[str, Group] = {}
+    pooled_runs: dict[str, list[tuple[object, dict]]] = {}  # group -> each run's (seed, pooled values)
     for run_dir in run_dirs:
         metrics, config = _read(run_dir)
         full = setting_of(config)
@@ -161,8 +173,7 @@ def group_runs(run_dirs: list[Path], pool: tuple[str, ...] = ()) -> list[Group]:
             raise TartanError(f"seed {seed} twice in one group (also in {group.run_dirs[group.seeds.index(seed)]})",
                               run_dir / rundir.METRICS)
         group.seeds.append(seed)
-        for key in pooled:
-            group.pooled.setdefault(key, {}).setdefault(str(full[key]), []).append(seed)
+        pooled_runs.setdefault(key, []).append((seed, {k: full[k] for k in pooled}))
         if metrics["test"] is not None:
             group.test.append(100 * metrics["test"][metric])
         if metrics.get("dev") is not None:
@@ -179,12 +190,8 @@ def group_runs(run_dirs: list[Path], pool: tuple[str, ...] = ()) -> list[Group]:
                 # figures are one stage
                 group.masked_lm.setdefault(name, set()).add((100 * held_out["accuracy"], held_out["perplexity"]))
         group.run_dirs.append(run_dir)
-    for group in groups.values():
-        # a run without the key (a section it predates) ran at something else again: say which
-        for seeds_at in group.pooled.values():
-            covered = {seed for seeds in seeds_at.values() for seed in seeds}
-            if unset := [seed for seed in group.seeds if seed not in covered]:
-                seeds_at[UNSET] = unset
+    for key, group in groups.items():
+        group.pooled = values_by_key(pooled_runs[key])
     _label(list(groups.values()))
     return sorted(groups.values(), key=lambda g: (g.end_task, g.label))
 

@@ -37,10 +37,10 @@ def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = (), pool: tup
     plus the keys that tell it from a same-named setting (two variants of one recipe are never
     averaged together) unless they differ only in `pool` keys. A name spread over several end tasks
     is refused rather than drawn twice."""
-    from ..report import UNSET, check_pool, pool_names, pooled_keys, setting_of, setting_labels
+    from ..report import check_pool, pool_names, pooled_keys, setting_of, setting_labels, values_by_key
 
     groups: dict[str, tuple[str, str, dict, list[Path]]] = {}
-    pooled_values: dict[str, list[dict]] = {}  # group -> each run's values of its pooled keys
+    pooled_runs: dict[str, list[tuple[object, dict]]] = {}  # group -> each run's (seed, pooled values)
     end_tasks: dict[str, set] = {}
     for run_dir in run_dirs:
         config = read_config(run_dir)
@@ -50,7 +50,7 @@ def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = (), pool: tup
         values = {k: setting.pop(k) for k in keys}
         key = json.dumps([name, setting], sort_keys=True, default=str)
         groups.setdefault(key, (str(config.get("end_task")), name, setting, []))[3].append(Path(run_dir))
-        pooled_values.setdefault(key, []).append(values)
+        pooled_runs.setdefault(key, []).append((config.get("seed"), values))
         end_tasks.setdefault(name, set()).add(config.get("end_task"))
     for name, tasks in end_tasks.items():
         if len(tasks) > 1:
@@ -58,14 +58,13 @@ def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = (), pool: tup
 
             raise TartanError(f"runs named {name!r} have several end tasks ({', '.join(sorted(map(str, tasks)))}): "
                               "plot one end task at a time")
-    check_pool({k for runs in pooled_values.values() for values in runs for k in values}, tuple(pool))
+    check_pool({k for runs in pooled_runs.values() for _, values in runs for k in values}, tuple(pool))
     labels = setting_labels([(end_task, name, setting) for end_task, name, setting, _ in groups.values()])
     named = {}
     for label, (key, (*_, dirs)) in zip(labels, groups.items()):
         # a line that mixes values of a pooled key says so, as the report's note under its table does
-        runs = pooled_values[key]
-        mixed = pool_names({k for values in runs for k in values
-                            if len({str(other.get(k, UNSET)) for other in runs}) > 1}, tuple(pool))
+        mixed = pool_names({k for k, seeds_at in values_by_key(pooled_runs[key]).items() if len(seeds_at) > 1},
+                           tuple(pool))
         named[label + (f" (pooled: {', '.join(mixed)})" if mixed else "")] = dirs
     return named
 
