@@ -231,6 +231,9 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
                dynamic_ncols=True)
 
     def record(run: SweepRun, metrics: dict | None, seconds: float, error: BaseException | None) -> None:
+        # read again before writing, so that another sweep on this root (other --only runs, another
+        # machine on a shared disk) keeps the entries it recorded since this one started
+        status.update(read_status(root))
         previous = status.get(run.id, {})
         if error is None:
             if run.id in finished and previous.get("status") == "done" and previous.get("seconds") is not None:

@@ -122,6 +122,22 @@ def test_sweep_runs_resumes_and_records_a_failed_run(tmp_path, tiny_models, data
     assert [s["runs_attempted"] for s in sessions] == [4, 2, 4] and all(s["seconds"] > 0 for s in sessions)
 
 
+def test_two_sweeps_on_one_root_keep_each_others_status(tmp_path, tiny_models, data_dir):
+    # a second sweep over other runs (--only) records its run while the first is training: the
+    # first's record, written later, must not drop it
+    path = write_sweep(tmp_path, tiny_models, data_dir, recipes=["finetune"], seeds=[0, 1])
+    metrics = {"metric": "macro_f1", "dev": {"macro_f1": 0.5}, "test": {"macro_f1": 0.4}}
+    inner = lambda config, **kwargs: metrics
+
+    def outer(config, **kwargs):
+        run_sweep(path, progress=False, train_fn=inner, only=["*/seed1"])
+        return metrics
+
+    run_sweep(path, progress=False, train_fn=outer, only=["*/seed0"])
+    on_disk = json.loads((tmp_path / "root" / STATUS).read_text())
+    assert {k: v["status"] for k, v in on_disk.items()} == {"toy/finetune/seed0": "done", "toy/finetune/seed1": "done"}
+
+
 def test_a_run_without_test_figures_is_done_not_a_crash(tmp_path, tiny_models, data_dir):
     # an end task without a test split: metrics.json holds "test": null
     path = write_sweep(tmp_path, tiny_models, data_dir, recipes=["finetune"], seeds=[0])
