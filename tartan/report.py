@@ -236,11 +236,25 @@ def permutation_p_value(a: list[float], b: list[float], permutations: int = PERM
     return float(result.pvalue)
 
 
-def choose_baseline(groups: list[Group], baseline: str) -> Group | None:
-    """The group of this end task whose label (as the report prints it), recipe name or, failing
-    those, method is `baseline`; of several, the one with the most seeds."""
+def settings_match(group: Group, baseline: str) -> bool:
+    """Whether `baseline`, written as a label (`NAME [k=v, ...]`), names this group's recipe and
+    agrees with its config on every k=v. A label lists only the keys that differ among the end
+    task's groups, so one end task's label can name a key that another's runs all share (a sweep arm
+    that has run on one end task only): this lets one --baseline serve both."""
+    name, bracket, settings = baseline.partition(" [")
+    if not bracket or not settings.endswith("]") or group.name != name and group.method != name:
+        return False
+    pairs = [item.partition("=") for item in settings[:-1].split(", ")]
+    return all(eq and key in group.config and f"{group.config[key]}" == value for key, eq, value in pairs)
+
+
+def choose_baseline(groups: list[Group], baseline: str | None) -> Group | None:
+    """The group of this end task whose label (as the report prints it), recipe name, method or,
+    failing those, settings (`settings_match`) is `baseline`; of several, the one with the most seeds."""
+    if baseline is None:
+        return None
     matches = ([g for g in groups if g.label == baseline] or [g for g in groups if g.name == baseline]
-               or [g for g in groups if g.method == baseline])
+               or [g for g in groups if g.method == baseline] or [g for g in groups if settings_match(g, baseline)])
     if not matches:
         return None
     most = max(len(g.seeds) for g in matches)

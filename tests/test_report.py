@@ -220,9 +220,9 @@ def test_missing_baseline_leaves_p_values_out(runs, capsys):
 def test_a_named_baseline_that_matches_no_runs_is_an_error_that_lists_the_labels(runs, capsys):
     """A label that lost its brackets (the runs given differ in nothing else) would otherwise print a
     table without p-values as if that were meant."""
-    assert main(["report", str(runs), "--baseline", "finetune [train.lr_body=0.0001]", "-o", str(runs / "x")]) == 2
+    assert main(["report", str(runs), "--baseline", "finetune [train.lr_body=0.0005]", "-o", str(runs / "x")]) == 2
     error = capsys.readouterr().err.strip()
-    assert "baseline 'finetune [train.lr_body=0.0001]' matches no runs" in error and "finetune; " in error
+    assert "baseline 'finetune [train.lr_body=0.0005]' matches no runs" in error and "finetune; " in error
     assert len(error.splitlines()) == 1 and not (runs / "x" / "report.md").exists()
 
 
@@ -236,6 +236,28 @@ def test_a_baseline_named_by_its_label_settles_same_named_groups_of_equal_seeds(
     assert base.label == "finetune [train.lr_body=0.0003]" and rows[0].group is base
     assert sorted(base.test) == pytest.approx([50, 51, 52])
     assert {row.group.label: row.p_value for row in rows}["finetune [train.lr_body=0.0001]"] == pytest.approx(0.1)
+
+
+def test_a_baseline_label_names_the_baseline_of_an_end_task_whose_runs_share_its_settings(runs):
+    """A sweep arm that has run on one end task only: the other end task's labels lack the arm's key,
+    yet the same --baseline names the baseline there by its settings."""
+    for seed, score in enumerate([0.50, 0.52, 0.51]):  # a second finetune setting on citation_intent only
+        write_run(runs / "finetune_long" / f"seed{seed}", "finetune", seed, score, train={"lr_body": 3e-4})
+    for seed in (1, 2):
+        write_run(runs / "chem" / f"seed{seed}", "finetune", seed, 0.80 + seed / 100, metric="micro_f1", end_task="chemprot")
+    for seed in range(3):
+        write_run(runs / "chem_mt" / f"seed{seed}", "mt_tartan", seed, 0.70 + seed / 100, metric="micro_f1",
+                  end_task="chemprot")
+    report = build_report([runs], "finetune [train.lr_body=0.0001]", baseline_named=True)["tasks"]
+    assert report["citation_intent"][0].label == "finetune [train.lr_body=0.0001]"
+    base, rows = report["chemprot"]
+    assert base.label == "finetune" and rows[0].group is base
+    assert {row.group.label: row.p_value for row in rows}["mt_tartan"] == pytest.approx(0.1)
+    # a setting that no chemprot run has leaves chemprot without a baseline, not with another one
+    report = build_report([runs], "finetune [train.lr_body=0.0003]", baseline_named=True)["tasks"]
+    assert report["chemprot"][0] is None and report["citation_intent"][0].label == "finetune [train.lr_body=0.0003]"
+    assert report["citation_intent"][0].test == pytest.approx([50, 52, 51])
+    assert build_report([runs], "finetune [train.no_such_key=0.0001]")["tasks"]["chemprot"][0] is None
 
 
 @pytest.mark.parametrize("damage, message", [
