@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -215,7 +216,8 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
     """Run every run of the sweep not finished yet; returns the status of every run. With jobs > 1,
     that many runs train at once, each in a fresh process with its share of the CPU threads (on 2
     cores two 1-thread runs get through ~1.2x the steps of one 2-thread run: small matrices do not
-    keep two threads busy)."""
+    keep two threads busy); once nothing is left to start, the runs still training take the threads
+    of those that finished."""
     from tqdm.auto import tqdm
 
     from .run import train
@@ -343,14 +345,18 @@ def _run_parallel(runs: list[SweepRun], jobs: int, train_fn, record) -> None:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // jobs)
+    context = multiprocessing.get_context("spawn")
+    # the CPU threads each running run may use, which the workers follow as it changes: the last runs
+    # of a sweep, with nothing left to start beside them, would otherwise leave finished runs' cores idle
+    thread_share = context.Value("i", threads)
     pending = list(runs)
     # runs that were training when a worker died: the pool cannot say whose worker it was, so each
     # suspect trains again alone (from its checkpoint), and only a run that breaks the pool alone fails
     suspects: set[str] = set()
 
     def pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1,
-                                   initializer=_init_worker, initargs=(threads, os.getpid()))
+        return ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1,
+                                   initializer=_init_worker, initargs=(thread_share, os.getpid()))
 
     executor, running = pool(), {}
     # on a machine with GPUs, runs that may use one are spread over them, several to a GPU when
@@ -369,6 +375,8 @@ def _run_parallel(runs: list[SweepRun], jobs: int, train_fn, record) -> None:
                 running[future] = run
                 if gpu is not None:
                     placed[future] = gpu
+            # fewer running than jobs only when nothing can start: those running share the cores
+            thread_share.value = max(threads, cores // max(1, len(running)))
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 if future not in running:  # handed back to pending when the pool broke
@@ -441,18 +449,28 @@ def stage_signatures(config: Config) -> set[str]:
     return found
 
 
-def _init_worker(threads: int, parent: int) -> None:
+def _init_worker(thread_share, parent: int) -> None:
+    """`thread_share`: a shared int, the CPU threads the sweep gives each running run now."""
     import torch
 
+    threads = thread_share.value
     torch.set_num_threads(threads)
-    # a sweep killed from outside (SIGTERM, SIGKILL) cannot stop its workers; without this they would
-    # train on, orphaned, and a restarted sweep would put a second process on the same run folders
-    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    if hasattr(signal, "SIGUSR1"):
+        # torch's thread count holds for the thread that sets it (OpenMP's is per thread), so the
+        # main thread, which trains, must set it; Python runs signal handlers in the main thread
+        signal.signal(signal.SIGUSR1, lambda *_: torch.set_num_threads(thread_share.value))
+    threading.Thread(target=_watch_sweep, args=(parent, thread_share, threads), daemon=True).start()
 
 
-def _exit_when_orphaned(parent: int, every: float = 2.0) -> None:
+def _watch_sweep(parent: int, thread_share, passed_on: int, every: float = 2.0) -> None:
+    """Passes a new thread share on to the main thread; exits once the sweep is gone: a sweep killed
+    from outside (SIGTERM, SIGKILL) cannot stop its workers, which would otherwise train on, orphaned,
+    while a restarted sweep put a second process on the same run folders."""
     while os.getppid() == parent:
         time.sleep(every)
+        if thread_share.value != passed_on and hasattr(signal, "SIGUSR1"):
+            passed_on = thread_share.value
+            os.kill(os.getpid(), signal.SIGUSR1)
     os._exit(1)  # run folders are written atomically: the run resumes from its last checkpoint
 
 

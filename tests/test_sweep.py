@@ -285,6 +285,36 @@ def test_a_dead_worker_fails_its_own_run_only(tmp_path, tiny_models, data_dir, m
     assert (tmp_path / "root" / "toy/finetune/seed0/metrics.json").is_file()
 
 
+def note_threads(config):
+    """A worker that notes the CPU threads it starts with; seed 1's then waits (60 s at most) for
+    more, which the sweep gives once seed 0 has finished and nothing is left to start."""
+    import time
+    from pathlib import Path
+
+    import torch
+
+    seen = [torch.get_num_threads()]
+    if config.seed == 1:
+        deadline = time.monotonic() + 60
+        while torch.get_num_threads() == seen[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.append(torch.get_num_threads())
+    Path(os.environ["TARTAN_TEST_THREADS"], f"seed{config.seed}").write_text(json.dumps(seen))
+    return run_module.train(config)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: no threads to hand on")
+def test_the_last_running_run_takes_the_threads_of_finished_runs(tmp_path, tiny_models, data_dir, monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    (tmp_path / "threads").mkdir()
+    monkeypatch.setenv("TARTAN_TEST_THREADS", str(tmp_path / "threads"))
+    path = write_sweep(tmp_path, tiny_models, data_dir, end_tasks=["toy"], recipes=["finetune"])
+    status = run_sweep(path, progress=False, jobs=2, train_fn=note_threads)
+    assert all(v["status"] == "done" for v in status.values())
+    seen = {seed: json.loads((tmp_path / "threads" / f"seed{seed}").read_text()) for seed in (0, 1)}
+    assert seen == {0: [cores // 2], 1: [cores // 2, cores]}
+
+
 def test_workers_exit_when_the_sweep_is_killed(tmp_path):
     # a parent that starts a worker the way the sweep does, reports the worker's pid, then dies
     # without any chance to clean up (SIGKILL): the worker must not train on, orphaned (the parent and
@@ -301,7 +331,8 @@ def test_workers_exit_when_the_sweep_is_killed(tmp_path):
         "from tartan.sweep import _init_worker\n"
         "if __name__ == '__main__':\n"
         "    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'),\n"
-        "                               initializer=_init_worker, initargs=(1, os.getpid()))\n"
+        "                               initializer=_init_worker,\n"
+        "                               initargs=(multiprocessing.get_context('spawn').Value('i', 1), os.getpid()))\n"
         "    print(pool.submit(os.getpid).result(), flush=True)\n"
         "    pool.submit(time.sleep, 600)\n"
         "    time.sleep(600)\n")
