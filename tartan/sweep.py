@@ -470,7 +470,7 @@ def _watch_sweep(parent: int, thread_share, passed_on: int, every: float = 2.0) 
         time.sleep(every)
         if thread_share.value != passed_on and hasattr(signal, "SIGUSR1"):
             passed_on = thread_share.value
-            os.kill(os.getpid(), signal.SIGUSR1)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # no other thread interrupted
     os._exit(1)  # run folders are written atomically: the run resumes from its last checkpoint
 
 
