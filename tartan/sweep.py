@@ -80,13 +80,25 @@ def load_sweep(path: Path, overrides: list[str] = (), only: list[str] = ()) -> t
     if not isinstance(grid, dict) or any(not isinstance(v, (list, dict)) or not v for v in grid.values()):
         raise TartanError("grid must map config keys to non-empty lists of values (or mappings of names to values)",
                           path)
-    reserved = sorted(set(grid) & {"seed", "end_task", "output_dir"})
-    if reserved:
-        raise TartanError(f"grid cannot set {', '.join(reserved)} (seeds and end_tasks are axes of their own)", path)
+    per_task = spec.get("end_task_overrides") or {}
+    # the sweep sets these per run, last: set anywhere else they would be overwritten without a word
+    settings = {"grid": list(grid), "overrides": list(spec.get("overrides") or {}),
+                **{f"end_task_overrides of {task}": list(keys or {}) for task, keys in per_task.items()},
+                "the command line": [item.partition("=")[0] for item in overrides]}
+    for where, keys in settings.items():
+        reserved = sorted(set(keys) & {"seed", "end_task", "output_dir"})
+        if reserved:
+            raise TartanError(f"{where} cannot set {', '.join(reserved)} (seeds and end_tasks are axes of their own, "
+                              "and each run's folder is named by the sweep)", path)
+    # a command-line value would beat the grid's: every run of an axis would train one value under folders
+    # named for all of them
+    axis_keys = sorted(set(settings["the command line"]) & set(grid))
+    if axis_keys:
+        raise TartanError(f"{', '.join(axis_keys)} is an axis of the sweep's grid; run a part of it with --only "
+                          "instead of overriding it", path)
     base = path.parent
     root = Path(spec.get("root") or "runs/sweep").absolute()
     common = [f"{k}={_value(v)}" for k, v in (spec.get("overrides") or {}).items()]
-    per_task = spec.get("end_task_overrides") or {}
     # each axis as (name in run ids, value) pairs: a list's values name themselves
     axes = [(key, list(values.items()) if isinstance(values, dict) else [(_value(v), v) for v in values])
             for key, values in grid.items()]

@@ -225,6 +225,31 @@ def test_bad_sweep_is_one_line_and_runs_nothing(spec, message, tmp_path, tiny_mo
     assert not (tmp_path / "root").exists()
 
 
+@pytest.mark.parametrize("where, key, value, message", [
+    ("overrides", "seed", 3, "overrides cannot set seed"),
+    ("end_task_overrides", "output_dir", "elsewhere", "end_task_overrides of toy cannot set output_dir"),
+    ("command line", "end_task", "other", "the command line cannot set end_task"),
+    ("command line", "train.lr_body", 0.001, "train.lr_body is an axis of the sweep's grid")])
+def test_what_the_sweep_sets_per_run_cannot_be_overridden(where, key, value, message, tmp_path, tiny_models,
+                                                           data_dir, capsys):
+    """Set elsewhere, a run's seed, end task, folder or grid value would be overwritten unseen, or
+    would train under a folder named for another value."""
+    path = write_sweep(tmp_path, tiny_models, data_dir, grid={"train.lr_body": [1e-4, 3e-4]})
+    spec = yaml.safe_load(path.read_text())
+    if where == "overrides":
+        spec["overrides"][key] = value
+    elif where == "end_task_overrides":
+        spec["end_task_overrides"] = {"toy": {key: value}}
+    path.write_text(yaml.safe_dump(spec))
+    capsys.readouterr()
+    assert main(["sweep", str(path), *([f"{key}={value}"] if where == "command line" else [])]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "root").exists()
+    load_sweep(path if where == "command line" else write_sweep(tmp_path, tiny_models, data_dir),
+               ["train.patience=1"])  # other keys still pass on the command line
+
+
 def test_parallel_jobs_run_every_run_in_processes_of_their_own(tmp_path, tiny_models, data_dir):
     path = write_sweep(tmp_path, tiny_models, data_dir, end_tasks=["missing", "toy"], recipes=["finetune"])
     status = run_sweep(path, progress=False, jobs=2)
