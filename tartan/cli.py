@@ -74,10 +74,11 @@ def cmd_download(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plots import plots
+    from .plots import check_output, plots
 
-    output = plots.get(args.kind)([Path(d) for d in args.run_dirs], Path(args.output or f"{args.kind}.png"),
-                                  tuple(args.pool or ()))
+    output = Path(args.output or f"{args.kind}.png")
+    check_output(output)
+    output = plots.get(args.kind)([Path(d) for d in args.run_dirs], output, tuple(args.pool or ()))
     print(f"wrote {output}", file=sys.stderr)
     return 0
 
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reference", metavar="FILE",
                         help="published figures to print beside each row: YAML, end task -> recipe name -> figure")
     report.set_defaults(func=cmd_report)
-    for sub in (train, evaluate, predict, download, plot, sweep, report):
+    for sub in (train, evaluate, predict, export, download, plot, sweep, report):
         # SUPPRESS: `tartan --debug train` keeps working; `tartan train ... --debug` works too
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     return parser

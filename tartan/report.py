@@ -74,7 +74,9 @@ def find_runs(roots: list[Path]) -> list[Path]:
             raise TartanError("no such folder", root)
         candidates = [root / rundir.METRICS] if (root / rundir.METRICS).is_file() else sorted(root.rglob(rundir.METRICS))
         runs += [m.parent for m in candidates
-                 if (m.parent / rundir.CONFIG).is_file() and rundir.CHECKPOINT not in m.parent.parts]
+                 if (m.parent / rundir.CONFIG).is_file()
+                 # a stage's checkpoint below a run is not a run; a folder above the root may be named anything
+                 and rundir.CHECKPOINT not in m.parent.relative_to(root).parts]
     if not runs:
         raise TartanError(f"no finished runs ({rundir.METRICS} beside {rundir.CONFIG}) under "
                           + ", ".join(map(str, roots)))
@@ -82,7 +84,7 @@ def find_runs(roots: list[Path]) -> list[Path]:
 
 
 def _read(run_dir: Path) -> tuple[dict, dict]:
-    metrics_path, config_path = run_dir / rundir.METRICS, run_dir / rundir.CONFIG
+    config_path = run_dir / rundir.CONFIG
     metrics, config = rundir.read_metrics(run_dir), rundir.read_config(run_dir)
     if not isinstance(config, dict):
         raise TartanError("expected a mapping of config keys", config_path)
@@ -90,30 +92,7 @@ def _read(run_dir: Path) -> tuple[dict, dict]:
                             ("end_task", str, "a task's name"), ("seed", int, "an integer")):
         if key in config and (not isinstance(config[key], kind) or isinstance(config[key], bool)):
             raise TartanError(f"{key} must be {what}, got {config[key]!r}", config_path)
-    if not isinstance(metrics, dict):
-        raise TartanError("expected a JSON object of metrics", metrics_path)
-    for key in ("metric", "test"):
-        if key not in metrics:
-            raise TartanError(f"no {key!r} key: not a tartan metrics file", metrics_path)
-    if not isinstance(metrics["metric"], str):
-        raise TartanError(f"'metric' must be a metric's name, got {metrics['metric']!r}", metrics_path)
-    for key, kind in (("seed", int), ("end_task", str), ("stages", dict)):
-        if metrics.get(key) is not None and (not isinstance(metrics[key], kind) or isinstance(metrics[key], bool)):
-            raise TartanError(f"{key!r} has a value of the wrong type: {metrics[key]!r}", metrics_path)
-    for name, stage in (metrics.get("stages") or {}).items():
-        if not isinstance(stage, dict) or not _number(stage.get("train_seconds", 0.0)):
-            raise TartanError(f"stage {name!r} must be an object with a number of train_seconds", metrics_path)
-    for split in ("test", "dev"):  # either may be null (an end task without that split), not half-written
-        if metrics.get(split) is not None and (not isinstance(metrics[split], dict)
-                                               or not _number(metrics[split].get(metrics["metric"]))):
-            raise TartanError(f"{split} has no number for {metrics['metric']!r}", metrics_path)
-    if metrics["test"] is None and metrics.get("dev") is None:
-        raise TartanError("neither test nor dev figures", metrics_path)
     return metrics, config
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _names(name: str, key: str) -> bool:
@@ -185,7 +164,7 @@ def group_runs(run_dirs: list[Path], pool: tuple[str, ...] = ()) -> list[Group]:
             group.minutes.append(sum(stage.get("train_seconds", 0.0) for stage in stages.values()) / 60)
         for name, stage in stages.items():
             held_out = stage.get("best_dev") or {}
-            if _number(held_out.get("perplexity")) and _number(held_out.get("accuracy")):
+            if rundir.is_number(held_out.get("perplexity")) and rundir.is_number(held_out.get("accuracy")):
                 # a stage reused from the store reports the figures of the run that trained it: equal
                 # figures are one stage
                 group.masked_lm.setdefault(name, set()).add((100 * held_out["accuracy"], held_out["perplexity"]))
@@ -229,6 +208,8 @@ def permutation_p_value(a: list[float], b: list[float], permutations: int = PERM
     from scipy.stats import permutation_test
 
     if len(a) < 2 or len(b) < 2:  # no test with a single seed on either side
+        return math.nan
+    if not all(math.isfinite(value) for value in (*a, *b)):  # a diverged run: scipy would answer 0.0
         return math.nan
     result = permutation_test((a, b), lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis), vectorized=True,
                               permutation_type="independent", alternative="two-sided",
@@ -313,18 +294,23 @@ def build_report(roots: list[Path], baseline: str = "finetune", permutations: in
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
+    if not values or not all(math.isfinite(value) for value in values):  # statistics refuses NaN
         return math.nan, math.nan
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
+def _shown(values: list[float]) -> tuple[str, str]:
+    """Mean and std as the tables print them: "-" where there is none, "nan" where a seed diverged
+    (a blank would hide it)."""
+    if not all(math.isfinite(value) for value in values):
+        return "nan", "nan"
+    return tuple("-" if math.isnan(v) else f"{v:.2f}" for v in _mean_std(values))
+
+
 def _cells(row: Row) -> dict[str, str]:
-    test_mean, test_std = _mean_std(row.group.test)
-    dev_mean, dev_std = _mean_std(row.group.dev)
-    number = lambda v: "-" if math.isnan(v) else f"{v:.2f}"
+    (test_mean, test_std), (dev_mean, dev_std) = _shown(row.group.test), _shown(row.group.dev)
     return {"method": row.group.label, "seeds": str(len(row.group.seeds)),
-            "test mean": number(test_mean), "test std": number(test_std),
-            "dev mean": number(dev_mean), "dev std": number(dev_std),
+            "test mean": test_mean, "test std": test_std, "dev mean": dev_mean, "dev std": dev_std,
             "p": "-" if row.p_value is None or math.isnan(row.p_value) else f"{row.p_value:.3f}",
             "train min": "-" if not row.group.minutes else f"{statistics.mean(row.group.minutes):.1f}",
             "reference": "-" if row.reference is None else f"{row.reference:.2f}"}

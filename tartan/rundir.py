@@ -41,16 +41,41 @@ def defining(config: dict, prefix: str = "") -> dict:
 
 
 def read_metrics(run_dir: Path) -> dict:
-    """A finished run's metrics.json; missing or malformed is a one-line error naming the file."""
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
+    """A finished run's metrics.json; missing, malformed or without the end task's figure (test or
+    dev, under its "metric") is a one-line error naming the file."""
+    metrics_path = Path(run_dir) / METRICS
+    if not metrics_path.is_file():
         raise TartanError(f"no {METRICS} here: not a finished run", run_dir)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise TartanError(f"malformed JSON ({error.msg})", path, error.lineno) from None
+        raise TartanError(f"malformed JSON ({error.msg})", metrics_path, error.lineno) from None
     except UnicodeDecodeError:
-        raise TartanError("not UTF-8 text", path) from None
+        raise TartanError("not UTF-8 text", metrics_path) from None
+    if not isinstance(metrics, dict):
+        raise TartanError("expected a JSON object of metrics", metrics_path)
+    for key in ("metric", "test"):
+        if key not in metrics:
+            raise TartanError(f"no {key!r} key: not a tartan metrics file", metrics_path)
+    if not isinstance(metrics["metric"], str):
+        raise TartanError(f"'metric' must be a metric's name, got {metrics['metric']!r}", metrics_path)
+    for key, kind in (("seed", int), ("end_task", str), ("stages", dict)):
+        if metrics.get(key) is not None and (not isinstance(metrics[key], kind) or isinstance(metrics[key], bool)):
+            raise TartanError(f"{key!r} has a value of the wrong type: {metrics[key]!r}", metrics_path)
+    for name, stage in (metrics.get("stages") or {}).items():
+        if not isinstance(stage, dict) or not is_number(stage.get("train_seconds", 0.0)):
+            raise TartanError(f"stage {name!r} must be an object with a number of train_seconds", metrics_path)
+    for split in ("test", "dev"):  # either may be null (an end task without that split), not half-written
+        if metrics.get(split) is not None and (not isinstance(metrics[split], dict)
+                                               or not is_number(metrics[split].get(metrics["metric"]))):
+            raise TartanError(f"{split} has no number for {metrics['metric']!r}", metrics_path)
+    if metrics["test"] is None and metrics.get("dev") is None:
+        raise TartanError("neither test nor dev figures", metrics_path)
+    return metrics
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_config(run_dir: Path) -> dict:

@@ -2,6 +2,7 @@
 exit code 2, no traceback unless --debug, and nothing written (the run directory never appears)."""
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -219,6 +220,15 @@ def test_debug_reraises(bad_data, tiny_models, tmp_path):
 def test_debug_reraises_config_errors(tmp_path):
     with pytest.raises(TartanError):
         main(["--debug", "train", str(tmp_path / "absent.yaml")])
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "export", "download", "plot", "sweep", "report"])
+def test_every_command_takes_debug_after_its_name(command, capsys):
+    """`tartan CMD ... --debug` as well as `tartan --debug CMD ...`: an unknown flag would be a usage error."""
+    from tartan.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    assert "--debug" in sub._option_string_actions
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["predict"], ["download"]])

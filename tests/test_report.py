@@ -273,6 +273,28 @@ def test_bad_input_is_one_line(damage, message, runs, capsys):
     assert not (runs / "out").exists()
 
 
+def test_a_diverged_seed_shows_as_nan_and_gives_no_p_value(tmp_path, capsys):
+    """A regression run whose predictions diverge scores pearson NaN (written to metrics.json as
+    NaN): the row says so, and the permutation test, which would call it significant, is left out."""
+    root = tmp_path / "root"
+    for seed, (base, other) in enumerate([(0.60, 0.70), (0.62, float("nan")), (0.61, 0.69)]):
+        write_run(root / "finetune" / f"seed{seed}", "finetune", seed, base)
+        write_run(root / "tapt" / f"seed{seed}", "tapt", seed, other)
+    assert np.isnan(permutation_p_value([70.0, float("nan"), 69.0], [60.0, 62.0, 61.0]))
+    assert main(["report", str(root), "--baseline", "finetune", "-o", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "| tapt | 3 | nan | nan | nan | nan | - |" in printed
+    assert "| finetune | 3 | 61.00 | 1.00 | 61.00 | 1.00 | - |" in printed
+
+
+def test_runs_are_found_under_a_root_inside_a_folder_named_checkpoint(runs, tmp_path):
+    """Only a checkpoint folder below the root is skipped: the path above it is the user's."""
+    moved = tmp_path / "checkpoint" / "sweep"
+    moved.parent.mkdir()
+    runs.rename(moved)
+    assert len(build_report([moved], "finetune")["tasks"]["citation_intent"][1]) == 3
+
+
 def test_no_runs_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "no finished runs" in capsys.readouterr().err

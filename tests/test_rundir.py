@@ -139,8 +139,17 @@ def test_drop_after_without_a_log_makes_none(tmp_path):
 # ---- reading a run back ------------------------------------------------------------------------------------
 
 def test_read_metrics_of_a_finished_run(tmp_path):
-    write_json_atomic(tmp_path / "metrics.json", {"dev": {"macro_f1": 0.25}})
-    assert read_metrics(tmp_path) == {"dev": {"macro_f1": 0.25}}
+    metrics = {"metric": "macro_f1", "dev": {"macro_f1": 0.25}, "test": None}
+    write_json_atomic(tmp_path / "metrics.json", metrics)
+    assert read_metrics(tmp_path) == metrics
+
+
+def test_metrics_without_the_end_task_figure_name_the_file(tmp_path):
+    """Every reader (report, plots, eval) gets the end task's figure or a one-line error."""
+    write_json_atomic(tmp_path / "metrics.json", {"metric": "macro_f1", "dev": {"accuracy": 0.25}, "test": None})
+    with pytest.raises(TartanError) as caught:
+        read_metrics(tmp_path)
+    assert caught.value.path == str(tmp_path / "metrics.json") and "dev has no number for 'macro_f1'" in caught.value.message
 
 
 def test_read_metrics_of_an_unfinished_run_names_the_folder(tmp_path):

@@ -9,6 +9,7 @@ import pkgutil
 from pathlib import Path
 from typing import Callable
 
+from ..errors import TartanError
 from ..registry import Registry
 
 plots: Registry[Callable[[list[Path], Path, tuple[str, ...]], Path]] = Registry("plot")
@@ -54,8 +55,6 @@ def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = (), pool: tup
         end_tasks.setdefault(name, set()).add(config.get("end_task"))
     for name, tasks in end_tasks.items():
         if len(tasks) > 1:
-            from ..errors import TartanError
-
             raise TartanError(f"runs named {name!r} have several end tasks ({', '.join(sorted(map(str, tasks)))}): "
                               "plot one end task at a time")
     check_pool({k for runs in pooled_runs.values() for _, values in runs for k in values}, tuple(pool))
@@ -67,6 +66,19 @@ def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = (), pool: tup
                            tuple(pool))
         named[label + (f" (pooled: {', '.join(mixed)})" if mixed else "")] = dirs
     return named
+
+
+def check_output(output: Path) -> None:
+    """A file format matplotlib writes, in a folder that can take it: a one-line error before the
+    runs are read, not a traceback after."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from ..rundir import check_writable_folder
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if Path(output).suffix.lstrip(".").lower() not in formats:
+        raise TartanError("a plot's file must end in one of ." + ", .".join(sorted(formats)), output)
+    check_writable_folder(Path(output).parent, "the plot's folder")
 
 
 def save(figure, output: Path) -> Path:

@@ -21,9 +21,7 @@ def read_dev_curve(run_dir: Path) -> tuple[str, dict[float, float]]:
     metrics = rundir.read_metrics(run_dir)
     if not log_path.is_file():
         raise TartanError(f"no {log_path.name} here: not a finished run", run_dir)
-    metric, end_task = metrics.get("metric"), metrics.get("end_task")
-    if not isinstance(metric, str):
-        raise TartanError(f"'metric' must be a metric's name, got {metric!r}", Path(run_dir) / rundir.METRICS)
+    metric, end_task = metrics["metric"], metrics.get("end_task")
     curve, offset, stage, last_epoch = {}, 0.0, None, 0.0
     for record in rundir.RunLog(Path(run_dir)).records():
         dev = record.get("dev") or {}

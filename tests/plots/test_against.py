@@ -15,8 +15,9 @@ def write_run(folder, name, end_task, value, method="muppet", tasks=(), fraction
               "muppet": {"tasks": list(tasks)}, "data": {"train_fraction": fraction}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     figures = {"accuracy": value}
+    # an end task without a test split: tartan writes "test": null
     (folder / "metrics.json").write_text(json.dumps({"metric": "accuracy", "dev": figures,
-                                                     **({"test": figures} if test else {})}))
+                                                     "test": figures if test else None}))
     return folder
 
 
@@ -43,3 +44,16 @@ def test_scale_and_low_resource_plots_write_a_panel_per_end_task(tmp_path):
         output = tmp_path / f"{kind}.png"
         assert main(["plot", kind, *map(str, runs), "-o", str(output)]) == 0
         assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and output.stat().st_size > 10_000
+
+
+def test_a_damaged_metrics_file_or_an_unwritable_format_is_one_line_before_any_plot(tmp_path, capsys):
+    run = write_run(tmp_path / "a", "muppet:two", "toy", 0.5, tasks=["x", "y"])
+    (run / "metrics.json").write_text(json.dumps({"metric": "macro_f1", "test": {"accuracy": 0.6}}))
+    for kind in ("scale", "low_resource"):
+        assert main(["plot", kind, str(run), "-o", str(tmp_path / "p.png")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert "a/metrics.json: test has no number for 'macro_f1'" in error and len(error.splitlines()) == 1
+    assert main(["plot", "scale", str(run), "-o", str(tmp_path / "p.txt")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "p.txt: a plot's file must end in one of" in error and len(error.splitlines()) == 1
+    assert not list(tmp_path.glob("p.*"))

@@ -39,7 +39,8 @@ def test_dev_curve_of_an_accuracy_task_skips_the_masked_lm_accuracy(tmp_path):
            {**evaluation("finetune", 1.0, 0.8, metric="accuracy"), "task": "toy"}]
     run = write_run(tmp_path / "r", "dapt", 0.8, log=log)
     metrics = json.loads((run / "metrics.json").read_text())
-    (run / "metrics.json").write_text(json.dumps({**metrics, "metric": "accuracy", "end_task": "toy"}))
+    (run / "metrics.json").write_text(json.dumps({**metrics, "metric": "accuracy", "end_task": "toy",
+                                                  "test": {**metrics["test"], "accuracy": 0.8}}))
     assert read_dev_curve(run) == ("accuracy", {1.0: 80.0})  # epochs of the end task only
 
 
