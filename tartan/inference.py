@@ -81,7 +81,7 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, d
     if kind not in ("classification", "regression"):
         raise TartanError(f"tartan predict reads texts (and pairs), contexts with choices, or questions with "
                           f"contexts; this run's end task is of type {kind!r}", run_dir)
-    texts, pairs = [], []
+    texts, pairs, lines = [], [], []
     for line, row in read_rows(Path(path)):
         if not isinstance(row.get("text"), str):
             raise TartanError("missing or non-string field 'text'", path, line)
@@ -89,6 +89,14 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, d
             raise TartanError(f"field 'text_pair' must be a string, got {type(row['text_pair']).__name__}", path, line)
         texts.append(row["text"])
         pairs.append(row.get("text_pair"))
+        lines.append(line)
+    if Path(path).suffix == ".txt":
+        # a text a line: the reader skips a blank one, so the output's lines are no longer the input's
+        blank = sorted(set(range(1, max(lines, default=0) + 1)) - set(lines))
+        if blank:
+            shown = ", ".join(map(str, blank[:5])) + (", ..." if len(blank) > 5 else "")
+            print(f"warning: {path}: skipped {len(blank)} blank line(s) (line {shown}): the output has a line per "
+                  "non-blank line", file=sys.stderr)
     has_pairs = any(p is not None for p in pairs)
     encoded = encode(tokenizer, texts, [p or "" for p in pairs] if has_pairs else None, config.data.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

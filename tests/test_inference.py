@@ -78,3 +78,16 @@ def test_eval_scores_the_argmax_of_the_runs_logits_against_the_gold_labels(tiny_
     assert len(set(predicted)) == 3  # every class predicted somewhere: a wrong reading would show
     for key in ("macro_f1", "micro_f1", "accuracy"):
         assert abs(scores[key] - expected[key]) < 1e-9, key
+
+
+def test_blank_lines_of_a_text_file_are_skipped_and_named(tiny_models, data_dir, tmp_path, capsys):
+    """Their predictions would mean nothing, but without a word every later output line would be read
+    as the prediction of the input line above it."""
+    run_dir = tmp_path / "run"
+    train(load_config(recipe("finetune"), tiny_overrides(tiny_models["bert"], data_dir, run_dir, **{"train.max_steps": 1})))
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("first text\n\nthird text\n   \nfifth text\n")
+    capsys.readouterr()
+    out = io.StringIO()
+    assert predict_file(run_dir, inputs, out) == 3 and len(out.getvalue().splitlines()) == 3
+    assert f"warning: {inputs}: skipped 2 blank line(s) (line 2, 4)" in capsys.readouterr().err
