@@ -40,6 +40,12 @@ def load_body(name: str, trust_remote_code: bool = False, config_overrides: dict
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as error:  # a missing, truncated or ill-typed file of the model's: the user's to fix
         raise _load_error(name, error, trust_remote_code) from None
+    vocab_size = getattr(model_config, "vocab_size", None)
+    # a folder saved with model.save_pretrained alone: transformers builds a tokenizer of a few special
+    # tokens from it instead of failing, and every word would train as the unknown token
+    if isinstance(vocab_size, int) and len(tokenizer) < vocab_size // 2:
+        raise TartanError(f"the tokenizer has {len(tokenizer)} tokens for a model of vocab_size {vocab_size}: its "
+                          "tokenizer files are missing (tokenizer.save_pretrained into the folder)", path)
     for key, value in (config_overrides or {}).items():
         if not hasattr(model_config, key):
             raise TartanError(f"model_config.{key}: the config of model {name!r} ({model_config.model_type}) "

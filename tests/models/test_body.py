@@ -115,3 +115,16 @@ def test_a_weight_that_does_not_fit_the_config_is_one_line_naming_it(tiny_models
     with pytest.raises(TartanError, match=r"do not fit its config, such as embeddings.position_embeddings.weight "
                                           r"\(\(80, 32\) stored, \(64, 32\) expected\) \(see model_config\)"):
         load_body(str(tiny_models["bert"]), config_overrides={"max_position_embeddings": 64})
+
+
+def test_a_model_folder_without_its_tokenizer_files_is_one_line(tiny_models, tmp_path):
+    """transformers builds a tokenizer of the special tokens alone from such a folder: every word
+    would be the unknown token."""
+    folder = tmp_path / "weights_only"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((tiny_models["bert"] / name).read_bytes())
+    with pytest.raises(TartanError, match=r"the tokenizer has \d+ tokens for a model of vocab_size \d+: its "
+                                          r"tokenizer files are missing") as caught:
+        load_body(str(folder))
+    assert caught.value.path == str(folder)
