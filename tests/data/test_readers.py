@@ -51,6 +51,20 @@ def test_jsonl_malformed_json_names_the_line(tmp_path):
     assert "\n" not in str(error)
 
 
+@pytest.mark.parametrize("line, message", [
+    ('{"text": "a", "label": ' + "9" * 5000 + "}", "unreadable JSON (Exceeds the limit"),
+    ("[" * 100_000 + "]" * 100_000, "unreadable JSON"),
+    ('{"text": "cut off \\ud83d", "label": "x"}', "half of a UTF-16 surrogate pair")])
+def test_jsonl_that_json_reads_but_no_tokenizer_could_names_the_line(tmp_path, line, message):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "whole \\ud83d\\ude00 emoji", "label": "x"}\n' + line + "\n")
+    error = error_of(path)
+    assert (error.path, error.line) == (str(path), 2) and message in error.message and "\n" not in str(error)
+    whole = tmp_path / "whole.jsonl"  # a surrogate pair escaped whole is one character, and reads
+    whole.write_text('{"text": "whole \\ud83d\\ude00 emoji"}\n')
+    assert rows_of(whole) == [(1, {"text": "whole \U0001f600 emoji"})]
+
+
 @pytest.mark.parametrize("line, kind", [("[1, 2]", "list"), ('"text"', "str"), ("5", "int"), ("null", "NoneType")])
 def test_jsonl_non_object_line_is_an_error(tmp_path, line, kind):
     path = tmp_path / "train.jsonl"
@@ -116,6 +130,14 @@ def test_csv_with_header_and_quoted_commas(tmp_path):
     assert rows == [(2, {"text": "hello, world", "label": "a"}),
                     (4, {"text": "plain", "label": "b"}),
                     (5, {"text": 'she said "hi", then left', "label": "a"})]
+
+
+@pytest.mark.parametrize("suffix, delimiter", [(".csv", ","), (".tsv", "\t")])
+def test_a_field_longer_than_the_csv_modules_default_limit_reads(tmp_path, suffix, delimiter):
+    path = tmp_path / f"train{suffix}"
+    long_text = "word " * 40_000  # 200,000 characters: csv's default limit is 131,072
+    path.write_text(f"text{delimiter}label\n{long_text}{delimiter}pos\nshort{delimiter}neg\n")
+    assert rows_of(path) == [(2, {"text": long_text, "label": "pos"}), (3, {"text": "short", "label": "neg"})]
 
 
 def test_csv_header_names_are_stripped(tmp_path):

@@ -7,6 +7,10 @@ from typing import Iterator
 from ...errors import TartanError
 from . import decoded_lines, readers
 
+# csv refuses a field over 131,072 characters by default: a whole article or patent in one cell is
+# data, as it is in a .jsonl (2**31 - 1: the largest a C long takes everywhere)
+csv.field_size_limit(2**31 - 1)
+
 
 def _read_delimited(path: Path, delimiter: str, quoting: int, strict: bool = False) -> Iterator[tuple[int, dict]]:
     header: list[str] | None = None
