@@ -272,6 +272,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
         if isinstance(node, yaml.MappingNode):
             first = {}
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys may be overridden here
+                    continue
                 key = self.construct_object(key_node, deep=True)
                 try:
                     if key in first:

@@ -243,3 +243,15 @@ def test_a_tasks_section_that_is_not_a_mapping_of_sections_names_its_line(tmp_pa
     with pytest.raises(TartanError, match="tasks must map names to sections") as error:
         load_config(recipe)
     assert error.value.line == 2
+
+
+def test_a_yaml_merge_key_sets_defaults_that_the_mapping_overrides(tmp_path):
+    """`<<: *anchor` is YAML's way to share a section's settings; a key the mapping then sets itself
+    is an override, not a key given twice."""
+    path = write_recipe(tmp_path, "pretrain: &stage {epochs: 3, lr_body: 2.0e-5}\n"
+                                  "train: {<<: *stage, batch_size: 8, epochs: 5}\n")
+    config = load_config(path)
+    assert (config.train.epochs, config.train.lr_body, config.train.batch_size) == (5, 2e-5, 8)
+    assert config.pretrain.epochs == 3
+    twice = write_recipe(tmp_path, "train: {<<: {epochs: 3}, batch_size: 8, batch_size: 16}\n", "twice.yaml")
+    assert "'batch_size' appears twice" in config_error(twice).message
