@@ -74,6 +74,8 @@ def train(config: Config, force: bool = False) -> dict:
     code = code_version()  # now: the code may change on disk while a long run trains
     run_dir = Path(config.output_dir)
     rundir.check_writable_folder(run_dir)
+    # tokens and shared stages are stored there: a one-line error now, not a traceback after a stage
+    rundir.check_writable_folder(cache_dir(), "the cache folder (TARTAN_CACHE)")
     resolved = save_config(config)
     finished = run_dir / rundir.METRICS
     existing = run_dir / rundir.CONFIG

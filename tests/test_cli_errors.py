@@ -346,3 +346,12 @@ def test_max_length_beyond_the_model_is_one_line_and_nothing_written(tiny_models
     run_dir = tmp_path / "run"
     code, _, err = run_train(capsys, tiny_models["bert"], data_dir, run_dir, **{"data.max_length": 4096})
     assert_one_line_error(code, err, run_dir, "longer than model")
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_line_and_nothing_written(tiny_models, data_dir, tmp_path,
+                                                                            monkeypatch, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv("TARTAN_CACHE", str(tmp_path / "a_file" / "tartan"))
+    run_dir = tmp_path / "run"
+    code, _, err = run_train(capsys, tiny_models["bert"], data_dir, run_dir)
+    assert_one_line_error(code, err, run_dir, "the cache folder (TARTAN_CACHE) cannot be made")

@@ -6,10 +6,13 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..rundir import check_writable_folder
 
 # part of every cache key, with the file's digest: a change to how files are read into texts (3:
 # csv quoted fields keep their line breaks, tsv quotation marks) must not serve the old texts' tokens
@@ -61,7 +64,10 @@ def encode(tokenizer, texts: list[str], text_pairs: list[str] | None, max_length
                              f"{text_pairs is not None}|{words}".encode()).hexdigest()
         path = Path(cache) / "tokens" / f"{key}.npz"
         if path.is_file():
-            return _load(path)
+            try:
+                return _load(path)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                pass  # a damaged entry (a full disk, a copy cut short): tokenised again and replaced
     batch = tokenizer(texts, text_pairs, truncation=True, max_length=max_length,
                       return_attention_mask=False)
     input_ids = [np.asarray(ids, dtype=np.int32) for ids in batch["input_ids"]]
@@ -87,6 +93,7 @@ def _word_index(batch, row: int) -> np.ndarray:
 
 
 def _save(path: Path, encoded: Encoded) -> None:
+    check_writable_folder(path.parent, "the tokenisation cache (TARTAN_CACHE)")
     path.parent.mkdir(parents=True, exist_ok=True)
     offsets = np.concatenate([[0], np.cumsum(encoded.lengths)])
     arrays = {"ids": np.concatenate(encoded.input_ids) if len(encoded) else np.zeros(0, np.int32),

@@ -8,6 +8,7 @@ from transformers import AutoTokenizer, BertTokenizerFast
 
 from tartan.data.batching import collate
 from tartan.data.encoding import encode, tokenizer_fingerprint
+from tartan.errors import TartanError
 
 from helpers import make_texts
 
@@ -56,6 +57,24 @@ def test_second_call_is_a_cache_hit_that_never_tokenizes(bert_tokenizer, calls, 
     assert calls["n"] == 1
     assert same_ids(first.input_ids, second.input_ids)
     assert (first.token_type_ids is None) == (second.token_type_ids is None)
+
+
+def test_a_damaged_cache_entry_is_tokenised_again_and_replaced(bert_tokenizer, calls, tmp_path):
+    cache = tmp_path / "cache"
+    first = encode(bert_tokenizer, TEXTS, None, max_length=64, source_digest="digest-a", cache=cache)
+    entry = next((cache / "tokens").glob("*.npz"))
+    entry.write_bytes(entry.read_bytes()[:40])  # a copy cut short
+    again = encode(bert_tokenizer, TEXTS, None, max_length=64, source_digest="digest-a", cache=cache)
+    assert calls["n"] == 2 and same_ids(first.input_ids, again.input_ids)
+    encode(bert_tokenizer, TEXTS, None, max_length=64, source_digest="digest-a", cache=cache)
+    assert calls["n"] == 2  # the entry was written whole again
+
+
+def test_a_cache_that_cannot_be_a_folder_is_one_line(bert_tokenizer, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(TartanError, match="the tokenisation cache .TARTAN_CACHE. cannot be made") as caught:
+        encode(bert_tokenizer, TEXTS, None, max_length=64, source_digest="digest-a", cache=tmp_path / "a_file")
+    assert caught.value.path == str(tmp_path / "a_file" / "tokens")
 
 
 def test_cache_hit_survives_a_fresh_tokenizer_object(tiny_models, tmp_path):
