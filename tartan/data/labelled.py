@@ -51,6 +51,12 @@ def split_file(folder: Path, split: str) -> Path | None:
     found = [folder / f"{split}.{ext}" for ext in LABELLED_EXTENSIONS if (folder / f"{split}.{ext}").is_file()]
     if len(found) > 1:
         raise TartanError(f"several files for split {split!r}: {', '.join(p.name for p in found)}", folder)
+    if not found:
+        # a `test.json` or `train.csv.gz` would otherwise leave its split silently missing
+        unread = sorted(p.name for p in folder.glob(f"{split}.*") if p.is_file())
+        if unread:
+            raise TartanError(f"{', '.join(unread)}: not a file type a labelled split is read from (known: "
+                              f"{', '.join('.' + e for e in LABELLED_EXTENSIONS)})", folder)
     return found[0] if found else None
 
 

@@ -192,6 +192,15 @@ def test_only_requested_splits_are_read(data_dir):
     assert set(task.splits) == {"train", "dev"}
 
 
+@pytest.mark.parametrize("name", ["test.json", "test.jsonl.gz"])
+def test_a_split_file_of_a_type_no_reader_reads_is_an_error_not_a_missing_split(data_dir, name):
+    # the split would otherwise be silently absent (a task loads without a test split)
+    (data_dir / "toy" / "test.jsonl").rename(data_dir / "toy" / name)
+    error = load_error(data_dir)
+    assert error.path == str(data_dir / "toy")
+    assert error.message.startswith(f"{name}: not a file type") and ".jsonl" in error.message
+
+
 def test_two_files_for_one_split_is_an_error(data_dir):
     rows = read_jsonl(data_dir / "toy" / "dev.jsonl")
     write_delimited(data_dir / "toy" / "dev.csv", rows, ",")

@@ -226,6 +226,15 @@ def test_csv_empty_header_names_line_1(tmp_path):
     assert "header" in error.message
 
 
+def test_csv_header_naming_a_column_twice_names_line_1(tmp_path):
+    # each row would keep only the last of the two columns
+    path = tmp_path / "train.csv"
+    path.write_text("text,label,text\nhello,a,other\n")
+    error = error_of(path)
+    assert (error.path, error.line) == (str(path), 1)
+    assert "'text' more than once" in error.message
+
+
 def test_csv_with_utf8_byte_order_mark(tmp_path):
     path = tmp_path / "train.csv"
     path.write_bytes(b"\xef\xbb\xbftext,label\nhello,a\n")
@@ -245,6 +254,25 @@ def test_txt_undecodable_bytes_name_their_line(tmp_path):
     path.write_bytes(b"fine\n\xff\xfe\n")
     error = error_of(path)
     assert (error.path, error.line) == (str(path), 2)
+
+
+@pytest.mark.parametrize("suffix, content", [
+    ("txt", b"first passage\rsecond passage\rthird\r"),
+    ("csv", b"text,label\rhello,a\r"),
+    ("jsonl", b'{"text": "a", "label": "x"}\r{"text": "b", "label": "y"}')])
+def test_a_file_whose_line_breaks_are_carriage_returns_only_is_one_line(tmp_path, suffix, content):
+    # a .txt read as one line would be one passage, without a word
+    path = tmp_path / f"inputs.{suffix}"
+    path.write_bytes(content)
+    error = error_of(path)
+    assert (error.path, error.line) == (str(path), 1)
+    assert "carriage returns only" in error.message
+
+
+def test_a_stray_carriage_return_inside_a_line_of_a_file_with_line_feeds_is_text(tmp_path):
+    path = tmp_path / "inputs.txt"
+    path.write_bytes(b"scraped\rtext\nsecond\r\n")
+    assert rows_of(path) == [(1, {"text": "scraped\rtext"}), (2, {"text": "second"})]
 
 
 def test_decoded_lines_numbers_from_one_and_strips_newlines(tmp_path):

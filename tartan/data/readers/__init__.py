@@ -45,6 +45,10 @@ def decoded_lines(path: Path, keep_newline: bool = False) -> Iterator[tuple[int,
             except UnicodeDecodeError as error:
                 raise TartanError(f"undecodable bytes (not UTF-8) at byte {error.start} of the line",
                                   path, number) from None
+            if number == 1 and not raw.endswith(b"\n") and "\r" in text.rstrip("\r"):
+                # no line feed in the whole file, but carriage returns: every row would read as one
+                raise TartanError("the line breaks are carriage returns only (classic Mac OS): convert them "
+                                  "to line feeds (\\n)", path, number)
             yield number, text if keep_newline else text.rstrip("\r\n")
 
 

@@ -28,6 +28,10 @@ def _read_delimited(path: Path, delimiter: str, quoting: int, strict: bool = Fal
                 header = [name.strip() for name in fields]
                 if not any(header):
                     raise TartanError("empty header line (a header naming the columns is expected)", path, number)
+                twice = sorted({name for name in header if name and header.count(name) > 1})
+                if twice:  # a row would keep only the last of the columns so named
+                    raise TartanError(f"the header names column{'s' if len(twice) > 1 else ''} "
+                                      f"{', '.join(map(repr, twice))} more than once", path, number)
                 continue
             if not fields or not any(field.strip() for field in fields):
                 continue
