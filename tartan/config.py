@@ -284,6 +284,21 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _decimal_int(loader: UniqueKeyLoader, node: yaml.ScalarNode):
+    """YAML 1.1 reads `010` as octal 8 and `1:30` as 90 (base 60); a setting typed `010` means ten, as
+    in YAML 1.2, and `1:30` stays text, so that an integer setting refuses it. 0x and 0b stay as prefixes."""
+    text = loader.construct_scalar(node)
+    digits = text.replace("_", "").lstrip("+-")
+    if ":" in digits:
+        return text
+    if digits[:2].lower() in ("0x", "0b"):
+        return loader.construct_yaml_int(node)
+    return int(text.replace("_", ""), 10)
+
+
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _decimal_int)
+
+
 def read_yaml(path: Path, what: str = "file"):
     """A YAML file's value (None when empty); a missing, non-UTF-8 or malformed file is a one-line
     error naming the file (and line)."""

@@ -255,3 +255,13 @@ def test_a_yaml_merge_key_sets_defaults_that_the_mapping_overrides(tmp_path):
     assert config.pretrain.epochs == 3
     twice = write_recipe(tmp_path, "train: {<<: {epochs: 3}, batch_size: 8, batch_size: 16}\n", "twice.yaml")
     assert "'batch_size' appears twice" in config_error(twice).message
+
+
+def test_integers_are_read_as_typed_not_as_yaml_1_1_octal_or_base_60(tmp_path):
+    """YAML 1.1 (PyYAML) reads `010` as 8 and `1:30` as 90; a setting typed 010 means ten."""
+    path = write_recipe(tmp_path, "train: {epochs: 010, batch_size: 0x10, max_steps: 1_000}\n")
+    config = load_config(path)
+    assert (config.train.epochs, config.train.batch_size, config.train.max_steps) == (10, 16, 1000)
+    assert load_config(None, ["train.epochs=010"]).train.epochs == 10
+    with pytest.raises(TartanError, match="train.epochs must be an integer, got '1:30'"):
+        load_config(None, ["train.epochs=1:30"])
