@@ -40,20 +40,27 @@ def defining(config: dict, prefix: str = "") -> dict:
     return flat
 
 
+def read_json(path: Path, kind: type, what: str):
+    """The JSON value `path` holds, which must be a `kind` (`what` describes it); a malformed,
+    non-UTF-8 or other-typed file is a one-line error naming it (and the line)."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise TartanError(f"malformed JSON ({error.msg})", path, error.lineno) from None
+    except UnicodeDecodeError:
+        raise TartanError("not UTF-8 text", path) from None
+    if not isinstance(value, kind):
+        raise TartanError(f"expected {what}", path)
+    return value
+
+
 def read_metrics(run_dir: Path) -> dict:
     """A finished run's metrics.json; missing, malformed or without the end task's figure (test or
     dev, under its "metric") is a one-line error naming the file."""
     metrics_path = Path(run_dir) / METRICS
     if not metrics_path.is_file():
         raise TartanError(f"no {METRICS} here: not a finished run", run_dir)
-    try:
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise TartanError(f"malformed JSON ({error.msg})", metrics_path, error.lineno) from None
-    except UnicodeDecodeError:
-        raise TartanError("not UTF-8 text", metrics_path) from None
-    if not isinstance(metrics, dict):
-        raise TartanError("expected a JSON object of metrics", metrics_path)
+    metrics = read_json(metrics_path, dict, "a JSON object of metrics")
     for key in ("metric", "test"):
         if key not in metrics:
             raise TartanError(f"no {key!r} key: not a tartan metrics file", metrics_path)

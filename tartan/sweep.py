@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .config import Config, load_config, read_yaml
 from .errors import TartanError, first_line
-from .rundir import CHECKPOINT, METRICS, existing_dir, write_json_atomic
+from .rundir import CHECKPOINT, METRICS, existing_dir, read_json, write_json_atomic
 
 STATUS = "sweep_status.json"
 # one entry per `tartan sweep` invocation (started, seconds, jobs, runs trained or failed), updated
@@ -338,13 +338,7 @@ def read_sessions(root: Path) -> list[dict]:
     path = Path(root) / SESSIONS
     if not path.is_file():
         return []
-    try:
-        sessions = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise TartanError(f"malformed JSON ({error.msg})", path, error.lineno) from None
-    if not isinstance(sessions, list):
-        raise TartanError("expected a list of sweep sessions", path)
-    return sessions
+    return read_json(path, list, "a list of sweep sessions")
 
 
 def _run_parallel(runs: list[SweepRun], jobs: int, train_fn, record) -> None:

@@ -11,8 +11,10 @@ import yaml
 
 from tartan import run as run_module
 from tartan.cli import main
+from tartan.errors import TartanError
 from tartan.report import build_report
-from tartan.sweep import SESSIONS, STATUS, SessionLog, load_sweep, next_run, run_sweep, stage_signatures
+from tartan.sweep import (SESSIONS, STATUS, SessionLog, load_sweep, next_run, read_sessions, run_sweep,
+                          stage_signatures)
 
 
 def write_sweep(tmp_path, tiny_models, data_dir, **spec):
@@ -466,3 +468,12 @@ def test_a_run_that_names_its_device_keeps_it():
     assert on_gpu(Config(device="cuda:1"), 2, [])[0].device == "cuda:1"
     assert on_gpu(Config(), 0, []) == (Config(), None)  # no GPU: auto stays auto
     assert on_gpu(Config(), 2, [0, 0, 1])[1] == 1
+
+
+@pytest.mark.parametrize("content, message", [(b"[{}", "malformed JSON"), (b'["\xff"]', "not UTF-8 text"),
+                                              (b"{}", "expected a list of sweep sessions")])
+def test_a_damaged_sessions_file_is_one_line_naming_it(tmp_path, content, message):
+    (tmp_path / SESSIONS).write_bytes(content)
+    with pytest.raises(TartanError, match=message) as caught:
+        read_sessions(tmp_path)
+    assert caught.value.path == str(tmp_path / SESSIONS)

@@ -10,6 +10,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from ..errors import TartanError, first_line
+from ..rundir import read_json
 
 
 class ClassificationHead(nn.Module):
@@ -37,14 +38,7 @@ def load_head_meta(folder: Path, task: str) -> dict:
     path = folder / f"{task}.json"
     if not path.is_file():
         raise TartanError(f"no head for task {task!r} here", path)
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise TartanError(f"malformed JSON ({error.msg})", path, error.lineno) from None
-    except UnicodeDecodeError:
-        raise TartanError("not UTF-8 text", path) from None
-    if not isinstance(meta, dict):
-        raise TartanError("expected a JSON object describing the head", path)
+    meta = read_json(path, dict, "a JSON object describing the head")
     kind = meta.get("type", "classification")
     if not isinstance(kind, str):
         raise TartanError(f"'type' must be a task type's name, got {kind!r}", path)
