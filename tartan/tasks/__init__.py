@@ -46,6 +46,8 @@ class Task(Protocol):
     def eval_metrics(self, split: str, outputs: list) -> dict[str, float]: ...
     def evaluate(self, model: nn.Module, split: str, autocast) -> dict[str, float]: ...  # in this process alone
     def head_meta(self) -> dict: ...
+    # optional, for R3F: prediction_logits(output, batch) -> the logits of the categorical
+    # distributions the head's output holds, each over its last axis, padding masked ([] for none)
     # optional: host_fields(batch) -> batch, fields derived on the host from this process's rows of a
     # collated batch (a masked-LM task's selected positions), so that the device never has to decide
     # a shape from its own values (training/distributed.py: collate_own_rows)

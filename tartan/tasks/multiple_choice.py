@@ -148,6 +148,9 @@ class MultipleChoiceTask(LengthBucketed):
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(output.float(), batch["labels"]) * self.loss_scale
 
+    def prediction_logits(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [output]  # a row's scores of its choices
+
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         return len(batch["labels"])
 

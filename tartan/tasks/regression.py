@@ -50,6 +50,9 @@ class RegressionTask(ClassificationTask):
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.mse_loss(output.float().squeeze(-1), batch["labels"].float()) * self.loss_scale
 
+    def prediction_logits(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        return []  # a score is no distribution: R3F leaves regression alone, as fairseq's does
+
     def metrics_of(self, outputs: np.ndarray, gold: np.ndarray) -> dict[str, float]:
         predicted = outputs[:, 0].astype(np.float64)
         constant = np.ptp(predicted) == 0 or np.ptp(gold) == 0  # a correlation is undefined: none

@@ -185,11 +185,15 @@ class SpanTask(LengthBucketed):
         return batch
 
     def loss(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # padding is no position: masked, the loss does not depend on how wide a batch is padded
-        # (each process pads its own windows)
+        start, end = self.prediction_logits(output, batch)
+        return (F.cross_entropy(start, batch["start_positions"])
+                + F.cross_entropy(end, batch["end_positions"])) / 2 * self.loss_scale
+
+    def prediction_logits(self, output: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The start's and the end's logits over the tokens. Padding is no position: masked, nothing
+        depends on how wide a batch is padded (each process pads its own windows)."""
         logits = output.float().masked_fill(~batch["attention_mask"].bool()[..., None], -1e9)
-        return (F.cross_entropy(logits[..., 0], batch["start_positions"])
-                + F.cross_entropy(logits[..., 1], batch["end_positions"])) / 2 * self.loss_scale
+        return [logits[..., 0], logits[..., 1]]
 
     def loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         return len(batch["start_positions"])

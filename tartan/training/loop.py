@@ -231,8 +231,10 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                             hidden = model.encode(batch)
                         output = model.heads[name](hidden, batch)
                         loss = tasks[name].loss(output, batch)
-                        if stage.r3f and not warming_heads:
-                            loss = loss + r3f_penalty(model, name, batch, output, **stage.r3f)
+                        penalty = r3f_penalty(model, tasks[name], batch, output, **stage.r3f) \
+                            if stage.r3f and not warming_heads else None
+                        if penalty is not None:
+                            loss = loss + penalty
                         # logged: this process's own mean, left on the device until a log step
                         detached = loss.detach()
                         window_loss[name] = window_loss[name] + detached if name in window_loss else detached

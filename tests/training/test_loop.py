@@ -233,7 +233,7 @@ def test_r3f_adds_its_penalty_to_the_loss_the_step_descends(monkeypatch, tmp_pat
     r3f = {"eps": 0.5, "noise": "normal", "weight": 3.0}
     torch.manual_seed(5)  # the loop's first random draw is the step's noise
     output = start("toy", batch)
-    penalty = r3f_penalty(start, "toy", batch, output, **r3f)
+    penalty = r3f_penalty(start, task, batch, output, **r3f)
     assert penalty.item() > 1e-4
     expected = gradient_of(start, task.loss(output, batch) + penalty)
     step = FirstStep(monkeypatch)
