@@ -9,6 +9,7 @@ gradient) for every task, the end task included. The body steps on the softmax(l
 task gradients; each head steps on its own task's gradient, unweighted."""
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -64,8 +65,13 @@ class MetaWeighting(WeightingStrategy):
         # the one read of the update: the cosines, and how well the meta head fit
         head_losses = [loss.float().reshape(1) for loss in self._head_losses.values()]
         read = to_host(torch.cat([cosines.float(), *head_losses])).double()
-        self.logits += self.lr * read[:len(self.task_names)]
-        self.cosines = dict(zip(self.task_names, read[:len(self.task_names)].tolist()))
+        task_cosines = read[:len(self.task_names)]
+        # an fp16 gradient that overflowed: the loss scaler skips this step and lowers its scale, and
+        # the weights stay as they are (a NaN in the logits would make every later mix NaN, every
+        # later step skipped). Checked in Python: the values are on the host already
+        if all(math.isfinite(value) for value in task_cosines.tolist()):
+            self.logits += self.lr * task_cosines
+            self.cosines = dict(zip(self.task_names, task_cosines.tolist()))
         self.meta_head_losses = dict(zip(self._head_losses, read[len(self.task_names):].tolist()))
         mix = torch.softmax(self.logits, 0).to(device=tasks.device, dtype=tasks.dtype, non_blocking=True)
         if self._mixed is None or any(p.grad is not None for p in body):

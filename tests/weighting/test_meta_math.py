@@ -159,3 +159,24 @@ def test_heads_step_on_their_own_task_gradient_unweighted():
     for k, name in enumerate(TASK_GRADIENTS):
         expected = (k + 1) * hidden.detach().mean(0) + (1 if name == "aux" else 0)
         assert model.heads[name].scale.grad.tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_a_step_whose_gradient_overflowed_leaves_the_weights_and_passes_the_overflow_on():
+    """fp16: the loss scaler skips a step whose gradient is not finite; the weights must not take
+    the NaN cosines in, or every later mix is NaN and every later step skipped."""
+    model, lr = Model(), 0.5
+    strategy = strategies.get("meta")(list(TASK_GRADIENTS), "end", lr=lr, head="same")
+    step(model, strategy, 0)
+    logits, cosines = strategy.logits.clone(), dict(strategy.cosines)
+    model.zero_grad(set_to_none=True)
+    overflow = dict(TASK_GRADIENTS, aux=TASK_GRADIENTS["aux"] * torch.tensor([1.0, float("inf"), 1, 1, 1, 1]))
+    theta = model.body.flat()
+    losses = {name: (gradient * theta).sum() for name, gradient in overflow.items()}
+    train = {"x": DEV_X[:2]}
+    strategy.backward(losses, StepInputs(1, model, {"end": Task()}, {"end": train},
+                                         {"end": model.encode(train).detach()}, make_accelerator("fp32")))
+    assert torch.equal(strategy.logits, logits) and strategy.cosines == cosines
+    assert not torch.isfinite(model.body.theta.grad).all()  # what the scaler reads to skip the step
+    model.zero_grad(set_to_none=True)
+    step(model, strategy, 2)  # the next finite step updates as the first did
+    assert strategy.logits.tolist() == pytest.approx((2 * logits).tolist(), abs=1e-6)
