@@ -247,18 +247,19 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                         draws[name] = draws.get(name, 0) + 1
                         tokens += host_batch.tokens
                 last = m == accumulate - 1
-                # micro-batches before the last add to .grad in this process only
-                weights = (heads_only if warming_heads else strategy).backward(losses, StepInputs(state.step, model, tasks, batches, features, accelerator,
-                                                               dict(draws), last_micro_batch=last,
-                                                               global_rows=global_rows, reduce_dtype=sent_as,
-                                                               backward=averaging.backward if last else
-                                                               torch.Tensor.backward))
-                del features
+                # micro-batches before the last add to .grad in this process only; a warm-up step
+                # trains no body, and the overlapped averaging must not learn its buckets from one
+                overlapped = last and not warming_heads
+                inputs = StepInputs(state.step, model, tasks, batches, features, accelerator, dict(draws),
+                                    last_micro_batch=last, global_rows=global_rows, reduce_dtype=sent_as,
+                                    backward=averaging.backward if overlapped else torch.Tensor.backward)
+                weights = (heads_only if warming_heads else strategy).backward(losses, inputs)
+                del features, inputs
             if warming_heads:  # a decoder tied to the word embeddings still reaches them
                 for p in model.body.parameters():
                     p.grad = None
-            # what the strategy averaged already is not averaged twice
-            averaging.finish(body_averaged=not warming_heads and strategy.body_averaged)
+            # what the strategy averaged already is not averaged twice; a warm-up step has no body's
+            averaging.finish(body_averaged=warming_heads or strategy.body_averaged)
             scaler.unscale_(optimizer)
             if train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], train.grad_clip)
