@@ -41,6 +41,10 @@ class MetaWeighting(WeightingStrategy):
         self._mixed: torch.Tensor | None = None  # the body's mixed gradient, its .grad are views of it
         self._head_losses: dict[str, torch.Tensor] = {}  # on the device until the update's one read
         self._accumulating = False  # inside a step's micro-batches
+        self._micro_batches = 0  # of this step so far
+        # what the meta head reads of each micro-batch's end-task rows (head_batch=step): it fits on
+        # the whole step's batch, as it would on one batch that large
+        self._step_views: list[tuple[torch.Tensor, dict]] = []
 
     @property
     def weights(self) -> dict[str, float]:
@@ -52,11 +56,15 @@ class MetaWeighting(WeightingStrategy):
             return self.static_backward(losses, inputs)
         body = [p for p in inputs.model.body.parameters() if p.requires_grad]
         rows = self.gradient_rows(body, first=not self._accumulating)
+        self._micro_batches += 1
+        if self.head == "separate" and self.head_batch == "step" and self.end_task in inputs.features:
+            self._step_views.append(self.step_view(inputs))
         averaging = self.task_gradients(losses, inputs, body, rows)
         self._accumulating = not inputs.last_micro_batch
         if self._accumulating:
             return self.weights
         self.dev_gradient(inputs, body, rows[-1])
+        self._micro_batches, self._step_views = 0, []
         averaging.append(PendingAverage(rows[-1], inputs.accelerator, inputs.reduce_dtype))
         for pending in averaging:
             pending.wait()
@@ -154,18 +162,28 @@ class MetaWeighting(WeightingStrategy):
             self._head_losses["dev"] = loss.detach()
         return row
 
+    def step_view(self, inputs: StepInputs) -> tuple[torch.Tensor, dict]:
+        """What the meta head reads of this micro-batch's end-task rows (the first token's vector,
+        the labels), from the step's own forward pass; the global batch's, in every process."""
+        task, accelerator = inputs.tasks[self.end_task], inputs.accelerator
+        features, batch = task.head_view(inputs.features[self.end_task], inputs.batches[self.end_task])
+        if accelerator.num_processes > 1:  # every process trains the same head on the global batch
+            features, batch = _gather_rows(features, batch, accelerator, inputs.global_rows[self.end_task])
+        return features, batch
+
     def train_meta_head(self, inputs: StepInputs) -> torch.nn.Module:
         """A fresh end-task head trained on end-task train features: those of this step's batch (the
         body's output from the step's own forward pass, so the body does not run again), or, with
-        head_batch=other, those of another train batch."""
-        task, accelerator = inputs.tasks[self.end_task], inputs.accelerator
+        head_batch=other, those of another train batch (as many rows as the step's)."""
+        task = inputs.tasks[self.end_task]
         if self.head_batch in ("other", "dev"):
-            features, batch = self.other_batch(task, inputs, "dev" if self.head_batch == "dev" else "train")
+            split = "dev" if self.head_batch == "dev" else "train"
+            # another train batch as large as the step's, all its micro-batches' (train.accumulate)
+            # (one batch where called outside a step's backward)
+            features, batch = self.other_batch(task, inputs, split,
+                                               task.batch_size * max(self._micro_batches, 1) if split == "train" else None)
         else:
-            # only what the head and the loss read (the first token's vector, the labels)
-            features, batch = task.head_view(inputs.features[self.end_task], inputs.batches[self.end_task])
-            if accelerator.num_processes > 1:  # every process trains the same head on the global batch
-                features, batch = _gather_rows(features, batch, accelerator, inputs.global_rows[self.end_task])
+            features, batch = _concatenated(self._step_views or [self.step_view(inputs)])
         features = features.float()
         with features.device:  # made where it trains: a copy from the host would wait on the device
             meta_head = task.make_head(inputs.model.body)
@@ -187,14 +205,15 @@ class MetaWeighting(WeightingStrategy):
             self._head_losses["train"] = task.loss(meta_head(features, batch), batch)
         return meta_head
 
-    def other_batch(self, task, inputs: StepInputs, split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def other_batch(self, task, inputs: StepInputs, split: str, size: int | None = None
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Features (a forward pass without gradients) of an end-task batch of `split` drawn by
         (seed, step) from a shuffle of its own, so it is rarely the step's train batch or the dev
         gradient's dev batch: a meta head fit on the very batch whose gradient the dev gradient is
         compared with pushed the end task's cosine negative (-0.21 against -0.05 on ACL-ARC,
         benchmarks/meta_head_probe.py). Every process draws and encodes the whole batch, so all
-        train the same head."""
-        size = task.batch_size if split == "train" else self.dev_batch_size
+        train the same head. `size`: its rows (default: a train batch's, or a dev batch's)."""
+        size = size or (task.batch_size if split == "train" else self.dev_batch_size)
         update = inputs.step // self.update_every
         per_epoch = len(task.shuffled_batches(split, 0, size))
         epoch, offset = divmod(update, per_epoch)
@@ -248,6 +267,14 @@ def _views(flat: torch.Tensor, params: list) -> list[torch.Tensor]:
         views.append(flat[offset:offset + p.numel()].view_as(p))
         offset += p.numel()
     return views
+
+
+def _concatenated(views: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
+    """The micro-batches' head views as one batch's (their rows are padded alike: head_view)."""
+    if len(views) == 1:
+        return views[0]
+    return (torch.cat([features for features, _ in views]),
+            {key: torch.cat([batch[key] for _, batch in views]) for key in views[0][1]})
 
 
 def _gather_rows(features: torch.Tensor, batch: dict, accelerator, global_rows: int) -> tuple[torch.Tensor, dict]:

@@ -50,15 +50,18 @@ def weights(run_dir: Path) -> list[tuple[int, str, float]]:
 # MT with toy_pairs warms its heads for the first step (the body frozen: no bucket fills), and the
 # overlapped averaging learns its buckets on the second; with TAPT for two steps, while the masked-LM
 # decoder tied to the word embeddings still reaches them (no bucket may be learned from that)
-@pytest.mark.parametrize("recipe, auxiliary, batch_size, processes, auxiliary_batch_size, head_warmup", [
-    ("mt_tartan", "toy_pairs", 8, 2, 8, 1), ("meta_tartan", "toy_pairs", 8, 2, 8, 0), ("mt_tartan", "tapt", 7, 2, 7, 2),
-    ("meta_tartan", "toy_pairs", 8, 3, 2, 0)])
+# META accumulating 2 micro-batches of 5 (3 + 2): the meta head fits on both micro-batches' rows, gathered
+@pytest.mark.parametrize("recipe, auxiliary, batch_size, processes, auxiliary_batch_size, head_warmup, accumulate", [
+    ("mt_tartan", "toy_pairs", 8, 2, 8, 1, 1), ("meta_tartan", "toy_pairs", 8, 2, 8, 0, 1),
+    ("mt_tartan", "tapt", 7, 2, 7, 2, 1), ("meta_tartan", "toy_pairs", 8, 3, 2, 0, 1),
+    ("meta_tartan", "toy_pairs", 5, 2, 5, 0, 2)])
 def test_several_processes_match_one_process_on_the_same_global_batches(recipe, auxiliary, batch_size, processes,
-                                                                        auxiliary_batch_size, head_warmup,
+                                                                        auxiliary_batch_size, head_warmup, accumulate,
                                                                         model_without_dropout, data_dir, tmp_path):
     extra = {"train.max_steps": 3, "train.eval_every": 3, "train.head_dropout": 0.0, "train.log_every": 1,
              "train.batch_size": batch_size, "multitask.auxiliary": auxiliary,
              "multitask.auxiliary_batch_size": auxiliary_batch_size, "train.head_warmup_steps": head_warmup,
+             "train.accumulate": accumulate,
              "meta.dev_batch_size": 7}  # dev batches of 7 split 4 + 3: the dev gradient is weighted by share too
     for count in (1, processes):
         run(count, recipe, tiny_overrides(model_without_dropout, data_dir, tmp_path / f"p{count}", **extra))

@@ -260,3 +260,35 @@ def test_gradients_go_between_processes_in_the_dtype_asked_for(setup, monkeypatc
     # the gradients in bf16, the flags of which parameters have one as they are; received back in fp32
     assert sent == [torch.bfloat16] * 4 + [torch.float32, torch.bfloat16]
     assert all(p.grad.dtype == torch.float32 for p in model.body.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("head_batch", ["step", "other"])
+def test_the_meta_head_of_accumulated_micro_batches_fits_as_on_one_batch_that_large(head_batch, setup):
+    """train.accumulate promises the update of one batch that large: the meta head fits on every
+    micro-batch's end-task rows (step), or on another batch of as many rows (other)."""
+    task, model, accelerator = setup
+    rows = task.train_batches(0)[0]  # 16
+
+    def update(strategy, micro_batches: list[np.ndarray]) -> None:
+        for number, indices in enumerate(micro_batches):
+            train = task.collate("train", indices)
+            hidden = model.encode(train)
+            share = len(indices) / len(rows)  # each micro-batch's loss weighs by its share of the rows
+            losses = {"toy": share * task.loss(model.heads["toy"](hidden, train), train)}
+            strategy.backward(losses, StepInputs(0, model, {"toy": task}, {"toy": train}, {"toy": hidden.detach()},
+                                                 accelerator, last_micro_batch=number == len(micro_batches) - 1))
+            model.zero_grad(set_to_none=True)
+
+    def meta(batch_size: int):
+        task.batch_size = batch_size
+        return strategies.get("meta")(["toy"], "toy", lr=1.0, head_batch=head_batch, head_steps=5, head_lr=1e-2)
+
+    whole = meta(16)
+    update(whole, [rows])
+    halves = meta(8)
+    update(halves, [rows[:8], rows[8:]])
+    assert halves.meta_head_losses["train"] == pytest.approx(whole.meta_head_losses["train"], abs=1e-5)
+    assert halves.cosines["toy"] == pytest.approx(whole.cosines["toy"], abs=1e-5)
+    one_micro_batch = meta(8)  # the meta head of half the rows fits otherwise: the check can fail
+    update(one_micro_batch, [rows[:8]])
+    assert one_micro_batch.meta_head_losses["train"] != pytest.approx(whole.meta_head_losses["train"], abs=1e-3)
