@@ -39,6 +39,42 @@ class LoopState:
     train_seconds: float = 0.0  # time in training steps only
     wall_seconds: float = 0.0  # training and evaluation
     best_dev: dict | None = None
+    # the log's window since its last line, read at the checkpoint: a resumed run logs as one never stopped
+    log_window: dict | None = None
+
+
+class LogWindow:
+    """What the next log line averages: losses summed per task on the device, with the number of
+    batches behind them on the host (under MUPPET's sampling a task may be drawn twice in a step or
+    not at all, and its logged loss is the mean over its own batches), read once per log step; and
+    the tokens and seconds since the last line."""
+
+    def __init__(self, saved: dict | None = None, device: torch.device | None = None):
+        saved = saved or {}
+        self.tokens, self.seconds = saved.get("tokens", 0), saved.get("seconds", 0.0)
+        self.batches: dict[str, int] = dict(saved.get("batches", {}))
+        self.loss = {name: torch.tensor(total, dtype=torch.float32, device=device)
+                     for name, total in saved.get("loss", {}).items()}
+
+    def add_loss(self, name: str, loss: torch.Tensor) -> None:
+        self.loss[name] = self.loss[name] + loss if name in self.loss else loss
+        self.batches[name] = self.batches.get(name, 0) + 1
+
+    def sums(self) -> dict[str, float]:
+        names = list(self.loss)
+        values = to_host(torch.stack([self.loss[name].float() for name in names])).tolist() if names else []
+        return dict(zip(names, values))
+
+    def mean_losses(self, names: list[str]) -> dict[str, float]:
+        """Each task's mean loss over its batches in the window, in the order of `names`."""
+        sums = self.sums()
+        return {name: sums[name] / self.batches[name] for name in names if name in sums}
+
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+    def state(self) -> dict:
+        return {"loss": self.sums(), "batches": self.batches, "tokens": self.tokens, "seconds": self.seconds}
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
@@ -197,15 +233,13 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
     bar = tqdm(total=total_steps, initial=state.step, desc=stage.name, unit="step", dynamic_ncols=True,
                disable=not (progress and accelerator.is_main_process), mininterval=1.0)
     model.train()
-    # losses summed per task on the device, with the number of batches behind them on the host: under
-    # MUPPET's sampling a task may be drawn twice in a step or not at all, and its logged loss is the
-    # mean over its own batches; they are read once per log step
-    window_tokens, window_seconds, window_loss, window_batches = 0, 0.0, {}, {}
+    window = LogWindow(state.log_window, device)
 
     def save(best_is_current: bool) -> None:
         """Called by every process: each one's generators go into the checkpoint the main one writes."""
         rng_states = gathered(rng_state(), accelerator)
         if accelerator.is_main_process:
+            state.log_window = window.state()  # the main process's: it writes the log
             extra = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
             save_checkpoint(checkpoint, model, optimizer, scheduler,
                             {"loop": dataclasses.asdict(state), "strategy": strategy.state_dict(),
@@ -236,9 +270,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                         if penalty is not None:
                             loss = loss + penalty
                         # logged: this process's own mean, left on the device until a log step
-                        detached = loss.detach()
-                        window_loss[name] = window_loss[name] + detached if name in window_loss else detached
-                        window_batches[name] = window_batches.get(name, 0) + 1
+                        window.add_loss(name, loss.detach())
                         loss = scaler.scale(loss * host_batch.share)  # fp16 only: else the loss itself
                         # a task drawn twice in a micro-step (MUPPET's sampling) adds its batches' losses
                         losses[name] = losses[name] + loss if name in losses else loss
@@ -275,23 +307,21 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
             state.train_tokens += tokens
             state.train_seconds += seconds
             state.wall_seconds += seconds
-            window_tokens += tokens
-            window_seconds += seconds
+            window.tokens += tokens
+            window.seconds += seconds
             if state.step % train.log_every == 0 or state.step == total_steps:
-                names = [name for name in stage.task_names if name in window_loss]
-                sums = to_host(torch.stack([window_loss[name].float() for name in names])).tolist() if names else []
-                mean_loss = {name: total / window_batches[name] for name, total in zip(names, sums)}
+                mean_loss = window.mean_losses(stage.task_names)
                 record = {"stage": stage.name, "step": state.step, "epoch": state.step / steps_per_epoch,
                           "loss": mean_loss, "weights": weights, "lr": lr,
-                          "tokens_per_second": window_tokens / max(window_seconds, 1e-9)}
+                          "tokens_per_second": window.tokens_per_second()}
                 if warming_heads:
                     record["head_warmup"] = True
                 if strategy.state_dict():  # e.g. META-TARTAN's logits and last cosines
                     record["strategy"] = strategy.state_dict()
                 log.write(record)
                 bar.set_postfix(loss=f"{sum(mean_loss.values()):.3f}",
-                                tok_s=f"{window_tokens / max(window_seconds, 1e-9):.0f}", refresh=False)
-                window_tokens, window_seconds, window_loss, window_batches = 0, 0.0, {}, {}
+                                tok_s=f"{window.tokens_per_second():.0f}", refresh=False)
+                window = LogWindow()
             bar.update(1)
 
             if state.step % eval_every == 0 or state.step == total_steps:

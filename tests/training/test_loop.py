@@ -317,6 +317,26 @@ def test_a_checkpoint_between_evaluations_moves_the_resume_state_not_the_best_we
     assert saves == [True, False, False, False, False, False]
 
 
+def test_a_resumed_stage_logs_the_losses_an_uninterrupted_one_logs(monkeypatch, tmp_path, tiny_models, data_dir):
+    # evaluations (checkpoints) at 3, 6, 9; log lines at 4, 8, 12: killed before the evaluation at 6,
+    # the stage resumes at 3, and its line at 4 must average steps 1-4, not 4 alone
+    options = {"eval_every": 3, "log_every": 4}
+    curve = [0.1, 0.2, 0.3, 0.4]
+
+    def logged(folder) -> list[tuple[int, dict]]:
+        return [(r["step"], r["loss"]) for r in RunLog(folder).records() if "loss" in r]
+
+    (tmp_path / "whole").mkdir()
+    run_scripted(monkeypatch, tmp_path / "whole", tiny_models, data_dir, ScriptedDev({"s": curve}), **options)
+    (tmp_path / "killed").mkdir()
+    with pytest.raises(Interrupted):
+        run_scripted(monkeypatch, tmp_path / "killed", tiny_models, data_dir,
+                     ScriptedDev({"s": curve}, fail_at={"s": 1}), **options)
+    run_scripted(monkeypatch, tmp_path / "killed", tiny_models, data_dir, ScriptedDev({"s": curve[1:]}), **options)
+    assert [step for step, _ in logged(tmp_path / "whole")] == [4, 8, 12]
+    assert logged(tmp_path / "killed") == logged(tmp_path / "whole")
+
+
 def fake_clock(monkeypatch):
     """Every reading of the loop's perf_counter is half a second after the last."""
     import itertools
