@@ -331,7 +331,7 @@ def run_stage(stage: Stage, model: torch.nn.Module, tasks: dict, train: TrainCon
                 improved = not has_dev or state.best_metric is None or value > state.best_metric
                 if improved:
                     state.best_metric, state.best_step, state.stale_evals, state.best_dev = value, state.step, 0, dev
-                else:
+                elif state.step > head_warmup:  # the body has not trained yet: no reason to give up on it
                     state.stale_evals += 1
                 state.stopped_early = bool(train.patience) and state.stale_evals >= train.patience
                 state.wall_seconds += time.perf_counter() - eval_started

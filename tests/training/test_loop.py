@@ -112,6 +112,15 @@ def test_the_stage_keeps_the_weights_of_its_best_evaluation_not_its_last(monkeyp
     assert {r["task"] for r in evaluations} == {"toy"}  # whose dev figures they are
 
 
+def test_evaluations_while_the_heads_warm_up_do_not_count_towards_patience(monkeypatch, tmp_path, tiny_models,
+                                                                         data_dir):
+    # warm-up for 4 steps, evaluations every 2, patience 2: the evaluation at 4 comes before the
+    # body has trained a step, and must not help stop the stage at 6
+    dev = ScriptedDev({"s": [0.5, 0.4, 0.3, 0.6, 0.2, 0.1]})
+    state, _ = run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, dev, patience=2, head_warmup_steps=4)
+    assert state.best_step == 8 and state.step == 12 and state.stopped_early
+
+
 def test_a_tie_is_not_an_improvement(monkeypatch, tmp_path, tiny_models, data_dir):
     dev = ScriptedDev({"s": [0.5, 0.5, 0.4, 0.3, 0.2, 0.1]})
     state, model = run_scripted(monkeypatch, tmp_path, tiny_models, data_dir, dev)
