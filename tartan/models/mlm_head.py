@@ -7,6 +7,7 @@ projection is most of the cost of an MLM step on a small model, so it is never c
 unselected tokens."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -99,6 +100,10 @@ def load_mlm_head(body: nn.Module, model_path: str | Path | None) -> tuple[Maske
                                   for mine, theirs in keys.items()})
             configured = getattr(body.config, layout.activation_key, None) if layout.activation_key else None
             head.activation = _activation(configured or layout.activation)
+            if getattr(body.config, "tie_word_embeddings", True) is False:
+                print(f"warning: model {str(model_path)!r} keeps a masked-LM decoder of its own (tie_word_embeddings: "
+                      "false); tartan's head decodes with the word embeddings, so that decoder is not used",
+                      file=sys.stderr)
             return head, True
     return head, False
 
@@ -133,9 +138,16 @@ def _checkpoint_tensors(model_path: Path) -> dict[str, torch.Tensor]:
         with safe_open(str(file), framework="pt") as handle:
             for key in handle.keys():
                 if key.startswith(wanted):
-                    tensors[key] = handle.get_tensor(key)
+                    tensors[_current_name(key)] = handle.get_tensor(key)
     if not tensors:
         for file in sorted(folder.glob("pytorch_model*.bin")):
             state = torch.load(file, map_location="cpu", weights_only=True)
-            tensors.update({k: v for k, v in state.items() if k.startswith(wanted)})
+            tensors.update({_current_name(k): v for k, v in state.items() if k.startswith(wanted)})
     return tensors
+
+
+def _current_name(key: str) -> str:
+    """A LayerNorm's weight and bias as TensorFlow ports name them (bert-base-uncased's checkpoint:
+    `LayerNorm.gamma`, `.beta`), renamed as transformers renames them when it loads the body."""
+    stem, dot, last = key.rpartition(".")
+    return stem + dot + {"gamma": "weight", "beta": "bias"}.get(last, last)

@@ -68,6 +68,36 @@ def test_a_checkpoints_head_is_loaded_and_scores_as_the_masked_lm_does(family, t
     assert torch.allclose(logits, expected, atol=1e-5)
 
 
+def test_a_head_whose_layer_norm_is_named_gamma_and_beta_is_loaded(tmp_path):
+    # as in bert-base-uncased's checkpoint (a TensorFlow port): transformers renames them for the body
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    masked_lm = MASKED_LMS["bert"]()
+    with torch.no_grad():
+        for name, parameter in masked_lm.named_parameters():
+            if name.startswith("cls"):
+                parameter.add_(torch.randn_like(parameter) * 0.5)
+    masked_lm.save_pretrained(tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    save_file({k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in weights.items()}, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    masked_lm = T.BertForMaskedLM.from_pretrained(tmp_path).eval()
+    body = AutoModel.from_pretrained(tmp_path).eval()
+    head, loaded = load_mlm_head(body, tmp_path)
+    assert loaded
+    input_ids = torch.randint(5, 99, (2, 7))
+    with torch.no_grad():
+        assert torch.allclose(head(body(input_ids=input_ids).last_hidden_state), masked_lm(input_ids=input_ids).logits,
+                              atol=1e-5)
+
+
+def test_a_checkpoint_with_a_decoder_of_its_own_is_said_not_to_use_it(tmp_path, capsys):
+    T.BertForMaskedLM(T.BertConfig(tie_word_embeddings=False, **SIZE)).save_pretrained(tmp_path)
+    head, loaded = load_mlm_head(AutoModel.from_pretrained(tmp_path), tmp_path)
+    assert loaded and "decoder of its own" in capsys.readouterr().err
+
+
 def test_a_model_without_word_embeddings_cannot_carry_an_mlm_head(tiny_models, monkeypatch):
     body = AutoModel.from_pretrained(tiny_models["bert"])
     monkeypatch.setattr(type(body), "get_input_embeddings", lambda self: None)
