@@ -118,9 +118,9 @@ def _predict_answers(config, model, tokenizer, path: Path, output, batch_size: i
         for key in ("question", "context"):
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise TartanError(f"field {key!r} must be a non-empty string", path, line)
-        rows.append({"question": row["question"], "context": row["context"]})
+        rows.append({"question": row["question"], "context": row["context"], "line": line})
     out = output or sys.stdout
     for answer in predict_answers(model, config.end_task, tokenizer, rows, config.data.max_length, batch_size,
-                                  make_accelerator(config.train.precision, config.device).autocast):
+                                  make_accelerator(config.train.precision, config.device).autocast, path=path):
         out.write(json.dumps(answer) + "\n")
     return len(rows)

@@ -59,7 +59,8 @@ def read_questions(path: Path) -> list[dict]:
             if row["context"][start:start + len(text)] != text:
                 raise TartanError(f"answer {text!r} is not at its answer_start {start} in the context (found "
                                   f"{row['context'][start:start + len(text)]!r})", path, line)
-        rows.append({"question": row["question"], "context": row["context"], "answers": texts, "starts": starts})
+        rows.append({"question": row["question"], "context": row["context"], "answers": texts, "starts": starts,
+                     "line": line})
     return rows
 
 
@@ -90,7 +91,8 @@ class SpanTask(LengthBucketed):
             self.rows[split] = read_questions(path)
             try:
                 # neighbouring windows share a quarter of the window at most
-                self.windows[split] = self._windows(tokenizer, self.rows[split], max_length, min(stride, max_length // 4))
+                self.windows[split] = self._windows(tokenizer, self.rows[split], max_length, min(stride, max_length // 4),
+                                                    path)
             except ValueError as error:  # a question that leaves no room for its context, among others
                 raise TartanError(f"cannot read it in windows of data.max_length={max_length} tokens: "
                                   f"{first_line(error)}", path) from None
@@ -110,9 +112,19 @@ class SpanTask(LengthBucketed):
         self.loss_scale = 1 / math.log(max(context_tokens, 2.0)) if scale_loss else 1.0
 
     @staticmethod
-    def _windows(tokenizer, rows: list[dict], max_length: int, stride: int) -> list[dict]:
+    def _windows(tokenizer, rows: list[dict], max_length: int, stride: int, path: Path | None = None) -> list[dict]:
         """Every example's windows: token ids, type ids, offsets, which tokens are the context's, and
-        the first answer's token positions (both 0 where the window does not hold it)."""
+        the first answer's token positions (both 0 where the window does not hold it). A question
+        too long to leave its context more room than the windows' overlap is an error naming its line
+        (`path`, row["line"]), which the tokenizer would otherwise raise as a panic of its own."""
+        specials = tokenizer.num_special_tokens_to_add(pair=True)
+        most = max_length - specials - stride - 1
+        questions = tokenizer([r["question"] for r in rows], add_special_tokens=False)["input_ids"]
+        for row, question in zip(rows, questions):
+            if len(question) > most:
+                raise TartanError(f"the question is {len(question)} tokens; windows of data.max_length={max_length} "
+                                  f"tokens, with {specials} special tokens and an overlap of {stride}, leave room for "
+                                  f"{max(most, 0)} at most", path, row.get("line"))
         encoded = tokenizer([r["question"] for r in rows], [r["context"] for r in rows], truncation="only_second",
                             max_length=max_length, stride=stride, return_overflowing_tokens=True,
                             return_offsets_mapping=True)
@@ -266,10 +278,11 @@ def best_span(window: dict, context_text: str, logits: np.ndarray) -> tuple[int,
 
 @torch.no_grad()
 def predict_answers(model: nn.Module, head: str, tokenizer, rows: list[dict], max_length: int, batch_size: int,
-                    autocast, stride: int = 64) -> list[dict]:
+                    autocast, stride: int = 64, path: Path | None = None) -> list[dict]:
     """The answer to each row's question in its context (the best span over its windows) and its
-    score (start + end logit), for `tartan predict`."""
-    windows = SpanTask._windows(tokenizer, rows, max_length, min(stride, max_length // 4))
+    score (start + end logit), for `tartan predict`; `path` (and each row's "line") name a row
+    whose question is too long for the windows."""
+    windows = SpanTask._windows(tokenizer, rows, max_length, min(stride, max_length // 4), path)
     model.eval()
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -44,6 +44,33 @@ def test_an_answer_not_at_its_start_names_its_line(tiny_models, questions_dir):
     assert (error.value.path, error.value.line) == (str(path), 4)
 
 
+def test_a_question_too_long_for_the_windows_names_its_line_in_training_and_in_predict(tiny_models, questions_dir):
+    # max_length 32: 3 special tokens and an overlap of 8 leave 20 tokens for a question at most; the
+    # tokenizer itself would panic (training) or raise a bare Exception (predict)
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from tartan.tasks.span import predict_answers
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    word = next(w for w in ("model", "what", "zeta") if len(tokenizer(w, add_special_tokens=False)["input_ids"]) == 1)
+    path = questions_dir / "qa" / "dev.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[3]["question"] = " ".join([word] * 20)
+    write_jsonl(path, rows)
+    task_of(tiny_models, questions_dir)  # 20 fit
+    rows[3]["question"] = " ".join([word] * 21)
+    write_jsonl(path, rows)
+    with pytest.raises(TartanError, match="the question is 21 tokens.*room for 20 at most") as error:
+        task_of(tiny_models, questions_dir)
+    assert (error.value.path, error.value.line) == (str(path), 4)
+    with pytest.raises(TartanError, match="the question is 21 tokens") as error:
+        predict_answers(None, "qa", tokenizer, [{"question": rows[3]["question"], "context": "a b", "line": 7}], 32, 8,
+                        None, path=Path("in.jsonl"))
+    assert (error.value.path, error.value.line) == ("in.jsonl", 7)
+
+
 def test_long_contexts_are_read_in_windows_whose_positions_point_at_the_answer(tiny_models, questions_dir):
     task = task_of(tiny_models, questions_dir, stride=8)
     windows = task.windows["train"]
