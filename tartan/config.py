@@ -20,7 +20,8 @@ from .errors import TartanError
 # auto: bf16 where the device computes it natively, else fp16 (loss-scaled) on a GPU, else fp32; a
 # run records what auto resolved to
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-METRICS = ("macro_f1", "micro_f1", "accuracy")
+# every task type's (tasks/*.py `metrics`): which fit the end task is checked once its type is known
+METRICS = ("macro_f1", "micro_f1", "accuracy", "pearson", "spearman", "f1", "exact_match")
 
 
 def checked(default, *, choices: tuple | None = None, minimum: float | None = None, below: float | None = None,

@@ -102,12 +102,18 @@ def train(config: Config, force: bool = False) -> dict:
     if config.data.max_length < shortest:
         raise TartanError(f"data.max_length={config.data.max_length} leaves no room for text: the tokenizer of "
                           f"{config.model!r} adds {shortest - 2} special tokens to a text pair (at least {shortest})")
-    tasks = {}
+    tasks, kinds = {}, {}
     for stage in stages:
         for name, kind, options in stage.tasks:
             if name not in tasks:
-                tasks[name] = build_task(name, kind, options, config, tokenizer)
+                tasks[name], kinds[name] = build_task(name, kind, options, config, tokenizer), kind
     end_task = tasks[config.end_task]
+    if config.metric is not None:
+        metrics = getattr(type(end_task), "metrics", ())
+        if config.metric not in metrics:
+            raise TartanError(f"metric={config.metric}: end task {config.end_task!r} ({kinds[config.end_task]}) is "
+                              f"scored by {', '.join(metrics) or 'none of them'}")
+        end_task.metric = config.metric
     for task in tasks.values():
         task.make_head(body)  # a head the body cannot carry is bad input too: find out before writing
     for stage in stages:  # and so are weighting options that do not fit the stage's tasks

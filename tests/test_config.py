@@ -161,7 +161,7 @@ def test_bad_precision_in_override_names_the_override():
     assert "override" in str(error)
 
 
-@pytest.mark.parametrize("override, key", [("metric=f1", "metric"), ("train.batch_size=0", "train.batch_size"),
+@pytest.mark.parametrize("override, key", [("metric=bleu", "metric"), ("train.batch_size=0", "train.batch_size"),
                                            ("data.max_length=-1", "data.max_length"), ("train.warmup=1", "train.warmup"),
                                            ("train.max_steps=0", "train.max_steps")])
 def test_out_of_range_values(override, key):

@@ -21,6 +21,7 @@ class Task(Protocol):
     name: str
     seed: int  # orders its batches and draws anything random in them; a checkpoint records it
     metric: str  # the dev metric that selects checkpoints when this is the end task
+    metrics: tuple[str, ...]  # class attribute: those `metric` (config) may choose, for an end task
     # class attribute: whether its data depends on the end task (MLM text sampled to a multiple of
     # |Train|, or the end task's own text); a sweep tells shared pre-training stages apart by it
     reads_end_task: bool

@@ -52,6 +52,7 @@ class ClassificationTask(LengthBucketed):
     a label per row (regression), which change the label, the head's outputs, the loss and the metrics."""
 
     reads_end_task = False  # the folder of its own name
+    metrics = ("macro_f1", "micro_f1", "accuracy")  # what `metric` may select on
     scores = False  # labels are names (a vocabulary from train), not numbers
 
     @classmethod
@@ -105,7 +106,8 @@ class ClassificationTask(LengthBucketed):
 
         data = load_labelled_task(config.data_dir, name, scores=cls.scores)
         return cls(data, tokenizer, **task_settings(config, name, options),
-                   metric=config.metric if name == config.end_task else None, cache=cache_dir(), **options)
+                   metric=config.metric if name == config.end_task and config.metric in cls.metrics else None,
+                   cache=cache_dir(), **options)
 
     @property
     def splits(self) -> list[str]:

@@ -69,6 +69,7 @@ def read_choices(path: Path, choices: int | None = None,
 class MultipleChoiceTask(LengthBucketed):
     reads_end_task = False
     metric = "accuracy"
+    metrics = ("accuracy",)
 
     @classmethod
     def claims(cls, row: dict) -> bool:

@@ -16,6 +16,7 @@ from .classification import ClassificationTask
 
 @task_types.register("regression")
 class RegressionTask(ClassificationTask):
+    metrics = ("pearson", "spearman")
     scores = True
 
     @classmethod

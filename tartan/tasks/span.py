@@ -68,6 +68,7 @@ def read_questions(path: Path) -> list[dict]:
 class SpanTask(LengthBucketed):
     reads_end_task = False
     metric = "f1"
+    metrics = ("f1", "exact_match")
 
     @classmethod
     def claims(cls, row: dict) -> bool:

@@ -127,6 +127,23 @@ def test_a_regression_end_task_trains_selects_on_pearson_and_predicts_scores(cap
     assert "pearson" in capsys.readouterr().out
 
 
+def test_the_metric_must_be_one_the_end_tasks_type_computes(tiny_models, scores_dir, tmp_path):
+    from helpers import write_choices
+    from tartan.run import train
+
+    write_choices(scores_dir / "choices")
+    for end_task, metric in (("scores", "macro_f1"), ("choices", "micro_f1")):
+        run_dir = tmp_path / end_task
+        overrides = tiny_overrides(tiny_models["bert"], scores_dir, run_dir, end_task=end_task, metric=metric)
+        with pytest.raises(TartanError, match=f"metric={metric}: end task {end_task!r} .* is scored by") as error:
+            train(load_config(recipe("finetune"), overrides))
+        assert "\n" not in str(error.value) and not run_dir.exists()  # before anything is written
+    run_dir = tmp_path / "spearman"  # regression may select on Spearman's correlation
+    train(load_config(recipe("finetune"), tiny_overrides(tiny_models["bert"], scores_dir, run_dir, end_task="scores",
+                                                         metric="spearman", **{"train.max_steps": 2})))
+    assert json.loads((run_dir / "metrics.json").read_text())["metric"] == "spearman"
+
+
 def test_a_regression_task_is_a_labelled_auxiliary_task(tiny_models, scores_dir, tmp_path):
     from tartan.run import train
 
