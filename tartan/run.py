@@ -105,6 +105,9 @@ def train(config: Config, force: bool = False) -> dict:
     tasks, kinds = {}, {}
     for stage in stages:
         for name, kind, options in stage.tasks:
+            if name in kinds and kinds[name] != kind:  # a task folder named as the run's TAPT or DAPT objective
+                raise TartanError(f"task {name!r} would be both a {kinds[name]} and a {kind} task of this run: "
+                                  "rename its folder in data_dir")
             if name not in tasks:
                 tasks[name], kinds[name] = build_task(name, kind, options, config, tokenizer), kind
     end_task = tasks[config.end_task]

@@ -14,6 +14,7 @@ from transformers import AutoModel
 
 from tartan.cli import main
 from tartan.config import load_config
+from tartan.errors import TartanError
 from tartan.run import train
 from tartan.rundir import existing_dir
 
@@ -49,6 +50,17 @@ def test_model_learns_the_toy_task(tiny_models, data_dir, tmp_path):
     metrics = train(load_config(recipe("finetune"), overrides))
     # the label is given by a marker word: a model that trains at all gets far above chance (1/3)
     assert metrics["dev"]["accuracy"] >= 0.8
+
+
+def test_a_task_folder_named_as_the_runs_masked_lm_objective_is_refused(tiny_models, data_dir, tmp_path):
+    # method=tapt end_task=tapt would fine-tune the masked-LM objective again and report its figures
+    import shutil
+
+    shutil.copytree(data_dir / "toy", data_dir / "tapt")
+    with pytest.raises(TartanError, match="task 'tapt' would be both a mlm and a classification task"):
+        train(load_config(recipe("tapt"), tiny_overrides(tiny_models["bert"], data_dir, tmp_path / "run",
+                                                         end_task="tapt")))
+    assert not (tmp_path / "run").exists()
 
 
 def test_finished_run_is_not_retrained_and_force_retrains(tiny_models, data_dir, tmp_path, capsys):
