@@ -178,8 +178,8 @@ class MetaWeighting(WeightingStrategy):
         task = inputs.tasks[self.end_task]
         if self.head_batch in ("other", "dev"):
             split = "dev" if self.head_batch == "dev" else "train"
-            # another train batch as large as the step's, all its micro-batches' (train.accumulate)
-            # (one batch where called outside a step's backward)
+            # another train batch as large as the step's, all its micro-batches' (train.accumulate);
+            # one batch's where called outside a step's backward
             features, batch = self.other_batch(task, inputs, split,
                                                task.batch_size * max(self._micro_batches, 1) if split == "train" else None)
         else:
