@@ -4,7 +4,7 @@ Reads run directories only (metrics.json + config.yaml). Runs are grouped by the
 minus the seed (and minus what cannot change a result: the output folder, progress bars), so a row
 never mixes runs that differ in anything else. Each row: mean, standard deviation and number of seeds
 of the task's metric on test and dev, and a two-sided permutation-test p-value of the test metric
-against the baseline row (difference of means, 10,000 permutations through scipy, exact when the
+against the baseline row (difference of means, 10,000 random splits, exact when the
 groups have fewer distinct splits than that). An end task without a test split is compared on dev,
 and the table says so. Where runs have masked-LM stages (TAPT, DAPT), a second table gives each
 stage's held-out masked-token accuracy and perplexity over the distinct stages a row's runs used."""
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import statistics
@@ -19,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 
 from . import rundir
 from .config import read_yaml, with_defaults
@@ -33,7 +35,7 @@ PERMUTATIONS = 10_000
 @dataclass
 class Group:
     end_task: str
-    metric: str
+    metric: str  # the metric the row shows: its end task's one metric, which its runs may not have selected on
     label: str  # the recipe name, plus the keys that tell it from a same-named group
     config: dict  # the flattened config shared by every run of the group
     seeds: list[int] = field(default_factory=list)
@@ -47,6 +49,18 @@ class Group:
     masked_lm: dict[str, set[tuple[float, float]]] = field(default_factory=dict)
     # pooled key -> value -> the seeds that ran at it (`tartan report --pool`): what a row mixes, said
     pooled: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    selected_on: str = ""  # the metric the runs kept their best step on (their `metric`)
+    scores: list[tuple[dict | None, dict | None]] = field(default_factory=list)  # each run's (test, dev) figures
+
+    def show_on(self, metric: str) -> None:
+        """Read the row's test and dev figures (x100) on `metric`."""
+        for run_dir, (test, dev) in zip(self.run_dirs, self.scores):
+            if any(split is not None and metric not in split for split in (test, dev)):
+                raise TartanError(f"no {metric} figure, which the other rows of {self.end_task} are shown on",
+                                  run_dir / rundir.METRICS)
+        self.metric = metric
+        self.test = [100 * test[metric] for test, _ in self.scores if test is not None]
+        self.dev = [100 * dev[metric] for _, dev in self.scores if dev is not None]
 
     @property
     def name(self) -> str:
@@ -145,18 +159,16 @@ def group_runs(run_dirs: list[Path], pool: tuple[str, ...] = ()) -> list[Group]:
         flat = {k: v for k, v in full.items() if k not in pooled}
         key = json.dumps(flat, sort_keys=True, default=str)
         if key not in groups:
-            groups[key] = Group(metrics.get("end_task") or flat.get("end_task", "?"), metrics["metric"], "", flat)
-        group, metric = groups[key], metrics["metric"]
+            groups[key] = Group(metrics.get("end_task") or flat.get("end_task", "?"), metrics["metric"], "", flat,
+                                selected_on=metrics["metric"])
+        group = groups[key]
         seed = metrics.get("seed", config.get("seed"))
         if seed in group.seeds:
             raise TartanError(f"seed {seed} twice in one group (also in {group.run_dirs[group.seeds.index(seed)]})",
                               run_dir / rundir.METRICS)
         group.seeds.append(seed)
         pooled_runs.setdefault(key, []).append((seed, {k: full[k] for k in pooled}))
-        if metrics["test"] is not None:
-            group.test.append(100 * metrics["test"][metric])
-        if metrics.get("dev") is not None:
-            group.dev.append(100 * metrics["dev"][metric])
+        group.scores.append((metrics["test"], metrics.get("dev")))
         stages = metrics.get("stages") or {}
         if stages:
             # a stage loaded from the store counts at the time it took where it was trained: what
@@ -171,6 +183,7 @@ def group_runs(run_dirs: list[Path], pool: tuple[str, ...] = ()) -> list[Group]:
         group.run_dirs.append(run_dir)
     for key, group in groups.items():
         group.pooled = values_by_key(pooled_runs[key])
+        group.show_on(group.selected_on)
     _label(list(groups.values()))
     return sorted(groups.values(), key=lambda g: (g.end_task, g.label))
 
@@ -203,18 +216,35 @@ def _label(groups: list[Group]) -> None:
 
 
 def permutation_p_value(a: list[float], b: list[float], permutations: int = PERMUTATIONS, seed: int = 0) -> float:
-    """Two-sided p-value of the difference of means of a and b under exchangeability (scipy's
-    permutation_test: exact when there are at most `permutations` distinct splits)."""
-    from scipy.stats import permutation_test
-
+    """Two-sided p-value of the difference of means of a and b under exchangeability: every split of
+    the pooled values into groups of len(a) and len(b) where there are at most `permutations` of them,
+    else `permutations` random splits (counted as scipy's permutation_test counts them, the observed
+    split added once). Splits whose difference equals the observed one up to rounding count as ties:
+    scipy's relative tolerance misses ties of metrics that are counts out of n (accuracy, micro-F1),
+    whose float means differ in the 14th digit, and its p-values came out too small."""
     if len(a) < 2 or len(b) < 2:  # no test with a single seed on either side
         return math.nan
-    if not all(math.isfinite(value) for value in (*a, *b)):  # a diverged run: scipy would answer 0.0
+    if not all(math.isfinite(value) for value in (*a, *b)):  # a diverged run: no figure to compare
         return math.nan
-    result = permutation_test((a, b), lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis), vectorized=True,
-                              permutation_type="independent", alternative="two-sided",
-                              n_resamples=permutations, rng=seed)
-    return float(result.pvalue)
+    pooled = np.asarray([*a, *b], dtype=float)
+    first = np.zeros((1, len(pooled)), dtype=bool)
+    first[0, :len(a)] = True
+    if math.comb(len(pooled), len(a)) <= permutations:
+        chosen = np.array(list(itertools.combinations(range(len(pooled)), len(a))))
+        added = 0  # the observed split is one of the enumerated ones
+    else:
+        chosen = np.argsort(np.random.default_rng(seed).random((permutations, len(pooled))), axis=1)[:, :len(a)]
+        added = 1
+    in_first = np.zeros((len(chosen), len(pooled)), dtype=bool)
+    np.put_along_axis(in_first, chosen, True, axis=1)
+
+    def differences(split: np.ndarray) -> np.ndarray:
+        return (split @ pooled) / len(a) - (~split @ pooled) / len(b)
+
+    observed, tolerance = differences(first)[0], 1e-9 * max(1.0, float(np.abs(pooled).max()))
+    diffs = differences(in_first)
+    lower, upper = np.sum(diffs <= observed + tolerance) + added, np.sum(diffs >= observed - tolerance) + added
+    return min(1.0, 2 * min(lower, upper) / (len(diffs) + added))
 
 
 def settings_match(group: Group, baseline: str) -> bool:
@@ -277,6 +307,12 @@ def build_report(roots: list[Path], baseline: str = "finetune", permutations: in
         task_groups = [g for g in groups if g.end_task == end_task]
         base = choose_baseline(task_groups, baseline)
         task_groups.sort(key=lambda g: g is not base)  # the baseline first, the rest by label
+        # one metric per end task, so that no row is compared on another metric than the baseline's;
+        # a row whose runs selected their step on another one says so under the table
+        selected = [g.selected_on for g in task_groups]
+        metric = base.metric if base else max(sorted(set(selected)), key=selected.count)
+        for group in task_groups:
+            group.show_on(metric)
         figures = published.get(end_task, {})
         split = "test" if all(len(g.test) == len(g.seeds) for g in task_groups) else "dev"
         compared = (lambda g: g.test) if split == "test" else (lambda g: g.dev)
@@ -311,9 +347,17 @@ def _cells(row: Row) -> dict[str, str]:
     (test_mean, test_std), (dev_mean, dev_std) = _shown(row.group.test), _shown(row.group.dev)
     return {"method": row.group.label, "seeds": str(len(row.group.seeds)),
             "test mean": test_mean, "test std": test_std, "dev mean": dev_mean, "dev std": dev_std,
-            "p": "-" if row.p_value is None or math.isnan(row.p_value) else f"{row.p_value:.3f}",
+            "p": _p_text(row.p_value),
             "train min": "-" if not row.group.minutes else f"{statistics.mean(row.group.minutes):.1f}",
             "reference": "-" if row.reference is None else f"{row.reference:.2f}"}
+
+
+def _p_text(p_value: float | None) -> str:
+    """Three decimals, or two significant digits below 0.001: a permutation p is never 0, and a table
+    that printed `0.000` would say it was."""
+    if p_value is None or math.isnan(p_value):
+        return "-"
+    return f"{p_value:.3f}" if p_value >= 0.001 else f"{p_value:.1e}"
 
 
 COLUMNS = ("method", "seeds", "test mean", "test std", "dev mean", "dev std", "p", "train min")
@@ -333,7 +377,8 @@ def to_markdown(report: dict, baseline: str) -> str:
             cells = _cells(row)
             parts.append("| " + " | ".join(cells[c] for c in columns) + " |")
         if base:
-            smallest = {len(r.group.seeds): _smallest_p(len(r.group.seeds), len(base.seeds)) for r in rows[1:]}
+            smallest = {len(r.group.seeds): _smallest_p(len(r.group.seeds), len(base.seeds), report["permutations"])
+                        for r in rows[1:]}
             floor = ", ".join(f"{n} seeds: {p:.3g}" for n, p in sorted(smallest.items()) if not math.isnan(p)) or "-"
             split = rows[0].split if rows[0].split == "test" else "dev (some runs have no test split)"
             parts.append(f"\np: two-sided permutation test of the {split} {metric} against `{base.label}` "
@@ -345,6 +390,7 @@ def to_markdown(report: dict, baseline: str) -> str:
         parts.append("train min: minutes of training per run, summed over its stages (a pre-training stage "
                      "reused from another run counted at the time it took there), mean over seeds.\n")
         parts += _pooled_lines(rows)
+        parts += _selected_lines(rows)
         parts += _masked_lm_table(rows)
         if report.get("reference"):
             parts.append(f"reference: the figure for the recipe name in {report['reference']}.\n")
@@ -368,6 +414,12 @@ def _pooled_lines(rows: list[Row]) -> list[str]:
     return ["pooled (--pool): these rows' seeds ran at more than one value of a key\n", *lines, ""] if lines else []
 
 
+def _selected_lines(rows: list[Row]) -> list[str]:
+    lines = [f"- `{row.group.label}`: {row.group.selected_on}" for row in rows if row.group.selected_on != row.group.metric]
+    return ([f"selected on another metric: these rows' runs kept the step best on the metric named, and are shown "
+             f"on {rows[0].group.metric} as the others are\n", *lines, ""] if lines else [])
+
+
 def _masked_lm_table(rows: list[Row]) -> list[str]:
     """The masked-LM stages' held-out fit, a row per (group, stage); nothing when no run has one."""
     lines = []
@@ -387,20 +439,26 @@ def _masked_lm_table(rows: list[Row]) -> list[str]:
             "stage, trained at `pretrain.seed`).\n"]
 
 
-def _smallest_p(a: int, b: int) -> float:
-    """Two-sided exact test: the two most extreme of C(a+b, a) splits."""
-    return 2 / math.comb(a + b, a) if a > 1 and b > 1 else math.nan  # C(4, 2) = 6 at the least
+def _smallest_p(a: int, b: int, permutations: int = PERMUTATIONS) -> float:
+    """Two-sided: the two most extreme of C(a+b, a) splits where the test enumerates them; where it
+    samples `permutations` of them, the observed split it adds is the one count it cannot go below."""
+    if a < 2 or b < 2:
+        return math.nan
+    splits = math.comb(a + b, a)  # C(4, 2) = 6 at the least
+    return 2 / splits if splits <= permutations else 2 / (permutations + 1)
 
 
 def to_csv(report: dict) -> str:
     out, columns = io.StringIO(), _columns(report)
     writer = csv.writer(out)
-    writer.writerow(("end_task", "metric", *columns, "baseline", "p_split", "pooled"))
+    writer.writerow(("end_task", "metric", *columns, "baseline", "p_split", "pooled", "selected_on"))
     for end_task, (base, rows) in report["tasks"].items():
         for row in rows:
             cells = _cells(row)
+            if row.p_value is not None and not math.isnan(row.p_value):
+                cells["p"] = f"{row.p_value:.6g}"  # a file to compute with keeps the digits a table rounds
             writer.writerow((end_task, row.group.metric, *(cells[c] for c in columns), base.label if base else "",
-                             row.split, _pooled_text(row.group)))
+                             row.split, _pooled_text(row.group), row.group.selected_on))
     return out.getvalue()
 
 
@@ -431,6 +489,8 @@ def to_latex(report: dict) -> str:
         # a comment, as the p note: which seeds ran at which value stays with the table it qualifies
         parts += [f"% pooled (--pool): {_tex(row.group.label)}: {_tex(text)}" for row in rows
                   if (text := _pooled_text(row.group))]
+        parts += [f"% selected on {_tex(row.group.selected_on)}, shown on {_tex(row.group.metric)}: {_tex(row.group.label)}"
+                  for row in rows if row.group.selected_on != row.group.metric]
         parts.append("")
     return "\n".join(parts)
 

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from tartan.cli import main
-from tartan.report import _mean_std, _smallest_p, build_report, permutation_p_value
+from tartan.errors import TartanError
+from tartan.report import _mean_std, _p_text, _smallest_p, build_report, permutation_p_value, to_csv, to_latex, to_markdown
 
 
 def enumerated_p_value(a: list[float], b: list[float]) -> float:
@@ -37,6 +38,32 @@ def test_p_value_of_fully_separated_groups_is_two_of_twenty_splits():
                                   ([1.0, 1.0, 2.0], [1.0, 2.0, 2.0, 2.0, 3.0])])
 def test_p_value_equals_the_enumerated_permutation_distribution(a, b):
     assert permutation_p_value(a, b) == pytest.approx(enumerated_p_value(a, b))
+
+
+def test_splits_tied_with_the_observed_one_count_as_ties_when_the_metric_is_a_count_out_of_n():
+    # correct answers out of 3,469 (CHEMPROT's test set): three other splits have the observed
+    # difference exactly, but their float means differ from it in the 14th digit
+    n = 3469
+    a, b = [100 * k / n for k in (1794, 1791, 1793, 1796)], [100 * k / n for k in (1797, 1795, 1795, 1795)]
+    assert permutation_p_value(a, b) == pytest.approx(0.2)  # 14 of 70 splits as far below, doubled
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        counts = rng.integers(78, 88, size=10)  # accuracy out of ACL-ARC's 139 test examples
+        a, b = [100 * k / 139 for k in counts[:5]], [100 * k / 139 for k in counts[5:]]
+        assert permutation_p_value(a, b) == pytest.approx(enumerated_p_value(a, b))
+
+
+def test_sampled_splits_never_give_a_p_below_their_floor_and_the_table_never_prints_zero(tmp_path):
+    # 8 seeds a side: 12,870 splits, more than 10,000, so the test samples them
+    assert _smallest_p(8, 8) == pytest.approx(2 / 10_001)
+    assert _smallest_p(5, 5, permutations=100) == pytest.approx(2 / 101)  # 252 splits, 100 sampled
+    assert _smallest_p(5, 5) == pytest.approx(2 / 252)  # enumerated
+    separated = permutation_p_value([float(v) for v in range(8)], [float(v) for v in range(10, 18)])
+    assert 2 / 10_001 <= separated < 0.001
+    assert _p_text(separated) == f"{separated:.1e}" and _p_text(0.0123) == "0.012" and _p_text(None) == "-"
+    # sampling: close to the enumerated p of groups that overlap
+    a, b = [1.0, 4.0, 2.0, 7.0, 3.0, 5.0, 6.0, 0.5], [2.5, 3.5, 8.0, 9.0, 4.5, 6.5, 7.5, 5.5]
+    assert permutation_p_value(a, b) == pytest.approx(enumerated_p_value(a, b), abs=0.02)
 
 
 def test_p_value_needs_two_seeds_a_side():
@@ -336,3 +363,30 @@ def test_bad_reference_file_is_one_line(text, message, runs, tmp_path, capsys):
     assert main(["report", str(runs), "-o", str(tmp_path / "out"), "--reference", str(reference)]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and str(reference) in error and len(error.splitlines()) == 1
+
+
+def test_every_row_of_an_end_task_is_shown_and_tested_on_the_baselines_metric(tmp_path):
+    # an imbalanced task: accuracy sits 15 points above macro-F1 for the same runs
+    for seed, value in enumerate([0.60, 0.61, 0.62]):
+        write_run(tmp_path / "finetune" / f"seed{seed}", "finetune", seed, value)
+        folder = write_run(tmp_path / "mt_tartan" / f"seed{seed}", "mt_tartan", seed, value, metric="accuracy")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        for split in ("dev", "test"):
+            metrics[split]["accuracy"] = value + 0.15
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    report = build_report([tmp_path], "finetune")
+    base, rows = report["tasks"]["citation_intent"]
+    mt = next(row for row in rows if row.group.name == "mt_tartan")
+    assert mt.group.metric == "macro_f1" and mt.group.selected_on == "accuracy"
+    assert mt.group.test == pytest.approx([60.0, 61.0, 62.0]) and mt.p_value == pytest.approx(1.0)
+    printed = to_markdown(report, "finetune")
+    assert "| mt_tartan | 3 | 61.00 | 1.00 |" in printed and "- `mt_tartan`: accuracy" in printed
+    assert to_csv(report).splitlines()[-1].endswith(",accuracy")
+    assert "% selected on accuracy, shown on macro\\_f1: mt\\_tartan" in to_latex(report)
+    # a run without the baseline's metric is a one-line error naming its metrics.json
+    metrics = json.loads((tmp_path / "mt_tartan" / "seed0" / "metrics.json").read_text())
+    del metrics["test"]["macro_f1"]
+    (tmp_path / "mt_tartan" / "seed0" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(TartanError, match="no macro_f1 figure") as error:
+        build_report([tmp_path], "finetune")
+    assert error.value.path == str(tmp_path / "mt_tartan" / "seed0" / "metrics.json")
