@@ -1,11 +1,11 @@
 """MUPPET's two sweeps over a number, one panel per end task, a point per value (mean over seeds,
 error bar one standard deviation, `n=` seeds where points differ in it):
 - `scale` (its Figure 1): the end task's metric against the number of pre-finetuning tasks
-  (len(muppet.tasks)); runs without a pre-finetuning stage are the point at 0 tasks.
+  (len(muppet.tasks)), one line per setting; a recipe without a pre-finetuning stage is a point at 0.
 - `low_resource` (its section 5.3): the metric against the share of the end task's train set the run
   fine-tuned on (data.train_fraction), one line per setting (with and without pre-finetuning).
-The metric is the test figure, or the dev figure for an end task without a test split (the axis
-says which)."""
+The metric is the test figure, or the dev figure in a panel where some run has no test split (the
+axis says which)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,13 +18,18 @@ from ..errors import TartanError
 from . import group_by_setting, plots, pyplot, read_config, save
 
 
-def end_metric(run_dir: Path) -> tuple[str, str, float]:
-    """(metric, split, value x100) of a finished run: test where the end task has it, else dev."""
+def panel_split(run_dirs: list[Path]) -> str:
+    """test where every run of the panel has it, else dev for all: one point never averages a test
+    figure with a dev one (as `tartan report` switches a whole end task to dev)."""
+    return "test" if all(rundir.read_metrics(d).get("test") for d in run_dirs) else "dev"
+
+
+def end_metric(run_dir: Path, split: str) -> tuple[str, float]:
+    """(metric, value x100) of a finished run on `split`."""
     metrics = rundir.read_metrics(run_dir)
-    split = "test" if metrics.get("test") else "dev"
     if not metrics.get(split):
-        raise TartanError("no dev or test figures", Path(run_dir) / rundir.METRICS)
-    return metrics["metric"], split, 100 * metrics[split][metrics["metric"]]
+        raise TartanError(f"no {split} figures", Path(run_dir) / rundir.METRICS)
+    return metrics["metric"], 100 * metrics[split][metrics["metric"]]
 
 
 def task_count(config: dict) -> int:
@@ -52,11 +57,11 @@ def draw_panels(lines_of: Callable[[list[Path]], dict[str, list[Path]]], x_of: C
     tasks = by_end_task(run_dirs)
     figure, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.8), squeeze=False)
     for ax, (end_task, dirs) in zip(axes[0], tasks.items()):
-        points, names = [], set()
+        points, names, split = [], set(), panel_split(dirs)
         for label, line in lines_of(dirs).items():
             values: dict[float, list[float]] = {}
             for run_dir in line:
-                metric, split, value = end_metric(run_dir)
+                metric, value = end_metric(run_dir, split)
                 names.add(f"{split} {metric}")
                 values.setdefault(x_of(read_config(run_dir)), []).append(value)
             xs = sorted(values)
@@ -80,10 +85,10 @@ def draw_panels(lines_of: Callable[[list[Path]], dict[str, list[Path]]], x_of: C
 
 @plots.register("scale")
 def plot_scale(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ()) -> Path:
-    """Each end task's metric against the number of pre-finetuning tasks, one line per end task
-    (every run of an end task on it, so `pool` has nothing to pool)."""
-    return draw_panels(lambda dirs: {"pre-finetuned": dirs}, task_count, run_dirs,
-                       "pre-finetuning tasks (0: none)", output)
+    """Each end task's metric against the number of pre-finetuning tasks, one line per setting but
+    for the task list (with and without R3F, say); a recipe without pre-finetuning is a point at 0."""
+    return draw_panels(lambda dirs: group_by_setting(dirs, axis=("muppet.tasks",), pool=pool), task_count,
+                       run_dirs, "pre-finetuning tasks (0: none)", output)
 
 
 @plots.register("low_resource")

@@ -42,7 +42,8 @@ def read_dev_curve(run_dir: Path) -> tuple[str, dict[float, float]]:
 def plot_curves(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ()) -> Path:
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(6.5, 4.2))
-    metric = None
+    # runs that selected on different metrics: each line names its own, as the axis cannot
+    metrics = {rundir.read_metrics(run_dir)["metric"] for run_dir in run_dirs}
     for name, dirs in group_by_setting(run_dirs, pool=pool).items():
         curves = []
         for run_dir in dirs:
@@ -53,10 +54,10 @@ def plot_curves(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ()) 
         mean = np.array([np.mean([c[e] for c in curves if e in c]) for e in epochs])
         spread = np.array([np.std([c[e] for c in curves if e in c], ddof=1) if sum(e in c for c in curves) > 1
                            else 0.0 for e in epochs])
-        (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=f"{name} ({len(dirs)})")
+        (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=f"{name} ({len(dirs)}" + (f", {metric})" if len(metrics) > 1 else ")"))
         ax.fill_between(epochs, mean - spread, mean + spread, alpha=0.15, color=line.get_color())
     ax.set_xlabel("end-task epoch")
-    ax.set_ylabel(f"dev {metric} (x100)")
+    ax.set_ylabel(f"dev {' / '.join(sorted(metrics))} (x100)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()

@@ -36,7 +36,8 @@ def size_multiple(config: dict, run_dir: Path) -> float:
 def plot_efficiency(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ()) -> Path:
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(6.5, 4.2))
-    metric = None
+    # runs that selected on different metrics: each line names its own, as the axis cannot
+    metrics = {rundir.read_metrics(run_dir)["metric"] for run_dir in run_dirs}
     points: list[tuple[float, float, int, str]] = []
     for name, dirs in group_by_setting(run_dirs, axis=("domain.size",), pool=pool).items():
         by_size: dict[float, list[float]] = {}
@@ -51,7 +52,8 @@ def plot_efficiency(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = 
         sizes = sorted(by_size)
         mean = [np.mean(by_size[s]) for s in sizes]
         spread = [np.std(by_size[s], ddof=1) if len(by_size[s]) > 1 else 0.0 for s in sizes]
-        drawn = ax.errorbar(sizes, mean, yerr=spread, marker="o", capsize=3, label=name)
+        drawn = ax.errorbar(sizes, mean, yerr=spread, marker="o", capsize=3,
+                            label=name + (f" ({metric})" if len(metrics) > 1 else ""))
         colour = drawn.lines[0].get_color()
         points += [(size, m, len(by_size[size]), colour) for size, m in zip(sizes, mean)]
     # a sweep plotted half-way has points of fewer seeds (a single seed shows no error bar, which
@@ -62,7 +64,7 @@ def plot_efficiency(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = 
                         color=colour)
     ax.set_xscale("log")
     ax.set_xlabel("auxiliary data size (multiple of |Train|)")
-    ax.set_ylabel(f"test {metric} (x100)")
+    ax.set_ylabel(f"test {' / '.join(sorted(metrics))} (x100)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     figure.tight_layout()

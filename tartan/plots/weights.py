@@ -37,16 +37,17 @@ def plot_weights(run_dirs: list[Path], output: Path, pool: tuple[str, ...] = ())
     figure, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), sharey=True, squeeze=False)
     for ax, (name, runs) in zip(axes[0], groups.items()):
         for task in sorted({t for run in runs for t in run}):
-            # steps every run of the group logged, so that the mean is over the same seeds everywhere
-            steps = sorted(set.intersection(*(set(run.get(task, {})) for run in runs)))
+            # a seed that stopped early has no later steps: each step averages the seeds that logged
+            # it, as the curves plot does, rather than cutting every seed at the shortest
+            steps = sorted({s for run in runs for s in run.get(task, {})})
             if not steps:
                 continue
-            values = np.array([[run[task][s] for s in steps] for run in runs])
-            mean = values.mean(0)
-            ax.plot(steps, mean, label=task)
+            at = [[run[task][s] for run in runs if s in run.get(task, {})] for s in steps]
+            mean = np.array([np.mean(values) for values in at])
+            (line,) = ax.plot(steps, mean, label=task)
             if len(runs) > 1:
-                spread = values.std(0, ddof=1)
-                ax.fill_between(steps, mean - spread, mean + spread, alpha=0.2)
+                spread = np.array([np.std(values, ddof=1) if len(values) > 1 else 0.0 for values in at])
+                ax.fill_between(steps, mean - spread, mean + spread, alpha=0.2, color=line.get_color())
         # wrapped: a pooled variant's label is longer than its panel is wide
         ax.set_title(textwrap.fill(f"{name} ({len(runs)} run{'s' if len(runs) > 1 else ''})", 48), fontsize=10)
         ax.set_xlabel("step")

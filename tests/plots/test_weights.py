@@ -42,3 +42,16 @@ def test_weights_plot_pools_what_it_is_told_to(tmp_path, monkeypatch):
     assert main(["plot", "weights", *map(str, runs), "-o", str(tmp_path / "w.png"), "--pool", "precision",
                  "--pool", "meta.lr"]) == 0
     assert asked == [("precision", "meta.lr")]
+
+
+def test_a_seed_that_stopped_early_does_not_cut_the_others_short(tmp_path, monkeypatch):
+    import tartan.plots.weights as weights
+
+    figures = []
+    monkeypatch.setattr(weights, "save", lambda figure, output: figures.append(figure) or output)
+    runs = [write_run(tmp_path / f"seed{seed}", "meta_tartan", [(s, "end", 0.5 + 0.1 * seed) for s in steps])
+            for seed, steps in enumerate([(10, 20, 30), (10, 20, 30), (10, 20)])]
+    assert main(["plot", "weights", *map(str, runs), "-o", str(tmp_path / "w.png")]) == 0
+    (line,) = figures[0].axes[0].get_lines()
+    assert list(line.get_xdata()) == [10, 20, 30]
+    assert list(line.get_ydata()) == pytest.approx([0.6, 0.6, 0.55])  # step 30: the two seeds that reached it
