@@ -92,8 +92,9 @@ def cmd_sweep(args) -> int:
         for run, (kind, detail) in zip(runs, states):
             print(f"{run.id}  {kind}" + (f" ({detail})" if detail else ""))
         kinds = {"done": "done", "failed": "failed", "checkpoint": "at a checkpoint", "begun": "begun (no checkpoint)",
-                 "to do": "to do"}
-        counts = ", ".join(f"{sum(k == kind for k, _ in states)} {words}" for kind, words in kinds.items())
+                 "other config": "holding a run of another config", "to do": "to do"}
+        counts = ", ".join(f"{sum(k == kind for k, _ in states)} {words}" for kind, words in kinds.items()
+                           if kind != "other config" or any(k == kind for k, _ in states))  # rare: said when it is so
         sessions = read_sessions(root)
         seconds = sum(float(s.get("seconds", 0.0)) for s in sessions)
         print(f"{len(runs)} runs under {root}: {counts}; the sweep has run {seconds:,.0f} s ({seconds / 3600:.2f} h) "

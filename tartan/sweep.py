@@ -19,6 +19,7 @@ goes on. Pre-training stages shared between runs are computed once (the stage st
 Runs go seed by seed, so that a sweep stopped half-way has every method at its first seeds."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fnmatch
 import hashlib
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from .config import Config, load_config, read_yaml
 from .errors import TartanError, first_line
-from .rundir import CHECKPOINT, METRICS, existing_dir, read_json, write_json_atomic
+from .rundir import CHECKPOINT, CONFIG, METRICS, existing_dir, read_json, write_json_atomic
 
 STATUS = "sweep_status.json"
 # one entry per `tartan sweep` invocation (started, seconds, jobs, runs trained or failed), updated
@@ -199,7 +200,9 @@ def run_states(root: Path, runs: list[SweepRun]) -> list[tuple[str, str]]:
     status, states = read_status(root), []
     for run in runs:
         run_dir, entry = Path(run.config.output_dir), status.get(run.id, {})
-        if (run_dir / METRICS).is_file():
+        if (other := _other_config(run)) is not None:
+            states.append(("other config", other))
+        elif (run_dir / METRICS).is_file():
             seconds = entry.get("seconds") if entry.get("status") == "done" else None
             states.append(("done", f"{seconds:,.0f} s" if seconds is not None else ""))
         elif entry.get("status") == "failed":
@@ -214,6 +217,26 @@ def run_states(root: Path, runs: list[SweepRun]) -> list[tuple[str, str]]:
         else:
             states.append(("to do", ""))
     return states
+
+
+def _other_config(run: SweepRun) -> str | None:
+    """Why the run's folder holds a run the sweep would refuse (the sweep file changed since it
+    trained, or it would resume at another precision), as training says it; None where it holds
+    this run or nothing. A finished run of another config is not "done": its metrics answer
+    another question."""
+    if not (Path(run.config.output_dir) / CONFIG).is_file():
+        return None
+    from .run import PRECISION_SECTIONS, finished_result, resolve  # torch: only for a folder with a run
+    from .training.device import resolve_device
+
+    config = copy.deepcopy(run.config)
+    requested_precision = {section: getattr(config, section).precision for section in PRECISION_SECTIONS}
+    config = resolve(config)
+    try:
+        finished_result(config, Path(config.output_dir), resolve_device(config.device), requested_precision)
+    except TartanError as error:
+        return error.message
+    return None
 
 
 def _latest_checkpoint(run_dir: Path) -> tuple[str, Path] | None:

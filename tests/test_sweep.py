@@ -2,9 +2,11 @@
 stopping the sweep, and the report grouping the sweep's runs."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +15,7 @@ from tartan import run as run_module
 from tartan.cli import main
 from tartan.errors import TartanError
 from tartan.report import build_report
+from tartan.run import resolve
 from tartan.sweep import (SESSIONS, STATUS, SessionLog, load_sweep, next_run, read_sessions, run_sweep,
                           stage_signatures)
 
@@ -168,6 +171,26 @@ def test_dry_run_says_where_each_run_stands_and_how_long_the_sweep_has_run(tmp_p
     assert ("6 runs under " in err and "1 done, 1 failed, 1 at a checkpoint, 1 begun (no checkpoint), 2 to do; "
             "the sweep has run 5,400 s (1.50 h) over 2 recorded sittings" in err)
     assert not (root / "toy/finetune/seed2").exists()  # it ran nothing
+
+
+def test_dry_run_does_not_count_a_run_of_another_config_as_done(tmp_path, tiny_models, data_dir, capsys):
+    path = write_sweep(tmp_path, tiny_models, data_dir, seeds=[0])
+    root, runs = load_sweep(path)
+    finished = Path(runs[0].config.output_dir)
+    resolved = resolve(copy.deepcopy(runs[0].config))
+    resolved.train.lr_body = 3 * resolved.train.lr_body  # the run trained before the sweep file changed
+    finished.mkdir(parents=True)
+    (finished / "config.yaml").write_text(yaml.safe_dump(resolved.to_dict()))
+    (finished / "metrics.json").write_text("{}")
+    same = Path(runs[1].config.output_dir)  # a begun run of this very config: as before
+    same.mkdir(parents=True)
+    (same / "config.yaml").write_text(yaml.safe_dump(resolve(copy.deepcopy(runs[1].config)).to_dict()))
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith(f"{runs[0].id}  other config (holds a run with another config "
+                                          "(differs in: train.lr_body)")
+    assert out.splitlines()[1] == f"{runs[1].id}  begun"
+    assert "0 done" in err and "1 holding a run of another config" in err
 
 
 def test_session_log_is_on_disk_while_the_sweep_runs(tmp_path):
