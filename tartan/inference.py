@@ -45,6 +45,16 @@ def outputs_of(meta: dict) -> int:
     return 1 if meta.get("type") == "regression" else len(meta["labels"])
 
 
+def check_pairs(meta: dict, has_pairs: bool, where: Path) -> None:
+    """A run trained on text pairs scores pairs, one trained on texts scores texts: the other would be
+    scored without a segment it learnt from, or with one it never saw. Runs saved before heads
+    recorded it are not checked."""
+    trained = meta.get("pairs")
+    if trained is not None and trained != has_pairs:
+        raise TartanError("the run was trained on " + ("text pairs (text, text_pair)" if trained else "texts alone")
+                          + " and these rows " + ("have a text_pair" if has_pairs else "have none"), where)
+
+
 def evaluate_run(run_dir: Path, split: str = "test", data_dir: str | None = None,
                  device: str | None = None) -> dict[str, float]:
     config, model, tokenizer, meta = load_finished(run_dir, device)
@@ -58,6 +68,8 @@ def evaluate_run(run_dir: Path, split: str = "test", data_dir: str | None = None
                           f"trained on {list(meta['labels'])}", Path(config.data_dir) / config.end_task)
     if split not in task.splits:
         raise TartanError(f"task {config.end_task!r} has no {split} split", Path(config.data_dir) / config.end_task)
+    if hasattr(task, "has_pairs"):
+        check_pairs(meta, task.has_pairs, Path(config.data_dir) / config.end_task)
     return task.evaluate(model, split, make_accelerator(config.train.precision, config.device).autocast)
 
 
@@ -90,7 +102,7 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, d
         texts.append(row["text"])
         pairs.append(row.get("text_pair"))
         lines.append(line)
-    if Path(path).suffix == ".txt":
+    if Path(path).suffix.lower() == ".txt":
         # a text a line: the reader skips a blank one, so the output's lines are no longer the input's
         blank = sorted(set(range(1, max(lines, default=0) + 1)) - set(lines))
         if blank:
@@ -98,7 +110,10 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, d
             print(f"warning: {path}: skipped {len(blank)} blank line(s) (line {shown}): the output has a line per "
                   "non-blank line", file=sys.stderr)
     has_pairs = any(p is not None for p in pairs)
-    encoded = encode(tokenizer, texts, [p or "" for p in pairs] if has_pairs else None, config.data.max_length)
+    if has_pairs and None in pairs:  # as training refuses it: a row would be scored without its pair
+        raise TartanError("missing field 'text_pair' (other rows of this file have one)", path, lines[pairs.index(None)])
+    check_pairs(meta, has_pairs, Path(path))
+    encoded = encode(tokenizer, texts, pairs if has_pairs else None, config.data.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     logits = logits_of(model, config.end_task, encoded, pad_id, outputs_of(meta), batch_size,
                        make_accelerator(config.train.precision, config.device).autocast)

@@ -91,3 +91,52 @@ def test_blank_lines_of_a_text_file_are_skipped_and_named(tiny_models, data_dir,
     out = io.StringIO()
     assert predict_file(run_dir, inputs, out) == 3 and len(out.getvalue().splitlines()) == 3
     assert f"warning: {inputs}: skipped 2 blank line(s) (line 2, 4)" in capsys.readouterr().err
+
+
+def test_predict_and_eval_refuse_texts_for_a_pair_run_and_pairs_for_a_text_run(tiny_models, data_dir, tmp_path):
+    import pytest
+
+    from tartan.errors import TartanError
+
+    pair_run, text_run = tmp_path / "pairs", tmp_path / "texts"
+    train(load_config(recipe("finetune"), tiny_overrides(tiny_models["bert"], data_dir, pair_run,
+                                                         **{"train.max_steps": 1, "end_task": "toy_pairs"})))
+    train(load_config(recipe("finetune"), tiny_overrides(tiny_models["bert"], data_dir, text_run, **{"train.max_steps": 1})))
+    assert json.loads((pair_run / "heads" / "toy_pairs.json").read_text())["pairs"] is True
+    mixed, alone, paired = tmp_path / "mixed.jsonl", tmp_path / "alone.jsonl", tmp_path / "paired.jsonl"
+    mixed.write_text('{"text": "zeta", "text_pair": "uses data"}\n{"text": "kappa"}\n')
+    alone.write_text('{"text": "zeta"}\n{"text": "kappa"}\n')
+    paired.write_text('{"text": "zeta", "text_pair": "uses data"}\n{"text": "kappa", "text_pair": ""}\n')
+    with pytest.raises(TartanError, match="missing field 'text_pair'") as error:
+        predict_file(pair_run, mixed, io.StringIO())
+    assert (error.value.path, error.value.line) == (str(mixed), 2)
+    with pytest.raises(TartanError, match="trained on text pairs .* have none"):
+        predict_file(pair_run, alone, io.StringIO())
+    with pytest.raises(TartanError, match="trained on texts alone .* have a text_pair"):
+        predict_file(text_run, paired, io.StringIO())
+    assert predict_file(pair_run, paired, io.StringIO()) == 2 and predict_file(text_run, alone, io.StringIO()) == 2
+    # eval on another data folder whose end task lacks the pairs the run trained on
+    other = tmp_path / "other"
+    (other / "toy_pairs").mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        rows = (data_dir / "toy" / f"{split}.jsonl").read_text()
+        (other / "toy_pairs" / f"{split}.jsonl").write_text(rows)
+    with pytest.raises(TartanError, match="trained on text pairs"):
+        evaluate_run(pair_run, "test", data_dir=str(other))
+
+
+def test_every_row_of_a_csv_is_predicted_an_empty_text_too_and_an_uppercase_txt_warns(tiny_models, data_dir, tmp_path,
+                                                                                       capsys):
+    run_dir = tmp_path / "run"
+    train(load_config(recipe("finetune"), tiny_overrides(tiny_models["bert"], data_dir, run_dir, **{"train.max_steps": 1})))
+    inputs = tmp_path / "inputs.csv"
+    inputs.write_text('text\nzeta the model\n""\n\nkappa results\n')
+    capsys.readouterr()
+    out = io.StringIO()
+    # the empty text keeps its line of output; the blank line is no row, and is said
+    assert predict_file(run_dir, inputs, out) == 3 and len(out.getvalue().splitlines()) == 3
+    assert f"warning: {inputs}: skipped 1 blank line(s) between rows (line 4)" in capsys.readouterr().err
+    upper = tmp_path / "inputs.TXT"
+    upper.write_text("first text\n\nthird text\n")
+    assert predict_file(run_dir, upper, io.StringIO()) == 2
+    assert f"warning: {upper}: skipped 1 blank line(s) (line 2)" in capsys.readouterr().err

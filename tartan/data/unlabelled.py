@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TartanError
-from .readers import read_rows
+from .readers import EmptyFileError, read_rows
 
 
 def read_texts(path: Path) -> list[str]:
@@ -23,10 +23,8 @@ def read_texts(path: Path) -> list[str]:
                 raise TartanError("missing or non-string field 'text'", path, line)
             if text.strip():
                 texts.append(text)
-    except TartanError as error:
-        if "empty" in error.message:
-            raise TartanError("no text in file (it is empty or has only blank lines)", path) from None
-        raise
+    except EmptyFileError:
+        raise TartanError("no text in file (it is empty or has only blank lines)", path) from None
     if not texts:
         raise TartanError("no text in file (it is empty or has only blank lines)", path)
     return texts

@@ -120,7 +120,13 @@ class ClassificationTask(LengthBucketed):
         return ClassificationHead(body.config.hidden_size, self.num_outputs, self.head_dropout)
 
     def head_meta(self) -> dict:
-        return {"type": "classification", "labels": self.label_names, "dropout": self.head_dropout}
+        return {"type": "classification", "labels": self.label_names, "dropout": self.head_dropout,
+                "pairs": self.has_pairs}
+
+    @property
+    def has_pairs(self) -> bool:
+        """Whether the task's rows are text pairs: what `tartan predict` must be given too."""
+        return self.data.splits["train"].text_pairs is not None
 
     @staticmethod
     def head_from_meta(hidden_size: int, meta: dict) -> nn.Module:

@@ -42,7 +42,7 @@ class RegressionTask(ClassificationTask):
         return 1
 
     def head_meta(self) -> dict:
-        return {"type": "regression", "dropout": self.head_dropout}
+        return {"type": "regression", "dropout": self.head_dropout, "pairs": self.has_pairs}
 
     @staticmethod
     def head_from_meta(hidden_size: int, meta: dict):

@@ -308,8 +308,10 @@ def predict_answers(model: nn.Module, head: str, tokenizer, rows: list[dict], ma
             example, score, text = best_span(w, rows[w["example"]]["context"], logits[j])
             if example not in best or score > best[example][0]:
                 best[example] = (score, text)
-    return [{"answer": best.get(i, (0.0, ""))[1], "score": round(float(best.get(i, (0.0, ""))[0]), 6)}
-            for i in range(len(rows))]
+    # a context with no token to answer from (control characters alone) has no span: null, not
+    # -Infinity, which is no JSON
+    found = [best.get(i, (-np.inf, "")) for i in range(len(rows))]
+    return [{"answer": text, "score": round(float(score), 6) if np.isfinite(score) else None} for score, text in found]
 
 
 def normalize_answer(text: str) -> str:

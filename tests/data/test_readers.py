@@ -210,7 +210,7 @@ def test_csv_undecodable_bytes_name_their_line(tmp_path):
     assert "UTF-8" in error.message
 
 
-@pytest.mark.parametrize("content", ["", "text,label\n", "text,label\n\n,\n"])
+@pytest.mark.parametrize("content", ["", "text,label\n", "text,label\n\n   \n\n"])
 def test_csv_without_data_rows_is_empty(tmp_path, content):
     path = tmp_path / "train.csv"
     path.write_text(content)
@@ -279,3 +279,36 @@ def test_decoded_lines_numbers_from_one_and_strips_newlines(tmp_path):
     path = tmp_path / "x.txt"
     path.write_bytes(b"a\r\n\nb")
     assert list(decoded_lines(path)) == [(1, "a"), (2, ""), (3, "b")]
+
+
+def test_a_record_of_empty_fields_is_a_row_and_a_blank_line_between_rows_is_said(tmp_path, capsys):
+    path = tmp_path / "x.csv"
+    path.write_text('text,label\nzeta,a\n,\n\nkappa,b\n\n')
+    assert list(read_rows(path)) == [(2, {"text": "zeta", "label": "a"}), (3, {"text": "", "label": ""}),
+                                      (5, {"text": "kappa", "label": "b"})]
+    assert f"warning: {path}: skipped 1 blank line(s) between rows (line 4)" in capsys.readouterr().err  # not 6
+
+
+def test_a_tsv_whose_quotation_marks_may_be_text_is_read_quoted_and_said(tmp_path, capsys):
+    # a GLUE-style file: one text begins with a quotation mark, a later one ends with one; read as
+    # quoted (a csv writer makes the same bytes), the first example swallows the second
+    path = tmp_path / "train.tsv"
+    path.write_text('text\tlabel\n"I am tired.\tneg\nLet us go home."\tpos\nA quiet evening.\tpos\n')
+    assert [row["label"] for _, row in read_rows(path)] == ["pos", "pos"]
+    assert f"warning: {path}:2: read as quoted, 2 rows; with its quotation marks as text it reads as 3" in capsys.readouterr().err
+    # a quoted field with a line break but no tab reads one way only: nothing said
+    path.write_text('text\tlabel\n"two\nlines"\tpos\nA quiet evening.\tpos\n')
+    assert len(list(read_rows(path))) == 2 and "warning" not in capsys.readouterr().err
+
+
+def test_a_passage_file_with_a_blank_first_line_is_named_at_that_line(tmp_path):
+    from tartan.data.unlabelled import read_texts
+
+    path = tmp_path / "domain.csv"
+    path.write_text("\ntext\nsome domain text\n")
+    with pytest.raises(TartanError, match="empty header line") as error:
+        read_texts(path)
+    assert error.value.line == 1
+    path.write_text("")
+    with pytest.raises(TartanError, match="no text in file"):
+        read_texts(path)

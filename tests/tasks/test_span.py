@@ -2,6 +2,7 @@
 and runs as an end task and a MUPPET task."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -243,3 +244,20 @@ def test_predict_writes_the_answer_the_run_finds_for_each_question(capsys, tiny_
         if example not in found or score > found[example][0]:
             found[example] = (score, text)
     assert [p["answer"] for p in predictions] == [found[i][1] for i in range(len(rows))]
+
+
+def test_a_context_with_no_token_to_answer_from_scores_null_not_minus_infinity(tiny_models, questions_dir):
+    from transformers import AutoTokenizer
+
+    from tartan.models.multitask import MultiTaskModel
+    from tartan.models.body import load_body
+    from tartan.tasks.span import predict_answers
+
+    body, tokenizer = load_body(str(tiny_models["bert"]))
+    task = task_of(tiny_models, questions_dir)
+    model = MultiTaskModel(body, {"qa": task.make_head(body)}).eval()
+    rows = [{"question": "what", "context": "the model learns", "line": 1},
+            {"question": "what", "context": "\x00\x01", "line": 2}]  # no token, though not blank
+    answers = predict_answers(model, "qa", tokenizer, rows, 32, 8, contextlib.nullcontext)
+    assert answers[1] == {"answer": "", "score": None} and isinstance(answers[0]["score"], float)
+    json.loads(json.dumps(answers[1], allow_nan=False))  # strict JSON

@@ -15,6 +15,10 @@ Reader = Callable[[Path], Iterator[tuple[int, Row]]]
 readers: Registry[Reader] = Registry("data reader")
 
 
+class EmptyFileError(TartanError):
+    """A file that holds no row: a reader of passages words it as such."""
+
+
 def read_rows(path: Path) -> Iterator[tuple[int, Row]]:
     """Rows of `path` by the reader registered for its extension; the file must hold at least one row."""
     path = Path(path)
@@ -30,7 +34,7 @@ def read_rows(path: Path) -> Iterator[tuple[int, Row]]:
         empty = False
         yield line, row
     if empty:
-        raise TartanError("file is empty (no rows)", path)
+        raise EmptyFileError("file is empty (no rows)", path)
 
 
 def decoded_lines(path: Path, keep_newline: bool = False) -> Iterator[tuple[int, str]]:
