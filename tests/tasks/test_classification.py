@@ -38,7 +38,8 @@ def test_label_ids_follow_the_sorted_train_labels_in_file_order(multitask_setup,
     for split in ("train", "dev", "test"):
         gold = [task.label_names.index(row["label"]) for row in read_jsonl(data_dir / "toy" / f"{split}.jsonl")]
         assert task.labels[split].tolist() == gold and task.num_examples(split) == len(gold)
-    assert task.head_meta() == {"type": "classification", "labels": task.label_names, "dropout": 0.0}
+    assert task.head_meta() == {"type": "classification", "labels": task.label_names, "dropout": 0.0,
+                                "pairs": False}
 
 
 def test_the_head_fits_the_body_and_the_labels(multitask_setup):
