@@ -123,10 +123,10 @@ def load_sweep(path: Path, overrides: list[str] = (), only: list[str] = ()) -> t
             config.name = ":".join([config.name, *map(str, labels)])
         runs.append(SweepRun(run_id, config))
     if only:
-        unmatched = [p for p in only if not any(fnmatch.fnmatchcase(r.id, p) for r in runs)]
+        unmatched = [p for p in only if not any(_matches(r.id, p) for r in runs)]
         if unmatched:
             raise TartanError(f"--only {unmatched[0]!r} matches no run of the sweep (run ids look like {runs[0].id})", path)
-        runs = [r for r in runs if any(fnmatch.fnmatchcase(r.id, p) for p in only)]
+        runs = [r for r in runs if any(_matches(r.id, p) for p in only)]
     return root, runs
 
 
@@ -194,6 +194,12 @@ def read_status(root: Path) -> dict:
     return status
 
 
+def _matches(run_id: str, pattern: str) -> bool:
+    """A run id as --dry-run prints it, or a pattern: an id holding a list value (`[a, b]`) would
+    read as a character class, and match nothing, if it were only a pattern."""
+    return run_id == pattern or fnmatch.fnmatchcase(run_id, pattern)
+
+
 def run_states(root: Path, runs: list[SweepRun]) -> list[tuple[str, str]]:
     """Where each run stands, as (kind, detail): done, failed, checkpoint (stage and step it resumes
     from), begun (no checkpoint yet: it starts over) or to do."""
@@ -205,7 +211,7 @@ def run_states(root: Path, runs: list[SweepRun]) -> list[tuple[str, str]]:
         elif (run_dir / METRICS).is_file():
             seconds = entry.get("seconds") if entry.get("status") == "done" else None
             states.append(("done", f"{seconds:,.0f} s" if seconds is not None else ""))
-        elif entry.get("status") == "failed":
+        elif entry.get("status") == "failed" and not _checkpointed_since(run_dir, entry):
             states.append(("failed", entry.get("error", "?")))
         elif (resumes_from := _latest_checkpoint(run_dir)) is not None:
             from .training.checkpoint import checkpoint_state  # torch: only when a run has a checkpoint
@@ -237,6 +243,15 @@ def _other_config(run: SweepRun) -> str | None:
     except TartanError as error:
         return error.message
     return None
+
+
+def _checkpointed_since(run_dir: Path, failure: dict) -> bool:
+    """Whether the run wrote a checkpoint after it failed: started again, it trained on (and may have
+    been stopped since), so the failure is no longer where it stands."""
+    latest = _latest_checkpoint(run_dir)
+    failed_at = failure.get("time")
+    return latest is not None and isinstance(failed_at, (int, float)) and \
+        (latest[1] / "state.json").stat().st_mtime > failed_at
 
 
 def _latest_checkpoint(run_dir: Path) -> tuple[str, Path] | None:
@@ -278,7 +293,7 @@ def run_sweep(path: Path, overrides: list[str] = (), progress: bool = True, trai
             status[run.id] = {"status": "done", "test": (metrics.get("test") or {}).get(metrics.get("metric")),
                               "seconds": round(seconds, 1)}
         else:  # a failed run is recorded; the rest of the grid still runs
-            status[run.id] = {"status": "failed", "seconds": round(seconds, 1),
+            status[run.id] = {"status": "failed", "seconds": round(seconds, 1), "time": time.time(),
                               "error": f"{type(error).__name__}: {error}",
                               "traceback": "".join(traceback.format_exception(error, limit=5))}
             print(f"sweep: {run.id} failed: {type(error).__name__}: {error}", file=sys.stderr)

@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,7 @@ def test_sweep_runs_resumes_and_records_a_failed_run(tmp_path, tiny_models, data
     status = run_sweep(path, progress=False, train_fn=counting_train)  # again: finished runs are read back
     assert finished.stat().st_mtime_ns == written and status["toy/finetune/seed0"]["status"] == "done"
     assert status["missing/finetune/seed0"]["status"] == "failed"  # tried again, failed again
+    assert abs(status["missing/finetune/seed0"]["time"] - time.time()) < 600  # when: --dry-run weighs a later checkpoint
 
     # a changed sweep does not pass a finished run with another config off as done
     path.write_text(path.read_text().replace("train.max_steps: 2", "train.max_steps: 3"))
@@ -500,3 +502,25 @@ def test_a_damaged_sessions_file_is_one_line_naming_it(tmp_path, content, messag
     with pytest.raises(TartanError, match=message) as caught:
         read_sessions(tmp_path)
     assert caught.value.path == str(tmp_path / SESSIONS)
+
+
+def test_only_takes_a_run_id_as_dry_run_prints_it_a_list_value_too(tmp_path, tiny_models, data_dir):
+    path = write_sweep(tmp_path, tiny_models, data_dir, grid={"muppet.tasks": [["toy"], ["toy", "toy_pairs"]]})
+    _, runs = load_sweep(path)
+    listed = next(r.id for r in runs if "toy_pairs" in r.id)
+    assert "[" in listed  # fnmatch alone would read the brackets as a character class
+    assert [r.id for r in load_sweep(path, only=[listed])[1]] == [listed]
+
+
+def test_a_failed_run_that_checkpointed_since_stands_at_its_checkpoint(tmp_path, tiny_models, data_dir, capsys):
+    path = write_sweep(tmp_path, tiny_models, data_dir, seeds=[0], recipes=["finetune"])
+    root = tmp_path / "root"
+    last = root / "toy/finetune/seed0/checkpoint/finetune/last"
+    last.mkdir(parents=True)
+    (last / "state.json").write_text(json.dumps({"loop": {"step": 40}, "strategy": {}}))
+    written = (last / "state.json").stat().st_mtime
+    for failed_at, expected in ((written - 60, "checkpoint (finetune step 40)"), (written + 60, "failed (ValueError: bad)")):
+        (root / STATUS).write_text(json.dumps({"toy/finetune/seed0": {"status": "failed", "error": "ValueError: bad",
+                                                                      "time": failed_at}}))
+        assert main(["sweep", str(path), "--dry-run"]) == 0
+        assert capsys.readouterr().out.splitlines() == [f"toy/finetune/seed0  {expected}"]
