@@ -49,6 +49,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     else:
         digest.update(repr(sorted(tokenizer.get_vocab().items())).encode())
     digest.update(repr(sorted(tokenizer.special_tokens_map.items())).encode())
+    # which end a long text loses (`truncation_side` of tokenizer_config.json) changes its tokens; the
+    # default leaves the digest as it was, so that caches written before stay valid
+    if getattr(tokenizer, "truncation_side", "right") != "right":
+        digest.update(f"truncation_side={tokenizer.truncation_side}".encode())
     tokenizer._tartan_fingerprint = digest.hexdigest()
     return tokenizer._tartan_fingerprint
 

@@ -209,3 +209,13 @@ def test_word_ids_group_subword_pieces_for_wordpiece_and_byte_level_bpe(tiny_mod
                 same_word = words[current] == words[previous]
                 assert same_word == continues(pieces[current]), (kind, pieces)
             assert any(words[a] == words[b] for a, b in zip(real, real[1:]))  # some word has several pieces
+
+
+def test_a_tokenizer_that_truncates_on_the_left_does_not_share_a_cache_entry(tiny_models, tmp_path):
+    right = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    left = AutoTokenizer.from_pretrained(tiny_models["bert"], truncation_side="left")
+    long_texts = [" ".join(TEXTS)]  # longer than 16 tokens: each side keeps another end
+    kept_right = encode(right, long_texts, None, 16, source_digest="d", cache=tmp_path)
+    kept_left = encode(left, long_texts, None, 16, source_digest="d", cache=tmp_path)
+    assert not same_ids(kept_right.input_ids, kept_left.input_ids)
+    assert same_ids(kept_left.input_ids, encode(left, long_texts, None, 16).input_ids)
