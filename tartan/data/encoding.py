@@ -69,9 +69,13 @@ def encode(tokenizer, texts: list[str], text_pairs: list[str] | None, max_length
         path = Path(cache) / "tokens" / f"{key}.npz"
         if path.is_file():
             try:
-                return _load(path)
+                cached = _load(path)
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-                pass  # a damaged entry (a full disk, a copy cut short): tokenised again and replaced
+                cached = None  # a damaged entry (a full disk, a copy cut short): tokenised again and replaced
+            # one file read two ways (a pair task's train file as TAPT's texts, which skip a blank
+            # pair, and as DAPT's passages, which keep it) shares a key: other rows are not these
+            if cached is not None and len(cached) == len(texts):
+                return cached
     batch = tokenizer(texts, text_pairs, truncation=True, max_length=max_length,
                       return_attention_mask=False)
     input_ids = [np.asarray(ids, dtype=np.int32) for ids in batch["input_ids"]]

@@ -84,7 +84,7 @@ def test_cache_hit_survives_a_fresh_tokenizer_object(tiny_models, tmp_path):
     first = encode(one, TEXTS, None, 64, source_digest="d", cache=cache)
     fresh = AutoTokenizer.from_pretrained(tiny_models["bert"])
     assert tokenizer_fingerprint(fresh) == tokenizer_fingerprint(one)
-    second = encode(fresh, ["not", "tokenized"], None, 64, source_digest="d", cache=cache)  # keyed by digest
+    second = encode(fresh, ["not tokenized"] * len(TEXTS), None, 64, source_digest="d", cache=cache)  # keyed by digest
     assert same_ids(first.input_ids, second.input_ids)
 
 
@@ -219,3 +219,9 @@ def test_a_tokenizer_that_truncates_on_the_left_does_not_share_a_cache_entry(tin
     kept_left = encode(left, long_texts, None, 16, source_digest="d", cache=tmp_path)
     assert not same_ids(kept_right.input_ids, kept_left.input_ids)
     assert same_ids(kept_left.input_ids, encode(left, long_texts, None, 16).input_ids)
+
+
+def test_an_entry_of_another_row_count_under_the_same_key_is_tokenised_again(bert_tokenizer, tmp_path):
+    encode(bert_tokenizer, TEXTS, None, 64, source_digest="d", cache=tmp_path)
+    fewer = encode(bert_tokenizer, TEXTS[:-1], None, 64, source_digest="d", cache=tmp_path)
+    assert same_ids(fewer.input_ids, encode(bert_tokenizer, TEXTS[:-1], None, 64).input_ids)
