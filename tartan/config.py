@@ -142,8 +142,10 @@ class DomainConfig:
     """In-domain text for DAPT: a .txt/.jsonl file (relative to data_dir or absolute)."""
 
     path: str = "citation_intent/domain.1x.txt"
-    # all lines (null), a line count, or a multiple of the end task's train set such as 1x or 10x
-    size: typing.Optional[str] = None
+    # all lines (null), a line count, or a multiple of the end task's train set such as 1x or 10x;
+    # checked when read, not only by the methods that draw domain text (a typo in a sweep's grid)
+    size: typing.Optional[str] = checked(None, pattern=r"\s*(all|\d+|\d+(\.\d+)?\s*x)\s*",
+                                         spelled="a line count, all, or a multiple of the end task's train set such as 10x")
 
 
 @dataclass

@@ -102,8 +102,8 @@ def predict_file(run_dir: Path, path: Path, output=None, batch_size: int = 64, d
         texts.append(row["text"])
         pairs.append(row.get("text_pair"))
         lines.append(line)
-    if Path(path).suffix.lower() == ".txt":
-        # a text a line: the reader skips a blank one, so the output's lines are no longer the input's
+    if Path(path).suffix.lower() in (".txt", ".jsonl"):
+        # a row a line: the reader skips a blank one, so the output's lines are no longer the input's
         blank = sorted(set(range(1, max(lines, default=0) + 1)) - set(lines))
         if blank:
             shown = ", ".join(map(str, blank[:5])) + (", ..." if len(blank) > 5 else "")

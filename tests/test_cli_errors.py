@@ -147,6 +147,29 @@ def test_unknown_config_key_in_override(data_dir, tiny_models, tmp_path, capsys)
     assert_one_line_error(code, err, out_dir, "train.learning_rate=1", "unknown config key")
 
 
+def test_a_key_given_twice_on_the_command_line_is_one_line_and_nothing_written(data_dir, tiny_models, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, _, err = run_train(capsys, tiny_models["bert"], data_dir, out_dir, "seed=1", "seed=2")
+    assert_one_line_error(code, err, out_dir, "key 'seed' is given twice on the command line")
+
+
+def test_a_bad_domain_size_is_refused_when_read_whatever_the_method(data_dir, tiny_models, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, _, err = run_train(capsys, tiny_models["bert"], data_dir, out_dir, **{"domain.size": "3y"})
+    assert_one_line_error(code, err, out_dir, "domain.size must be a line count", "'3y'")
+
+
+def test_overrides_after_an_option_are_overrides(tmp_path, capsys):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"root: {tmp_path / 'root'}\nrecipes: [finetune]\nend_tasks: [toy]\nseeds: [0]\n"
+                     "grid: {train.lr_body: [0.0001, 0.0002]}\n")
+    assert main(["sweep", str(sweep), "--dry-run", "train.lr_body=3e-4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.lr_body is an axis of the sweep's grid" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit):  # not an override: argparse's usage error, as before
+        main(["sweep", str(sweep), "--dry-run", "--no-such-flag"])
+
+
 def test_unknown_config_key_in_recipe(data_dir, tiny_models, tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("method: finetune\ntrain:\n  epochs: 2\n  learning_rate: 0.1\n")
@@ -282,6 +305,8 @@ def test_predict_writes_one_line_per_row(finished_run, tmp_path, capsys):
     code, err = predict(capsys, finished_run, inputs, tmp_path / "out.jsonl")
     assert code == 0, err
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 2
+    # the blank line shifts every later row's output line: said, as for a .txt
+    assert f"warning: {inputs}: skipped 1 blank line(s) (line 2)" in err
 
 
 @pytest.mark.parametrize("name, content, needles", [

@@ -52,3 +52,11 @@ def test_pooled_keys_draw_seeds_of_another_precision_as_one_setting(tmp_path):
     assert len(group_by_setting(runs, pool=("train.precision",))) == 4  # pretrain.precision still tells them apart
     with pytest.raises(TartanError, match="--pool 'precison' names no config key"):
         group_by_setting(runs, pool=("precison",))
+
+
+def test_a_seed_twice_at_one_point_is_refused_as_the_report_refuses_it(tmp_path):
+    runs = [write_config(tmp_path / f"{lr}{seed}", name="finetune", end_task="toy", seed=seed, train={"lr_body": lr})
+            for lr in (1e-4, 2e-4) for seed in (0, 1)]
+    with pytest.raises(TartanError, match="seed 0 twice in one line"):
+        group_by_setting(runs, pool=("train.lr_body",))
+    assert len(group_by_setting(runs, axis=("train.lr_body",))["finetune"]) == 4  # an axis: other points
