@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -80,22 +81,26 @@ def test_eval_scores_the_argmax_of_the_runs_logits_against_the_gold_labels(tiny_
         assert abs(scores[key] - expected[key]) < 1e-9, key
 
 
-def test_blank_lines_of_a_text_file_are_skipped_and_named(tiny_models, data_dir, tmp_path, capsys):
+@pytest.mark.parametrize("name, content, rows, warning", [
+    ("inputs.txt", "first text\n\nthird text\n   \nfifth text\n", 3, "skipped 2 blank line(s) (line 2, 4)"),
+    ("inputs.TXT", "first text\n\nthird text\n", 2, "skipped 1 blank line(s) (line 2)"),
+    # a CSV's empty text keeps its line of output; its blank line is no row, and is said
+    ("inputs.csv", 'text\nzeta the model\n""\n\nkappa results\n', 3, "skipped 1 blank line(s) between rows (line 4)"),
+])
+def test_blank_lines_are_skipped_and_named(name, content, rows, warning, tiny_models, data_dir, tmp_path, capsys):
     """Their predictions would mean nothing, but without a word every later output line would be read
     as the prediction of the input line above it."""
     run_dir = tmp_path / "run"
     train(load_config(recipe("finetune"), tiny_overrides(tiny_models["bert"], data_dir, run_dir, **{"train.max_steps": 1})))
-    inputs = tmp_path / "inputs.txt"
-    inputs.write_text("first text\n\nthird text\n   \nfifth text\n")
+    inputs = tmp_path / name
+    inputs.write_text(content)
     capsys.readouterr()
     out = io.StringIO()
-    assert predict_file(run_dir, inputs, out) == 3 and len(out.getvalue().splitlines()) == 3
-    assert f"warning: {inputs}: skipped 2 blank line(s) (line 2, 4)" in capsys.readouterr().err
+    assert predict_file(run_dir, inputs, out) == rows and len(out.getvalue().splitlines()) == rows
+    assert f"warning: {inputs}: {warning}" in capsys.readouterr().err
 
 
 def test_predict_and_eval_refuse_texts_for_a_pair_run_and_pairs_for_a_text_run(tiny_models, data_dir, tmp_path):
-    import pytest
-
     from tartan.errors import TartanError
 
     pair_run, text_run = tmp_path / "pairs", tmp_path / "texts"
@@ -123,20 +128,3 @@ def test_predict_and_eval_refuse_texts_for_a_pair_run_and_pairs_for_a_text_run(t
         (other / "toy_pairs" / f"{split}.jsonl").write_text(rows)
     with pytest.raises(TartanError, match="trained on text pairs"):
         evaluate_run(pair_run, "test", data_dir=str(other))
-
-
-def test_every_row_of_a_csv_is_predicted_an_empty_text_too_and_an_uppercase_txt_warns(tiny_models, data_dir, tmp_path,
-                                                                                       capsys):
-    run_dir = tmp_path / "run"
-    train(load_config(recipe("finetune"), tiny_overrides(tiny_models["bert"], data_dir, run_dir, **{"train.max_steps": 1})))
-    inputs = tmp_path / "inputs.csv"
-    inputs.write_text('text\nzeta the model\n""\n\nkappa results\n')
-    capsys.readouterr()
-    out = io.StringIO()
-    # the empty text keeps its line of output; the blank line is no row, and is said
-    assert predict_file(run_dir, inputs, out) == 3 and len(out.getvalue().splitlines()) == 3
-    assert f"warning: {inputs}: skipped 1 blank line(s) between rows (line 4)" in capsys.readouterr().err
-    upper = tmp_path / "inputs.TXT"
-    upper.write_text("first text\n\nthird text\n")
-    assert predict_file(run_dir, upper, io.StringIO()) == 2
-    assert f"warning: {upper}: skipped 1 blank line(s) (line 2)" in capsys.readouterr().err
