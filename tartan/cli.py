@@ -233,17 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_overrides_once(overrides: list[str]) -> None:
-    """A key given twice on the command line is a typo or a leftover: one of the two values would be
-    lost without a word, as YAML's second key would (refused in a recipe too)."""
-    seen: set[str] = set()
-    for override in overrides:
-        key = override.partition("=")[0].strip()
-        if key in seen:
-            raise TartanError(f"key {key!r} is given twice on the command line")
-        seen.add(key)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `key=value` after an option (`tartan sweep S.yaml --dry-run lr=1`): argparse fills a positional
@@ -254,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        if getattr(args, "overrides", None):
-            check_overrides_once(args.overrides)
         return args.func(args)
     except TartanError as error:
         if args.debug:
