@@ -42,25 +42,24 @@ def group_by_setting(run_dirs: list[Path], axis: tuple[str, ...] = (), pool: tup
 
     groups: dict[str, tuple[str, str, dict, list[Path]]] = {}
     pooled_runs: dict[str, list[tuple[object, dict]]] = {}  # group -> each run's (seed, pooled values)
-    points: dict[str, list[tuple[object, str]]] = {}  # group -> each run's (seed, axis values)
+    points: dict[str, dict[tuple[object, str], Path]] = {}  # group -> (seed, axis values) -> its run
     end_tasks: dict[str, set] = {}
     for run_dir in run_dirs:
         config = read_config(run_dir)
         name = config.get("name") or Path(run_dir).name
-        setting = setting_of(config, axis)
+        full = setting_of(config)
+        setting = {k: v for k, v in full.items() if k not in axis}
         keys = pooled_keys(setting, pool)
         values = {k: setting.pop(k) for k in keys}
         key = json.dumps([name, setting], sort_keys=True, default=str)
-        dirs = groups.setdefault(key, (str(config.get("end_task")), name, setting, []))[3]
+        groups.setdefault(key, (str(config.get("end_task")), name, setting, []))[3].append(Path(run_dir))
         # a seed twice at one point of a line (`pool` over a key whose values share seeds): refused, as
         # the report refuses it, rather than averaged as if they were two seeds
-        point = (config.get("seed"), json.dumps({k: v for k, v in setting_of(config).items() if k in axis},
-                                                sort_keys=True, default=str))
-        twice = next((d for d, seen in zip(dirs, points.setdefault(key, [])) if seen == point), None)
-        if twice is not None and point[0] is not None:
-            raise TartanError(f"seed {point[0]} twice in one line (also in {twice})", Path(run_dir) / "config.yaml")
-        points[key].append(point)
-        dirs.append(Path(run_dir))
+        point = (config.get("seed"), json.dumps({k: full.get(k) for k in axis}, sort_keys=True, default=str))
+        seen = points.setdefault(key, {})
+        if point[0] is not None and point in seen:
+            raise TartanError(f"seed {point[0]} twice in one line (also in {seen[point]})", Path(run_dir) / "config.yaml")
+        seen[point] = Path(run_dir)
         pooled_runs.setdefault(key, []).append((config.get("seed"), values))
         end_tasks.setdefault(name, set()).add(config.get("end_task"))
     for name, tasks in end_tasks.items():
