@@ -444,9 +444,9 @@ def test_accumulated_micro_batches_make_the_update_of_one_batch_that_large(monke
     for name, p in reference.named_parameters():
         p.grad = step.left[name].clone() if name in step.left else None
     torch.nn.utils.clip_grad_norm_(list(reference.parameters()), clip)
-    for name, p in reference.named_parameters():
-        if name in step.stepped:
-            assert torch.allclose(step.stepped[name], p.grad, rtol=1e-5, atol=1e-9), name
+    assert set(step.stepped) == set(step.left)
+    for name, gradient in step.stepped.items():
+        assert torch.allclose(gradient, reference.get_parameter(name).grad, rtol=1e-5, atol=1e-9), name
     optimizer.step()
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         assert torch.allclose(p, q, atol=1e-6), name
