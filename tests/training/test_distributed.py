@@ -48,7 +48,9 @@ def assert_match_up_to_summation_order(a: dict, b: dict) -> None:
     # sign, and AdamW's first steps move it by the learning rate (1e-3) either way; every other weight
     # agrees (a fresh-clone CI run saw one weight off by 1.08e-5 with three processes)
     differences = torch.cat([(a[k] - b[k]).abs().reshape(-1) for k in a])
-    assert float((differences > 1e-5).float().mean()) < 1e-3 and float(differences.max()) < 3 * 2e-3
+    # one component per thousand, and at least one so that a small head may hold the single one
+    assert int((differences > 1e-5).sum()) <= max(1, differences.numel() // 1000)
+    assert float(differences.max()) < 3 * 2e-3
 
 
 # the labelled auxiliary task splits 8 rows 4 + 4; the masked-LM one (TAPT) on batches of 7 splits them
@@ -82,9 +84,8 @@ def test_several_processes_match_one_process_on_the_same_global_batches(recipe, 
     start = load_file(str(model_without_dropout / "model.safetensors"))
     for part in ("model/model.safetensors", "heads/toy.safetensors", f"heads/{auxiliary}.safetensors"):
         a, b = load_file(str(one / part)), load_file(str(two / part))
-        assert a.keys() == b.keys()
-        for key in a:
-            assert torch.allclose(a[key], b[key], atol=1e-5), f"{part}: {key}"
+        assert a.keys() == b.keys(), part
+        assert_match_up_to_summation_order(a, b)
     moved = [k for k in start if k in load_file(str(one / "model/model.safetensors"))
              and not torch.equal(start[k], load_file(str(one / "model/model.safetensors"))[k])]
     assert moved  # training changed the body, so the comparison above means something
