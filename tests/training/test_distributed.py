@@ -82,11 +82,12 @@ def test_several_processes_match_one_process_on_the_same_global_batches(recipe, 
     if recipe == "meta_tartan":
         assert len({w for _, _, w in weights(one)}) > 1  # the weights did move
     start = load_file(str(model_without_dropout / "model.safetensors"))
-    for part in ("model/model.safetensors", "heads/toy.safetensors", f"heads/{auxiliary}.safetensors"):
-        a, b = load_file(str(one / part)), load_file(str(two / part))
+    parts = {part: (load_file(str(one / part)), load_file(str(two / part)))
+             for part in ("model/model.safetensors", "heads/toy.safetensors", f"heads/{auxiliary}.safetensors")}
+    for part, (a, b) in parts.items():
         assert a.keys() == b.keys(), part
         assert_match_up_to_summation_order(a, b)
-    trained = body(one)
+    trained = parts["model/model.safetensors"][0]
     moved = [k for k in start if k in trained and not torch.equal(start[k], trained[k])]
     assert moved  # training changed the body, so the comparison above means something
 
